@@ -1,0 +1,153 @@
+"""Configuration: defaults in code, YAML files and ``key=value`` overrides on top.
+
+A resolved config is a flat ``dict``. Precedence, lowest to highest:
+trainer/data defaults -> the model's ``default_config`` -> YAML files (in order) ->
+``--set key=value`` overrides. Unknown keys and values of the wrong type are
+:class:`GraphrecError` s that name the key and the known keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from graphrec.errors import GraphrecError
+
+#: Trainer settings (spec section 2.1/2.2). Models may override any of them.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "seed": 2024,
+    "epochs": 500,
+    "train_batch_size": 2048,
+    "learning_rate": 1e-3,
+    # lr * a ** (epoch / b), stepped once per epoch; [1.0, 50] = constant
+    "learning_rate_scheduler": [1.0, 50],
+    "weight_decay": 0.0,
+    "eval_step": 1,
+    "stopping_step": 20,
+    "valid_metric": "recall@20",
+    "topk": [10, 20, 50],
+    "eval_batch_size": 2048,
+    # exclude validation items when ranking for test (false = the authors' protocol, spec 2.4)
+    "eval_mask_valid_in_test": True,
+    "device": "auto",
+    "embedding_size": 64,
+}
+
+#: Dataset and protocol settings (spec section 1).
+DATA_DEFAULTS: dict[str, Any] = {
+    # null = the embedded synthetic dataset (no files needed)
+    "data_dir": None,
+    # name of <name>.inter in data_dir; null = the only .inter file there
+    "dataset": None,
+    # modality names (image/text/audio/...); null = every <modality>_feat.npy found
+    "modalities": None,
+    # missing_items_<ratio>.npy to load; null = the only mask file present (none = no missing modality)
+    "missing_ratio": None,
+    "mask_file": None,
+    # new-item setting (spec 1.5): read <dataset>_del.inter and new_items.npy (or derive them)
+    "new_items": False,
+    # raw-feature imputation for missing rows: mean | zeros | nn
+    "imputation": "mean",
+    "filter_cold_users": True,
+    # embedded synthetic dataset (used when data_dir is null)
+    "synth_users": 800,
+    "synth_items": 1000,
+    "synth_modalities": ["image", "text"],
+    "synth_seed": 0,
+    # missing-modality protocol of the synthetic set: 'even' (1/(M+1) of items per
+    # number of missing modalities) or a ratio in [0, 1) for the nested sweep
+    "synth_missing": "even",
+    "synth_new_items": False,
+}
+
+
+def _close(key: str, known: Iterable[str]) -> str:
+    m = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{m[0]}'?)" if m else ""
+
+
+def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise GraphrecError(f"{source}: '{key}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise GraphrecError(f"{source}: '{key}' must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GraphrecError(f"{source}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+        raise GraphrecError(f"{source}: '{key}' must be a list like {list(default)!r}, got {value!r}")
+    return value
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``["key=value", ...]``; values are read as YAML (``0.1``, ``true``, ``[1, 2]``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise GraphrecError(f"--set expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or a non-mapping is a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise GraphrecError(f"config file '{p}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise GraphrecError(f"config file '{p}' is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise GraphrecError(f"config file '{p}' must hold a mapping of key: value, not {type(data).__name__}")
+    return data
+
+
+def resolve_config(
+    model_name: str,
+    model_defaults: Mapping[str, Any],
+    files: Iterable[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge defaults, YAML files and overrides into one flat config for ``model_name``.
+
+    A YAML file may carry ``model: NAME``; it must then match ``model_name``.
+    """
+    defaults: dict[str, Any] = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **model_defaults}
+    config = dict(defaults)
+    layers: list[tuple[str, Mapping[str, Any]]] = [(f"config file '{f}'", load_yaml(f)) for f in files]
+    if overrides:
+        layers.append(("--set", overrides))
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key == "model":
+                if value != model_name:
+                    raise GraphrecError(f"{source} is for model '{value}', not '{model_name}'")
+                continue
+            if key not in defaults:
+                raise GraphrecError(
+                    f"{source}: unknown config key '{key}'{_close(key, defaults)}; "
+                    f"run 'graphrec models {model_name}' to list the keys"
+                )
+            config[key] = _check_type(key, value, defaults[key], source)
+    config["model"] = model_name
+    return config

@@ -1,0 +1,129 @@
+"""Reading and writing MMRec ``.inter`` files.
+
+An ``.inter`` file is tab-separated with a header; graphrec reads the columns
+``userID``, ``itemID`` and ``x_label`` (0 = train, 1 = valid, 2 = test) and ignores
+any other column (``rating``, ``timestamp``). Ids are 0-based integers. The number
+of users/items is ``max(id) + 1`` over the whole file (spec 1.2).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphrec.errors import GraphrecError
+
+REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+@dataclass
+class Interactions:
+    """All rows of one ``.inter`` file.
+
+    Attributes:
+        users, items: ``(E,)`` int64 ids.
+        labels: ``(E,)`` int8 split label (0 train, 1 valid, 2 test).
+        n_users, n_items: ``max id + 1`` (at least the given minimum).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    n_users: int
+    n_items: int
+
+    def split(self, label: int) -> np.ndarray:
+        """``(E_split, 2)`` array of (user, item) pairs with the given label."""
+        sel = self.labels == label
+        return np.stack([self.users[sel], self.items[sel]], axis=1)
+
+
+def read_inter(path: str | Path) -> Interactions:
+    """Read an MMRec ``.inter`` file, validating columns, ids and labels."""
+    p = Path(path)
+    if not p.is_file():
+        raise GraphrecError(f"interaction file '{p}' does not exist")
+    with p.open("r", encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().rstrip("\r\n").split("\t")
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise GraphrecError(
+                f"{p}: header lacks column(s) {', '.join(missing)}; an .inter file is tab-separated with a header "
+                f"'userID<TAB>itemID<TAB>x_label' (found: {' | '.join(header)[:80]})"
+            )
+        cols = [header.index(c) for c in REQUIRED_COLUMNS]
+        width = len(header)
+        rows: list[tuple[int, int, int]] = []
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split("\t")
+            if len(parts) < width:
+                raise GraphrecError(
+                    f"{p}:{lineno}: expected {width} tab-separated columns, found {len(parts)} ('{line[:60]}')"
+                )
+            try:
+                u, i, lab = (int(parts[c]) for c in cols)
+            except ValueError:
+                bad = next(parts[c] for c in cols if not _is_int(parts[c]))
+                raise GraphrecError(f"{p}:{lineno}: '{bad}' is not an integer id/label; ids must be 0-based integers") from None
+            if u < 0 or i < 0:
+                raise GraphrecError(f"{p}:{lineno}: negative id ({u}, {i}); ids must be 0-based non-negative integers")
+            if lab not in (TRAIN, VALID, TEST):
+                raise GraphrecError(f"{p}:{lineno}: x_label {lab} is not 0 (train), 1 (valid) or 2 (test)")
+            rows.append((u, i, lab))
+    if not rows:
+        raise GraphrecError(f"{p}: no interaction rows after the header")
+    arr = np.asarray(rows, dtype=np.int64)
+    return Interactions(
+        users=arr[:, 0].copy(),
+        items=arr[:, 1].copy(),
+        labels=arr[:, 2].astype(np.int8),
+        n_users=int(arr[:, 0].max()) + 1,
+        n_items=int(arr[:, 1].max()) + 1,
+    )
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+        return True
+    except ValueError:
+        return False
+
+
+def write_inter(path: str | Path, users: np.ndarray, items: np.ndarray, labels: np.ndarray) -> None:
+    """Write an ``.inter`` file atomically (temp file + rename)."""
+    lines = ["userID\titemID\tx_label"]
+    lines += [f"{u}\t{i}\t{lab}" for u, i, lab in zip(users.tolist(), items.tolist(), labels.tolist())]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_npy(path: str | Path, array, allow_pickle: bool = False) -> None:
+    """``np.save`` atomically (the file name is used exactly as given)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=allow_pickle)
+    atomic_write_bytes(path, buf.getvalue())

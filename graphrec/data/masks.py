@@ -1,0 +1,198 @@
+"""Missing-modality masks: the authors' ``missing_items_<ratio>.npy`` files and the papers' protocols.
+
+A mask file is a pickled ``dict`` of disjoint item-id arrays whose keys name the
+combination of missing modalities (spec 1.3): one letter per modality (``t`` text,
+``v`` image/visual, ``a`` audio), several letters for several (``tv``), and ``all``
+for every modality. Modalities without a one-letter code are written as names
+joined with ``+`` (``video+text``).
+
+:class:`MissingModalities` holds the per-item boolean view used everywhere else:
+``missing[m]`` is Ω_m, :meth:`only` is Ω_m^1, :meth:`complete` is C.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphrec.data.interactions import atomic_save_npy
+from graphrec.errors import GraphrecError
+
+#: One-letter codes of the authors' mask files.
+MODALITY_CODES = {"image": "v", "text": "t", "audio": "a"}
+
+
+def modality_code(name: str) -> str:
+    return MODALITY_CODES.get(name, name)
+
+
+@dataclass
+class MissingModalities:
+    """Which item misses which modality.
+
+    Attributes:
+        modalities: modality names, in feature order.
+        missing: ``{modality: (N,) bool}``; True where the item's modality is missing (Ω_m).
+    """
+
+    modalities: list[str]
+    missing: dict[str, np.ndarray]
+
+    @classmethod
+    def none(cls, modalities: list[str], n_items: int) -> "MissingModalities":
+        return cls(list(modalities), {m: np.zeros(n_items, dtype=bool) for m in modalities})
+
+    @property
+    def n_items(self) -> int:
+        return len(next(iter(self.missing.values()))) if self.missing else 0
+
+    def count(self) -> np.ndarray:
+        """``(N,)`` int: number of missing modalities per item."""
+        if not self.modalities:
+            return np.zeros(0, dtype=np.int64)
+        return np.sum([self.missing[m] for m in self.modalities], axis=0).astype(np.int64)
+
+    def only(self, m: str) -> np.ndarray:
+        """Ω_m^1: items missing exactly modality ``m`` and nothing else."""
+        return self.missing[m] & (self.count() == 1)
+
+    def complete(self) -> np.ndarray:
+        """C: items with every modality observed."""
+        return self.count() == 0
+
+    def any_missing(self) -> bool:
+        return bool(any(v.any() for v in self.missing.values()))
+
+    # ----- conversion to/from the authors' dict format -----
+    def to_key_dict(self) -> dict[str, np.ndarray]:
+        """The authors' dict: key -> sorted item ids missing exactly that combination."""
+        out: dict[str, np.ndarray] = {}
+        mat = np.stack([self.missing[m] for m in self.modalities], axis=1) if self.modalities else None
+        if mat is None:
+            return out
+        n_mod = len(self.modalities)
+        for r in range(1, n_mod + 1):
+            for combo in itertools.combinations(range(n_mod), r):
+                want = np.zeros(n_mod, dtype=bool)
+                want[list(combo)] = True
+                ids = np.flatnonzero((mat == want).all(axis=1)).astype(np.int64)
+                if len(ids):
+                    out[self._key(combo)] = ids
+        return out
+
+    def _key(self, combo: tuple[int, ...]) -> str:
+        if len(combo) == len(self.modalities) and len(self.modalities) > 1:
+            return "all"
+        codes = [modality_code(self.modalities[c]) for c in combo]
+        return "".join(codes) if all(len(c) == 1 for c in codes) else "+".join(codes)
+
+    @classmethod
+    def from_key_dict(
+        cls, d: dict, modalities: list[str], n_items: int, source: str = "mask"
+    ) -> "MissingModalities":
+        """Parse the authors' dict; unknown letters, out-of-range or overlapping ids are errors."""
+        code_to_mod = {modality_code(m): m for m in modalities}
+        missing = {m: np.zeros(n_items, dtype=bool) for m in modalities}
+        seen = np.zeros(n_items, dtype=bool)
+        for key, ids in d.items():
+            ids = np.asarray(ids, dtype=np.int64).ravel()
+            if key == "all":
+                mods = list(modalities)
+            else:
+                codes = key.split("+") if "+" in key else list(key)
+                unknown = [c for c in codes if c not in code_to_mod]
+                if unknown:
+                    # a mask may name a modality whose features are absent (e.g. TikTok text):
+                    # those letters are dropped, the rest still apply
+                    known_codes = ", ".join(sorted(code_to_mod))
+                    if all(c in "tva" for c in unknown):
+                        codes = [c for c in codes if c in code_to_mod]
+                    else:
+                        raise GraphrecError(
+                            f"{source}: key '{key}' names unknown modality code(s) {unknown}; known: {known_codes}"
+                        )
+                mods = [code_to_mod[c] for c in codes]
+            if len(ids) and (ids.min() < 0 or ids.max() >= n_items):
+                raise GraphrecError(
+                    f"{source}: key '{key}' holds item id {int(ids.max())} outside 0..{n_items - 1}; "
+                    "the mask does not belong to this dataset"
+                )
+            if seen[ids].any():
+                raise GraphrecError(f"{source}: key '{key}' repeats items of another key; keys must be disjoint")
+            seen[ids] = True
+            for m in mods:
+                missing[m][ids] = True
+        return cls(list(modalities), missing)
+
+
+def load_mask_file(path: str | Path, modalities: list[str], n_items: int) -> MissingModalities:
+    """Read ``missing_items_<ratio>.npy`` (a pickled dict, spec 1.3)."""
+    p = Path(path)
+    if not p.is_file():
+        raise GraphrecError(f"mask file '{p}' does not exist")
+    try:
+        obj = np.load(p, allow_pickle=True)
+        d = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object else None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+        raise GraphrecError(f"{p}: cannot be read as a mask file ({type(exc).__name__}); expected np.save of a dict") from None
+    if not isinstance(d, dict):
+        raise GraphrecError(f"{p}: expected a pickled dict of item-id arrays (keys like 't', 'v', 'all')")
+    return MissingModalities.from_key_dict(d, modalities, n_items, source=str(p))
+
+
+def save_mask_file(path: str | Path, mask: MissingModalities) -> None:
+    atomic_save_npy(path, np.array(mask.to_key_dict(), dtype=object), allow_pickle=True)
+
+
+def mask_file_name(ratio: float | str) -> str:
+    """``missing_items_<ratio>.npy`` with the ratio printed as given (``0.666`` stays ``0.666``)."""
+    return f"missing_items_{ratio}.npy"
+
+
+def generate_missing(
+    n_items: int,
+    modalities: list[str],
+    ratio: float | None = None,
+    seed: int = 1225,
+    eligible: np.ndarray | None = None,
+) -> MissingModalities:
+    """Seeded, nested missing-modality protocol of the papers.
+
+    Items are put in a seeded random order. The first ``round(ratio * N)`` items in
+    that order miss at least one modality; an item's combination depends only on its
+    position (positions cycle through 1..M missing modalities, and within a level
+    through its combinations), so:
+
+    * ``ratio = None`` gives the papers' even split: 1/(M+1) of items at each of
+      0..M missing modalities (1/3 each for two modalities, 1/4 each for three);
+    * masks for increasing ratios are **nested**: an item missing at 20 % is
+      missing the same modalities at 40 %;
+    * at any ratio, missing items are spread evenly over 1..M missing modalities.
+
+    ``eligible`` (``(N,)`` bool) restricts which items may miss anything.
+    """
+    n_mod = len(modalities)
+    if n_mod == 0:
+        raise GraphrecError("cannot generate a missing-modality mask without modalities")
+    if ratio is None:
+        ratio = n_mod / (n_mod + 1)
+    if not 0.0 <= ratio < 1.0:
+        raise GraphrecError(f"missing ratio must be in [0, 1), got {ratio}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_items)
+    if eligible is not None:
+        order = order[np.asarray(eligible, dtype=bool)[order]]
+    n_missing = int(round(ratio * n_items))
+    if n_missing > len(order):
+        raise GraphrecError(f"cannot make {n_missing} items miss a modality: only {len(order)} are eligible")
+    levels = [list(itertools.combinations(range(n_mod), r)) for r in range(1, n_mod + 1)]
+    missing = {m: np.zeros(n_items, dtype=bool) for m in modalities}
+    for pos in range(n_missing):
+        level = levels[pos % n_mod]
+        combo = level[(pos // n_mod) % len(level)]
+        for c in combo:
+            missing[modalities[c]][order[pos]] = True
+    return MissingModalities(list(modalities), missing)

@@ -1,0 +1,18 @@
+"""Graph layer: the dataset heterograph and chunked kNN item-item graphs."""
+
+from graphrec.graph.heterograph import IU, UI, build_heterograph, item_graph_matrix, knn_relation, refine_relation
+from graphrec.graph.knn import blend_rows, build_knn_graph, knn_topk, mask_missing, sym_normalize
+
+__all__ = [
+    "IU",
+    "UI",
+    "blend_rows",
+    "build_heterograph",
+    "build_knn_graph",
+    "item_graph_matrix",
+    "knn_relation",
+    "knn_topk",
+    "mask_missing",
+    "refine_relation",
+    "sym_normalize",
+]

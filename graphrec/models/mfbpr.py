@@ -1,0 +1,37 @@
+"""MF-BPR: matrix factorisation trained with BPR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from graphrec.blocks.bpr import bpr_loss, l2_reg
+from graphrec.data.dataset import RecDataset
+from graphrec.data.sampler import BPRBatch
+from graphrec.models.base import RecModel
+from graphrec.registry import register_model
+
+
+@register_model("mfbpr")
+class MFBPR(RecModel):
+    """Score ``<e_u, e_i>`` of free ID embeddings (U x d, N x d), BPR + L2 on the batch embeddings."""
+
+    name = "mfbpr"
+    default_config = {"reg_weight": 1e-4}
+
+    def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
+        super().__init__(dataset, config)
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.embedding_size)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
+        self.reg_weight = float(config["reg_weight"])
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_emb, self.item_emb
+
+    def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
+        u, p, n = self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg]
+        bpr = bpr_loss((u * p).sum(1), (u * n).sum(1))
+        reg = self.reg_weight * l2_reg(u, p, n)
+        return {"loss": bpr + reg, "bpr": bpr, "reg": reg}

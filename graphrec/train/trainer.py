@@ -1,0 +1,249 @@
+"""The training loop (spec 2.2): Adam, BPR batches, periodic evaluation, early stopping.
+
+Per epoch: model hook ``on_epoch_start`` -> callbacks -> shuffled BPR batches
+(zero grad, loss, backward, Adam step; a non-finite loss aborts) -> LR scheduler
+step -> every ``eval_step`` epochs ``before_evaluation`` + validation. Early
+stopping counts evaluations whose validation ``valid_metric`` (rounded to 4
+decimals) is not strictly better than the best; it stops when the counter exceeds
+``stopping_step``. At the end the best state is restored and evaluated on test
+(this equals the authors' "test metrics at the best validation epoch", since the
+whole model state, graphs included, is restored).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from graphrec.data.dataset import RecDataset
+from graphrec.data.sampler import BPRSampler
+from graphrec.errors import GraphrecError
+from graphrec.eval.evaluator import EvalResult, Evaluator
+from graphrec.models.base import RecModel
+from graphrec.train.seed import resolve_device, set_seed
+
+
+class Callback:
+    """Hooks around training; subclass and override what you need."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_evaluate(self, trainer: "Trainer", epoch: int, result: EvalResult) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", result: "FitResult") -> None: ...
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`."""
+
+    best_epoch: int
+    best_valid: EvalResult | None
+    test: EvalResult | None
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "seconds": round(self.seconds, 3),
+            "valid": self.best_valid.to_dict() if self.best_valid else None,
+            "test": self.test.to_dict() if self.test else None,
+            "history": self.history,
+        }
+
+
+def _metric_key(name: str) -> str:
+    return name.lower()
+
+
+class Trainer:
+    """Trains a :class:`RecModel` on a :class:`RecDataset` with the resolved ``config``.
+
+    Args:
+        callbacks: extra :class:`Callback` s.
+        console: rich console for progress and tables (``None`` = stderr).
+        progress: show a progress bar per epoch.
+    """
+
+    def __init__(
+        self,
+        model: RecModel,
+        dataset: RecDataset,
+        config: dict[str, Any],
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+        console: Console | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.device = resolve_device(str(config.get("device", "auto")))
+        self.model = model.to_device(self.device)
+        self.callbacks = list(callbacks)
+        self.console = console or Console(stderr=True)
+        self.show_progress = progress
+        self.rng = set_seed_rng(config)
+        self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
+        self.evaluator = Evaluator(
+            dataset,
+            topk=config.get("topk", [10, 20, 50]),
+            batch_size=int(config.get("eval_batch_size", 2048)),
+            mask_valid_in_test=bool(config.get("eval_mask_valid_in_test", True)),
+        )
+        self.valid_metric = _metric_key(str(config.get("valid_metric", "recall@20")))
+        known = {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "map") for k in self.evaluator.topk}
+        if self.valid_metric not in known:
+            raise GraphrecError(f"valid_metric '{self.valid_metric}' is not computed; choose one of {', '.join(sorted(known))}")
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=float(config["learning_rate"]), weight_decay=float(config.get("weight_decay", 0.0))
+        )
+        a, b = (list(config.get("learning_rate_scheduler") or [1.0, 50]) + [50])[:2]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
+        self.epoch = 0
+        self.model.on_train_start(self)
+
+    def evaluate(self, split: str) -> EvalResult:
+        self.model.eval()
+        with torch.no_grad():
+            result = self.evaluator.evaluate(self.model.scorer(), split)
+        self.model.train()
+        return result
+
+    def train_epoch(self, progress: Progress | None = None, task=None) -> dict[str, float]:
+        self.model.train()
+        bs = int(self.config["train_batch_size"])
+        totals: dict[str, float] = {}
+        n = 0
+        for batch in self.sampler.epoch(bs):
+            batch = batch.to(self.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses = self.model.loss(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise GraphrecError(
+                    f"training diverged: loss is {loss.item()} at epoch {self.epoch + 1}; lower learning_rate or check the features"
+                )
+            loss.backward()
+            self.optimizer.step()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach())
+            n += 1
+            if progress is not None:
+                progress.update(task, advance=1, loss=totals["loss"] / n)
+        self.scheduler.step()
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def fit(self) -> FitResult:
+        cfg = self.config
+        epochs = int(cfg["epochs"])
+        eval_step = max(1, int(cfg.get("eval_step", 1)))
+        stopping_step = int(cfg.get("stopping_step", 20))
+        best_score, best_epoch, best_state, best_valid = -math.inf, -1, None, None
+        counter, stopped, history = 0, False, []
+        t0 = time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        progress = self._progress()
+        with progress:
+            epoch_task = progress.add_task("epochs", total=epochs, loss=float("nan"), info="")
+            batch_task = progress.add_task("batches", total=self.sampler.n_batches(int(cfg["train_batch_size"])), loss=float("nan"), info="")
+            for epoch in range(epochs):
+                self.epoch = epoch
+                te = time.perf_counter()
+                self.model.on_epoch_start(self, epoch)
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+                progress.reset(batch_task, description=f"epoch {epoch + 1}")
+                logs = self.train_epoch(progress, batch_task)
+                logs["seconds"] = time.perf_counter() - te
+                record: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in logs.items()}}
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                if (epoch + 1) % eval_step == 0:
+                    self.model.before_evaluation(self, "valid")
+                    valid = self.evaluate("valid")
+                    score = round(valid.metrics[self.valid_metric], 4)
+                    record[f"valid_{self.valid_metric}"] = score
+                    for cb in self.callbacks:
+                        cb.on_evaluate(self, epoch, valid)
+                    if score > best_score:
+                        best_score, best_epoch, best_valid, counter = score, epoch + 1, valid, 0
+                        best_state = copy.deepcopy(self.model.state_dict())
+                    else:
+                        counter += 1
+                    progress.update(epoch_task, info=f"{self.valid_metric} {score:.4f} (best {best_score:.4f} @ {best_epoch})")
+                history.append(record)
+                progress.update(epoch_task, advance=1, loss=logs.get("loss", float("nan")))
+                if counter > stopping_step:
+                    stopped = True
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        else:  # no evaluation happened (epochs < eval_step): evaluate the final model
+            self.model.before_evaluation(self, "valid")
+            best_valid = self.evaluate("valid")
+            best_epoch = self.epoch + 1
+        test = self.evaluate("test")
+        result = FitResult(best_epoch, best_valid, test, self.epoch + 1, stopped, history, time.perf_counter() - t0)
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold blue]{task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=self.console,
+            disable=not self.show_progress,
+            transient=False,
+        )
+
+
+def set_seed_rng(config: dict[str, Any]):
+    return set_seed(int(config.get("seed", 2024)))
+
+
+def summary_table(result: FitResult, title: str = "results") -> Table:
+    """A rich table of the best-validation and test metrics."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("valid", justify="right")
+    table.add_column("test", justify="right")
+    names = list((result.test or result.best_valid).metrics) if (result.test or result.best_valid) else []
+    for name in names:
+        v = result.best_valid.metrics.get(name) if result.best_valid else None
+        t = result.test.metrics.get(name) if result.test else None
+        table.add_row(name, f"{v:.4f}" if v is not None else "-", f"{t:.4f}" if t is not None else "-")
+    return table
+
+
+def groups_table(res: EvalResult, metrics: tuple[str, ...] = ("recall@20", "ndcg@20")) -> Table:
+    table = Table(title=f"{res.split} by item group")
+    table.add_column("group")
+    table.add_column("users", justify="right")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for g, vals in res.groups.items():
+        table.add_row(g, str(res.group_users.get(g, 0)), *(f"{vals.get(m, float('nan')):.4f}" for m in metrics))
+    return table
