@@ -1,0 +1,3 @@
+from graphrec.cli.main import main
+
+main()
