@@ -7,6 +7,32 @@ features and return node features; each declares the relations it reads in a
 """
 
 from graphrec.blocks.bpr import bpr_loss, l2_reg
+from graphrec.blocks.club import CLUB
+from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
+from graphrec.blocks.fusion import ModalityFusion
+from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
+from graphrec.blocks.infonce import infonce
+from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
+from graphrec.blocks.preference import PreferenceGate
+from graphrec.blocks.user_aggregation import UserAggregation
 
-__all__ = ["LightGCNConv", "LightGCNPropagation", "bpr_loss", "l2_reg"]
+__all__ = [
+    "CLUB",
+    "FeatureGenerator",
+    "GeneralEncoder",
+    "ItemGraphConv",
+    "ItemGraphPropagation",
+    "LightGCNConv",
+    "LightGCNPropagation",
+    "ModalityDecoder",
+    "ModalityFusion",
+    "PreferenceGate",
+    "SpecificEncoder",
+    "UserAggregation",
+    "bpr_loss",
+    "infonce",
+    "l2_reg",
+    "perturb",
+]
+from graphrec.blocks import hypergraph, modality_aggregation, sinkhorn  # noqa: E402,F401  (CI2MG blocks)

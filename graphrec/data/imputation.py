@@ -68,21 +68,27 @@ def _nn_fill(x, m, features, missing, observed, k, chunk_size) -> None:
     cand = np.flatnonzero(observed)
     k = min(k, len(cand))
     xm = torch.from_numpy(features[m][cand])
+    # rows of items missing a modality may hold NaN/inf (allowed by load_features); they are
+    # masked out below, but NaN * 0 is NaN, so zero them first
+    finite = {o: np.nan_to_num(features[o], nan=0.0, posinf=0.0, neginf=0.0) for o in others}
     for start in range(0, len(targets), chunk_size):
         rows = targets[start : start + chunk_size]
         sim = torch.zeros(len(rows), len(cand))
-        usable = torch.zeros(len(rows), dtype=torch.bool)
+        # a candidate is comparable with a target when both observe some other modality
+        comparable = torch.zeros(len(rows), len(cand), dtype=torch.bool)
         for o in others:
             has = ~missing.missing[o][rows]
             if not has.any():
                 continue
-            a = F.normalize(torch.from_numpy(features[o][rows]), dim=1)
-            b = F.normalize(torch.from_numpy(features[o][cand]), dim=1)
+            a = F.normalize(torch.from_numpy(finite[o][rows]), dim=1)
+            b = F.normalize(torch.from_numpy(finite[o][cand]), dim=1)
             cand_has = torch.from_numpy(~missing.missing[o][cand])
-            s = (a @ b.T) * cand_has  # candidates missing o contribute nothing
-            sim += s * torch.from_numpy(has).unsqueeze(1)
-            usable |= torch.from_numpy(has)
-        idx = sim.topk(k, dim=1).indices
-        filled = xm[idx].mean(dim=1).numpy()
-        keep = usable.numpy()
+            both = torch.from_numpy(has).unsqueeze(1) & cand_has.unsqueeze(0)
+            sim += (a @ b.T) * both  # pairs where either side misses o contribute nothing
+            comparable |= both
+        # incomparable candidates are never neighbours (not even ahead of negative similarities)
+        vals, idx = sim.masked_fill(~comparable, float("-inf")).topk(k, dim=1)
+        valid = torch.isfinite(vals)
+        filled = ((xm[idx] * valid.unsqueeze(2)).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
+        keep = valid.any(dim=1).numpy()  # no comparable candidate: the row keeps the mean
         x[rows[keep]] = filled[keep]

@@ -102,7 +102,9 @@ class MissingModalities:
             if key == "all":
                 mods = list(modalities)
             else:
-                codes = key.split("+") if "+" in key else list(key)
+                # "+"-joined names, a whole modality name/code (a single non-letter-coded modality,
+                # e.g. "video"), or one letter per modality ("tv")
+                codes = key.split("+") if "+" in key else [key] if key in code_to_mod else list(key)
                 unknown = [c for c in codes if c not in code_to_mod]
                 if unknown:
                     # a mask may name a modality whose features are absent (e.g. TikTok text):

@@ -113,7 +113,7 @@ class Evaluator:
             hits = torch.from_numpy(keys[idx] == k)
             n_pos = torch.from_numpy(np.diff(pos[ub].indptr))
             for name, vals in per_user_metrics(hits, n_pos, self.topk, self.metrics).items():
-                sums[name] = sums.get(name, 0.0) + float(vals.sum())
+                sums[name] = sums.get(name, 0.0) + float(vals.double().sum())  # float64: results agree across eval batch sizes
             if group_mat is not None:
                 in_group = group_mat[top]  # (B, K, G)
                 pos_sub = pos[ub]
@@ -127,7 +127,7 @@ class Evaluator:
                     gh = (hits & in_group[:, :, gi])[torch.from_numpy(sel)]
                     vals = per_user_metrics(gh, torch.from_numpy(gpos[sel, gi]), self.topk, self.metrics)
                     for name, v in vals.items():
-                        gsums[g][name] = gsums[g].get(name, 0.0) + float(v.sum())
+                        gsums[g][name] = gsums[g].get(name, 0.0) + float(v.double().sum())
                     gcount[g] += int(sel.sum())
         n = max(len(users), 1)
         metrics = {name: s / n for name, s in sums.items()}

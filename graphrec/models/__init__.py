@@ -1,7 +1,9 @@
 """Models, registered by name in :data:`graphrec.registry.MODELS`."""
 
 from graphrec.models.base import RecModel, Scorer
+from graphrec.models.dgmrec import DGMRec
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
 
-__all__ = ["LightGCN", "MFBPR", "RecModel", "Scorer"]
+__all__ = ["DGMRec", "LightGCN", "MFBPR", "RecModel", "Scorer"]
+from graphrec.models.ci2mg import CI2MG  # noqa: E402,F401

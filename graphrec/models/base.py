@@ -69,6 +69,10 @@ class RecModel(nn.Module):
         return self
 
     # ----- training -----
+    def optim_parameters(self):
+        """Parameters the trainer's Adam optimises (default: all; DGMRec excludes its CLUB estimators)."""
+        return self.parameters()
+
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
         """Losses of one batch; ``'loss'`` is the total that is back-propagated."""
         raise NotImplementedError

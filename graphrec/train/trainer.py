@@ -111,7 +111,7 @@ class Trainer:
         if self.valid_metric not in known:
             raise GraphrecError(f"valid_metric '{self.valid_metric}' is not computed; choose one of {', '.join(sorted(known))}")
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=float(config["learning_rate"]), weight_decay=float(config.get("weight_decay", 0.0))
+            self.model.optim_parameters(), lr=float(config["learning_rate"]), weight_decay=float(config.get("weight_decay", 0.0))
         )
         a, b = (list(config.get("learning_rate_scheduler") or [1.0, 50]) + [50])[:2]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))

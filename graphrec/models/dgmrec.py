@@ -1,0 +1,492 @@
+"""DGMRec (SIGIR 2025): disentangle modalities, generate the missing ones, refine the item graphs.
+
+Assembled from blocks (spec section 4; ``docs/models/dgmrec.md`` maps blocks to equations):
+
+====================  ==========================================================
+block                 role
+====================  ==========================================================
+LightGCNPropagation   CF branch on the user-item relations (spec 4.2 step 1)
+GeneralEncoder        ``g_m = σ(S tanh(P_m x_m))`` (eq. 1)
+SpecificEncoder       ``s_m = σ(Q_m x_m)`` (eq. 1)
+PreferenceGate        ``π_u = tanh(W_m e_u)``, ``ρ_i`` = mean over train users (eq. 2-3)
+ItemGraphPropagation  ``G_m = Ã_m^L (ρ ⊙ g_m)`` on ``knn_<m>`` + ``refine_<m>`` (eq. 5)
+UserAggregation       user modality features from interacted items (eq. 6)
+CLUB, infonce         disentanglement (eq. 7-8), alignment (eq. 20-21)
+FeatureGenerator      general/specific generators (eq. 12-14)
+ModalityDecoder       reconstruction and raw-feature generation (eq. 10-11, 15)
+ModalityFusion        fused user/item representation (eq. 17-18)
+====================  ==========================================================
+
+Per-epoch hooks (spec 4.8): CLUB estimator steps, generation of missing raw features
+(written back into the trainable raw tables), and every ``refine_every`` epochs the
+refinement of the rows of missing items in each modality graph, stored as directed
+``refine_<m>`` edges of the heterograph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dgl
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from graphrec.blocks.bpr import bpr_loss
+from graphrec.blocks.club import CLUB
+from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
+from graphrec.blocks.fusion import ModalityFusion
+from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
+from graphrec.blocks.infonce import infonce
+from graphrec.blocks.item_graph import ItemGraphPropagation
+from graphrec.blocks.lightgcn import LightGCNPropagation
+from graphrec.blocks.preference import PreferenceGate
+from graphrec.blocks.user_aggregation import UserAggregation
+from graphrec.data.dataset import RecDataset
+from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
+from graphrec.graph.heterograph import build_heterograph
+from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
+from graphrec.graph.refinement import refresh_rows
+from graphrec.models.base import RecModel, Scorer
+from graphrec.registry import register_model
+
+
+def _fro(x: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm, not squared (spec 4.4(b))."""
+    return x.norm(p=2)
+
+
+def _csr_state(a: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {"indptr": a.indptr.copy(), "indices": a.indices.copy(), "data": a.data.copy(), "shape": np.asarray(a.shape)}
+
+
+def _csr_load(d: dict[str, np.ndarray]) -> sp.csr_matrix:
+    return sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=tuple(int(s) for s in d["shape"]))
+
+
+@register_model("dgmrec")
+class DGMRec(RecModel):
+    """DGMRec: disentangled, generated modalities and refined item graphs (SIGIR 2025)."""
+
+    name = "dgmrec"
+    default_config: dict[str, Any] = {
+        # trainer keys (spec 4.7 model defaults)
+        "train_batch_size": 2048,
+        "learning_rate_scheduler": [0.96, 50],
+        "stopping_step": 20,
+        # architecture
+        "n_ui_layers": 3,
+        "n_mm_layers": 1,
+        "knn_k": 10,
+        "knn_chunk_size": 2048,
+        # loss weights and temperatures (spec names)
+        "interModal": 0.01,
+        "interModalTemp": 0.4,
+        "intraModal": 0.01,
+        "intraModalTemp": 0.1,
+        "alignBM": 0.01,
+        "alignBMTemp": 0.2,
+        "recon": 0.1,
+        "reg": 0.1,
+        "id_reg": 1e-5,
+        "sampler": 0.01,
+        "additive": 1.0,
+        "noise": 0.1,
+        # CLUB estimator schedule (spec 4.5)
+        "club_steps": 5,
+        "club_items": 2048,
+        "club_lr": 1e-4,
+        # generation and refinement (spec 4.8, 4.9, 9.1)
+        "generation": True,
+        "refinement": True,
+        "refine_every": 5,
+        "avg_lambda": 0.8,
+        "infer_adj_update": True,
+        "train_raw_features": True,
+        "generate_fully_missing": False,
+        "general_generator_input": "encoder",
+        "refined_graph_at_inference": True,
+        "refine_rows": "auto",
+        "refine_exact": False,
+        "refine_sources": "all",
+    }
+
+    # ------------------------------------------------------------------ construction
+    def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
+        if not dataset.modalities:
+            raise GraphrecError("dgmrec needs at least one modality feature file (<modality>_feat.npy)")
+        for key, choices in (
+            ("general_generator_input", ("encoder", "propagated")),
+            ("refine_rows", ("auto", "missing", "single")),
+            ("refine_sources", ("all", "observed")),
+        ):
+            if config.get(key) not in choices:
+                raise GraphrecError(f"'{key}' must be one of {', '.join(choices)}, got {config.get(key)!r}")
+        super().__init__(dataset, config)
+        d = self.embedding_size
+        mods = self.modalities
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.raw = nn.ParameterDict(
+            {m: nn.Parameter(torch.from_numpy(dataset.features[m].copy()), requires_grad=bool(config["train_raw_features"])) for m in mods}
+        )
+        dims = {m: int(dataset.features[m].shape[1]) for m in mods}
+        self.lightgcn = LightGCNPropagation(int(config["n_ui_layers"]))
+        self.general_encoder = GeneralEncoder(dims, d)
+        self.specific_encoder = SpecificEncoder(dims, d)
+        self.preference = PreferenceGate(mods, d)
+        self.item_propagation = ItemGraphPropagation(int(config["n_mm_layers"]))
+        self.user_aggregation = UserAggregation()
+        self.fusion = ModalityFusion()
+        self.specific_generators = nn.ModuleDict({m: FeatureGenerator(d, d) for m in mods})
+        self.general_generators = nn.ModuleDict(
+            {m: FeatureGenerator(d * (len(mods) - 1), d) for m in mods} if len(mods) > 1 else {}
+        )
+        self.decoders = nn.ModuleDict({m: ModalityDecoder(d, dims[m]) for m in mods})
+        self.club = nn.ModuleDict({m: CLUB(d, d, d) for m in mods}) if float(config["sampler"]) > 0 else nn.ModuleDict()
+        self.club_optimizer: torch.optim.Optimizer | None = None
+        miss = dataset.missing
+        observed = torch.from_numpy(np.stack([~miss.missing[m] for m in mods], axis=1))
+        self.register_buffer("observed", observed, persistent=False)  # (N, M) bool
+        self.register_buffer("new_item_mask", torch.from_numpy(dataset.new_items.copy()), persistent=False)
+
+    def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
+        """Build the training (and inference) item graphs of spec 4.3 and the heterograph."""
+        cfg = self.config
+        self.modalities = list(dataset.modalities)
+        self._train_pairs = dataset.train
+        self.missing_np = {m: dataset.missing.missing[m].copy() for m in self.modalities}
+        self.single_np = {m: dataset.missing.only(m) for m in self.modalities}
+        self.new_np = dataset.new_items.copy()
+        self.new_item_setting = bool(self.new_np.any())
+        k, chunk = int(cfg["knn_k"]), int(cfg["knn_chunk_size"])
+        self.graphs: dict[str, sp.csr_matrix] = {}
+        self.refined: dict[str, np.ndarray] = {}
+        self.sums: dict[str, np.ndarray] = {}
+        self.infer_graphs: dict[str, sp.csr_matrix] = {}
+        self.infer_refined: dict[str, np.ndarray] = {}
+        self.infer_sums: dict[str, np.ndarray] = {}
+        self.counter = 0
+        for m in self.modalities:
+            x = dataset.features[m]
+            n = x.shape[0]
+            if self.new_item_setting:
+                raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np)
+                self.graphs[m], self.sums[m] = sym_normalize(raw), row_sums(raw)
+                raw_inf = knn_topk(x, k, chunk_size=chunk)
+                self.infer_sums[m] = row_sums(raw_inf)
+                self.infer_graphs[m] = sym_normalize(mask_missing(raw_inf, self.missing_np[m]))
+                self.infer_refined[m] = np.zeros(n, dtype=bool)
+            else:
+                raw = knn_topk(x, k, chunk_size=chunk)
+                self.sums[m] = row_sums(raw)
+                self.graphs[m] = sym_normalize(mask_missing(raw, self.missing_np[m]))
+                if not cfg["refined_graph_at_inference"]:
+                    self.infer_graphs[m] = self.graphs[m].copy()
+                    self.infer_refined[m] = np.zeros(n, dtype=bool)
+            self.refined[m] = np.zeros(n, dtype=bool)
+        self._rebuild_graphs()
+        return self.graph
+
+    def _rebuild_graphs(self) -> None:
+        device = getattr(self, "_graph_device", torch.device("cpu"))
+        self.graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.graphs, self.refined).to(device)
+        if self.infer_graphs:
+            self.infer_graph = build_heterograph(
+                self.n_users, self.n_items, self._train_pairs, self.infer_graphs, self.infer_refined
+            ).to(device)
+        else:
+            self.infer_graph = self.graph
+
+    def to_device(self, device: torch.device | str) -> "DGMRec":
+        self._graph_device = torch.device(device)
+        self.to(device)
+        self._rebuild_graphs()
+        return self
+
+    def optim_parameters(self):
+        club = {id(p) for p in self.club.parameters()}
+        return [p for p in self.parameters() if id(p) not in club and p.requires_grad]
+
+    # ------------------------------------------------------------------ checkpoint state
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "counter": self.counter,
+            "graphs": {m: _csr_state(a) for m, a in self.graphs.items()},
+            "refined": {m: r.copy() for m, r in self.refined.items()},
+            "sums": {m: s.copy() for m, s in self.sums.items()},
+            "infer_graphs": {m: _csr_state(a) for m, a in self.infer_graphs.items()},
+            "infer_refined": {m: r.copy() for m, r in self.infer_refined.items()},
+            "infer_sums": {m: s.copy() for m, s in self.infer_sums.items()},
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.counter = int(state["counter"])
+        self.graphs = {m: _csr_load(a) for m, a in state["graphs"].items()}
+        self.refined = {m: np.asarray(r, dtype=bool).copy() for m, r in state["refined"].items()}
+        self.sums = {m: np.asarray(s).copy() for m, s in state["sums"].items()}
+        self.infer_graphs = {m: _csr_load(a) for m, a in state["infer_graphs"].items()}
+        self.infer_refined = {m: np.asarray(r, dtype=bool).copy() for m, r in state["infer_refined"].items()}
+        self.infer_sums = {m: np.asarray(s).copy() for m, s in state["infer_sums"].items()}
+        self._rebuild_graphs()
+
+    # ------------------------------------------------------------------ forward
+    def _others(self, m: str) -> list[str]:
+        """The other modalities in cyclic order after ``m`` (TikTok: t <- [a; v], v <- [t; a], a <- [v; t])."""
+        i = self.modalities.index(m)
+        n = len(self.modalities)
+        return [self.modalities[(i + j) % n] for j in range(1, n)]
+
+    def propagate(self, graph: dgl.DGLGraph) -> dict[str, Any]:
+        """Full-graph forward of spec 4.2 steps 1-6 on ``graph``; returns every intermediate."""
+        ue, ie = self.lightgcn(graph, self.user_emb, self.item_emb)
+        feats = {m: self.raw[m] for m in self.modalities}
+        g = self.general_encoder(feats)
+        s = self.specific_encoder(feats)
+        _, rho = self.preference(graph, self.user_emb)
+        gated_g, gated_s = PreferenceGate.gate(rho, g), PreferenceGate.gate(rho, s)
+        G = {m: self.item_propagation(graph, gated_g[m], m) for m in self.modalities}
+        S = {m: self.item_propagation(graph, gated_s[m], m) for m in self.modalities}
+        GU = {m: self.user_aggregation(graph, G[m]) for m in self.modalities}
+        SU = {m: self.user_aggregation(graph, S[m]) for m in self.modalities}
+        return {
+            "ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU,
+            "zu": self.fusion(ue, GU, SU), "zi": self.fusion(ie, G, S),
+        }
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.propagate(self.infer_graph)
+        return out["zu"], out["zi"]
+
+    # ------------------------------------------------------------------ losses
+    def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        f = self.propagate(self.graph)
+        u, p, n = batch.users, batch.pos, batch.neg
+        zu, zi = f["zu"], f["zi"]
+        B = u.shape[0]
+        mods = self.modalities
+        zero = zu.sum() * 0.0
+        losses: dict[str, torch.Tensor] = {}
+        losses["bpr"] = bpr_loss((zu[u] * zi[p]).sum(1), (zu[u] * zi[n]).sum(1))
+        reg = float(cfg["id_reg"]) * (_fro(f["ue"][u]) + _fro(f["ie"][p]) + _fro(f["ie"][n])) / B
+        reg = reg + float(cfg["reg"]) * sum(_fro((f["G"][m] + f["S"][m])[p]) for m in mods) / B
+        losses["reg"] = reg
+        items = torch.unique(torch.cat([p, n]))
+        obs = self.observed[items]  # (|I_B|, M)
+        all_obs = items[obs.all(dim=1)]
+        sum_GU = sum(f["GU"][m] for m in mods)
+        sum_G = sum(f["G"][m] for m in mods)
+
+        w = float(cfg["interModal"])
+        if w > 0 and len(mods) > 1:
+            pairs = [(0, 1)] if len(mods) == 2 else [(i, (i + 1) % len(mods)) for i in range(len(mods))]
+            t = float(cfg["interModalTemp"])
+            item_term = sum(infonce(f["g"][mods[a]][all_obs], f["g"][mods[b]][all_obs], t) for a, b in pairs)
+            user_term = infonce(f["GU"][mods[0]][u], f["GU"][mods[1]][u], t)
+            losses["inter"] = w * (item_term + user_term)
+        w = float(cfg["sampler"])
+        if w > 0 and len(self.club):
+            losses["club"] = w * sum(self.club[m](f["S"][m], f["G"][m]) for m in mods)
+        w = float(cfg["intraModal"])
+        if w > 0:
+            ti, tg = float(cfg["intraModalTemp"]), float(cfg["interModalTemp"])
+            ui = infonce(f["ue"][u], f["ie"][p], ti) + infonce(sum_GU[u], sum_G[p], tg)
+            ui = ui + sum(infonce(f["SU"][m][u], f["S"][m][p], ti) for m in mods)
+            losses["align_ui"] = w * ui
+        w = float(cfg["alignBM"])
+        if w > 0:
+            tb = float(cfg["alignBMTemp"])
+            losses["align_bm"] = w * (infonce(f["ie"][p], sum_G[p], tb) + infonce(f["ue"][u], sum_GU[u], tb))
+        w = float(cfg["additive"])
+        if w > 0 and cfg["generation"] and self.observed is not None and (~self.observed).any():
+            losses["gen"] = w * self._generation_loss(f, items, obs, all_obs)
+        w = float(cfg["recon"])
+        if w > 0:
+            noise = float(cfg["noise"])
+            rec = zero
+            for m in mods:
+                x_hat = self.decoders[m](f["G"][m].detach(), f["S"][m].detach(), noise)
+                rec = rec + F.mse_loss(x_hat, self.raw[m])
+            losses["recon"] = w * rec
+        losses["loss"] = sum(v for v in losses.values())
+        return losses
+
+    def _generation_loss(self, f, items, obs, all_obs) -> torch.Tensor:
+        """Spec 4.4(g): generators fitted on in-batch items that observe the modality."""
+        noise = float(self.config["noise"])
+        total = f["zu"].sum() * 0.0
+        for j, m in enumerate(self.modalities):
+            idx = items[obs[:, j]]
+            if len(idx):
+                total = total + F.mse_loss(f["s"][m][idx], self.specific_generators[m](perturb(f["rho"][m][idx], noise)))
+            if len(self.modalities) > 1 and len(all_obs):
+                src = torch.cat([f["G"][o][all_obs] for o in self._others(m)], dim=1)
+                total = total + F.mse_loss(f["G"][m][all_obs], self.general_generators[m](perturb(src, noise)))
+        return total
+
+    # ------------------------------------------------------------------ hooks (spec 4.8, 4.9)
+    def on_train_start(self, trainer) -> None:
+        if len(self.club):
+            self.club_optimizer = torch.optim.Adam(self.club.parameters(), lr=float(self.config["club_lr"]))
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        if len(self.club) and self.club_optimizer is not None:
+            self.train_club()
+        self.counter += 1
+        if not self.has_missing():
+            return
+        if self.config["generation"]:
+            rows = {m: self.generation_rows(m, new=False) for m in self.modalities}
+            self.write_generated(self.graph, rows)
+        every = int(self.config["refine_every"])
+        if self.config["refinement"] and every > 0 and self.counter % every == 0:
+            self.refine(inference=False)
+
+    def before_evaluation(self, trainer, split: str) -> None:
+        if not (self.new_item_setting and split == "valid" and self.has_missing()):
+            return
+        if self.config["generation"]:
+            rows = {m: self.generation_rows(m, new=True) for m in self.modalities}
+            self.write_generated(self.infer_graph, rows)
+        every = int(self.config["refine_every"])
+        if self.config["refinement"] and self.config["infer_adj_update"] and every > 0 and self.counter % every == 0:
+            self.refine(inference=True)
+
+    def has_missing(self) -> bool:
+        return any(v.any() for v in self.missing_np.values())
+
+    def train_club(self) -> None:
+        """``club_steps`` estimator steps on ``club_items`` random items, x = s_m, y = g_m (spec 4.5)."""
+        steps, n_items = int(self.config["club_steps"]), int(self.config["club_items"])
+        for _ in range(steps):
+            idx = torch.randperm(self.n_items, device=self.item_emb.device)[:n_items]
+            with torch.no_grad():
+                feats = {m: self.raw[m][idx] for m in self.modalities}
+                g, s = self.general_encoder(feats), self.specific_encoder(feats)
+            self.club_optimizer.zero_grad(set_to_none=True)
+            loss = sum(self.club[m].learning_loss(s[m], g[m]) for m in self.club)
+            loss.backward()
+            self.club_optimizer.step()
+
+    def generation_rows(self, m: str, new: bool) -> np.ndarray:
+        """Items whose raw ``m`` features are overwritten: Ω_m^1 (or Ω_m with ``generate_fully_missing``),
+        restricted to old items during training and to new items at inference (new-item setting)."""
+        sel = self.missing_np[m] if self.config["generate_fully_missing"] else self.single_np[m]
+        if self.new_item_setting:
+            sel = sel & (self.new_np if new else ~self.new_np)
+        return np.flatnonzero(sel)
+
+    @torch.no_grad()
+    def generate(self, graph: dgl.DGLGraph, noise: float | None = None) -> dict[str, torch.Tensor]:
+        """Generated raw features ``{m: (N, d_m)}`` for every item (spec 4.8 step 3, eq. 12-15)."""
+        noise = float(self.config["noise"]) if noise is None else noise
+        feats = {m: self.raw[m] for m in self.modalities}
+        g, s = self.general_encoder(feats), self.specific_encoder(feats)
+        _, rho = self.preference(graph, self.user_emb)
+        if self.config["general_generator_input"] == "propagated":
+            src_g = {m: self.item_propagation(graph, rho[m] * g[m], m) for m in self.modalities}
+        else:
+            src_g = g
+        out = {}
+        for m in self.modalities:
+            if len(self.modalities) > 1:
+                gen_g = self.general_generators[m](torch.cat([src_g[o] for o in self._others(m)], dim=1))
+            else:
+                gen_g = g[m]
+            G_hat = self.item_propagation(graph, gen_g, m)
+            S_hat = self.item_propagation(graph, self.specific_generators[m](rho[m]), m)
+            out[m] = self.decoders[m](G_hat, S_hat, noise)
+        return out
+
+    @torch.no_grad()
+    def write_generated(self, graph: dgl.DGLGraph, rows: dict[str, np.ndarray]) -> None:
+        if not any(len(r) for r in rows.values()):
+            return
+        gen = self.generate(graph)
+        for m, r in rows.items():
+            if len(r):
+                idx = torch.from_numpy(r).to(self.raw[m].device)
+                self.raw[m].data[idx] = gen[m][idx]
+
+    def refinement_rows(self, m: str, inference: bool) -> np.ndarray:
+        mode = self.config["refine_rows"]
+        if mode == "auto":
+            mode = "missing" if len(self.modalities) <= 2 else "single"
+        sel = self.missing_np[m] if mode == "missing" else self.single_np[m]
+        if self.new_item_setting:
+            sel = sel & (self.new_np if inference else ~self.new_np)
+        return np.flatnonzero(sel)
+
+    @torch.no_grad()
+    def refine(self, inference: bool = False) -> None:
+        """Refresh the rows of missing items in every modality graph (spec 4.8 step 4) and rebuild the heterograph."""
+        lam = float(self.config["avg_lambda"])
+        graphs, refined, sums = (
+            (self.infer_graphs, self.infer_refined, self.infer_sums) if inference else (self.graphs, self.refined, self.sums)
+        )
+        for m in self.modalities:
+            rows = self.refinement_rows(m, inference)
+            if not len(rows):
+                continue
+            cands = ~self.missing_np[m] if self.config["refine_sources"] == "observed" else None
+            graphs[m], sums[m] = refresh_rows(
+                graphs[m],
+                self.raw[m].detach().cpu(),
+                rows,
+                int(self.config["knn_k"]),
+                lam,
+                sums[m],
+                exact=bool(self.config["refine_exact"]),
+                candidates=cands,
+                chunk_size=int(self.config["knn_chunk_size"]),
+            )
+            refined[m][rows] = True
+        self._rebuild_graphs()
+
+    @torch.no_grad()
+    def scorer(self) -> Scorer:
+        user, item = self.representations()
+        return Scorer(user, item)
+
+    # ------------------------------------------------------------------ export (refine-graph, retrieval)
+    @torch.no_grad()
+    def generated_features(self, noise: float = 0.0) -> dict[str, np.ndarray]:
+        """``{m: (N, d_m)}`` generated raw features of **every** item (no noise by default),
+        using the inference graphs. Rows of items that have ``m`` are generated too (for retrieval)."""
+        self.eval()
+        return {m: x.cpu().numpy() for m, x in self.generate(self.infer_graph, noise=noise).items()}
+
+    @torch.no_grad()
+    def export_refined(self, lam: float | None = None) -> dict[str, dict[str, Any]]:
+        """Generate the features of every item missing a modality and refine their graph rows.
+
+        Returns ``{m: {"features": (N, d_m) with generated rows, "generated": (N,) bool,
+        "graph": (N, N) CSR Ã_m, "refined": (N,) bool}}`` starting from the inference graphs.
+        Items missing every modality are included (general input = encoder output of the
+        imputed other modalities, spec 4.11).
+        """
+        lam = float(self.config["avg_lambda"]) if lam is None else float(lam)
+        gen = self.generated_features()
+        out: dict[str, dict[str, Any]] = {}
+        for m in self.modalities:
+            rows = np.flatnonzero(self.missing_np[m])
+            x = self.raw[m].detach().cpu().numpy().copy()
+            x[rows] = gen[m][rows]
+            graphs, refined, sums = (
+                (self.infer_graphs, self.infer_refined, self.infer_sums) if self.infer_graphs else (self.graphs, self.refined, self.sums)
+            )
+            if m not in sums:  # inference graph kept as the initial masked copy
+                sums = self.sums
+            graph, _ = refresh_rows(
+                graphs[m], torch.from_numpy(x), rows, int(self.config["knn_k"]), lam, sums[m],
+                exact=bool(self.config["refine_exact"]), chunk_size=int(self.config["knn_chunk_size"]),
+            )
+            ref = refined[m].copy()
+            if lam > 0:
+                ref[rows] = True
+            out[m] = {"features": x, "generated": self.missing_np[m].copy(), "graph": graph, "refined": ref}
+        return out
