@@ -120,7 +120,7 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet
     stops early on valid_metric, restores the best epoch and reports test metrics.
     """
     from graphrec.data.dataset import load_dataset
-    from graphrec.registry import MODELS
+    from graphrec.models.build import build_model
     from graphrec.train.checkpoint import save_checkpoint
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
@@ -136,11 +136,8 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet
     from graphrec.data.interactions import atomic_write_bytes
 
     atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
-    from graphrec.train.seed import set_seed
-
-    set_seed(int(config["seed"]))  # spec 2.2: seed before building the model (its initial weights)
     with console.status(f"building {model}"):
-        net = MODELS.get(model)(dataset, config)
+        net = build_model(dataset, config)  # seeds first (spec 2.2)
     trainer = Trainer(net, dataset, config, console=console, progress=not quiet)
     result = trainer.fit()
     save_checkpoint(out_dir / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
@@ -282,9 +279,10 @@ def datasets_synth(out, users, items, modalities, seed, mask, overwrite) -> None
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="MMRec-format folder.")
 @click.option("--ratio", "ratios", multiple=True, required=True, help="Missing ratio in [0, 1) (repeatable: nested masks), or 'even' for 1/(M+1) of items per number of missing modalities.")
 @click.option("--modalities", help="Comma-separated modality names (default: every <modality>_feat.npy).")
+@click.option("--dataset", help="Name of the <dataset>.inter file when the folder holds several.")
 @click.option("--seed", type=int, default=1225, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing mask files.")
-def mask(data_dir, ratios, modalities, seed, overwrite) -> None:
+def mask(data_dir, ratios, modalities, dataset, seed, overwrite) -> None:
     """Write missing-modality masks missing_items_<ratio>.npy (authors' dict format).
 
     Masks of several ratios made with the same seed are nested: an item missing a
@@ -297,7 +295,7 @@ def mask(data_dir, ratios, modalities, seed, overwrite) -> None:
 
     if not data_dir.is_dir():
         raise GraphrecError(f"data directory '{data_dir}' does not exist")
-    _, inter_path = find_inter_file(data_dir, None)
+    _, inter_path = find_inter_file(data_dir, dataset)
     n_items = read_inter(inter_path).n_items
     mods = [m.strip() for m in modalities.split(",")] if modalities else discover_modalities(data_dir)
     if not mods:

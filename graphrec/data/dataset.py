@@ -221,7 +221,7 @@ def find_inter_file(data_dir: Path, dataset: str | None) -> tuple[str, Path]:
         raise GraphrecError(f"no .inter file in '{data_dir}'; expected <name>.inter (tab-separated userID itemID x_label)")
     if len(candidates) > 1:
         names = ", ".join(p.stem for p in candidates)
-        raise GraphrecError(f"several .inter files in '{data_dir}' ({names}); choose one with --set dataset=NAME")
+        raise GraphrecError(f"several .inter files in '{data_dir}' ({names}); choose one with --set dataset=NAME (graphrec mask: --dataset NAME)")
     return candidates[0].stem, candidates[0]
 
 
