@@ -275,6 +275,48 @@ def datasets_synth(out, users, items, modalities, seed, mask, overwrite) -> None
                + (", missing_items_even.npy" if mask else ""))
 
 
+@datasets.command("prepare", context_settings=CONTEXT)
+@click.argument("name", metavar="NAME")
+@click.option("--source", type=click.Path(path_type=Path), help="Shared data root (holds tiktok-mmssl/, dgmrec-masks/, ml100k-mm/, ml1m-posters/). Default: $GRAPHREC_SHARED_DATA, else ../shared/data.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write (created; must be empty unless --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty folder (files of the same name are replaced).")
+@click.option("--min-rating", type=click.IntRange(0, 5), help="ml100k only: keep ratings >= this as positives (default 0 = every rating).")
+@click.option("--valid-seed", type=int, help="ml1m only: seed of the validation split carved from CoLaKG's train.txt (default 2025).")
+def datasets_prepare(name, source, out, overwrite, min_rating, valid_seed) -> None:
+    """Turn a shared real-data folder into an MMRec-format folder: NAME is tiktok, ml100k or ml1m.
+
+    \b
+    tiktok  DGMRec's tiktok(.inter|_del.inter) + masks 0.6/0.75, MMSSL image/audio features
+            (float32), new_items.npy for the new-item setting
+    ml100k  u.data -> 0-based implicit interactions, chronological 80/10/10 split per user,
+            poster/IMDb-text features, natural mask missing_items_natural.npy
+    ml1m    CoLaKG train/test + a seeded 10% validation split, poster/title features,
+            natural mask (3 items without poster)
+    Also writes PREPARED.json (sources, counts, split and missingness rules, licence:
+    research use only). See docs/datasets.md.
+    """
+    from graphrec.data.adapters import prepare_dataset
+
+    console = _console()
+    if out.exists():  # fail fast on a non-empty --out; a new folder is only created once the sources check out
+        _prepare_out(out, "prepare", name, overwrite)
+    with console.status(f"reading and checking the {name} sources"):
+        prepared = prepare_dataset(name, source, min_rating=min_rating, valid_seed=valid_seed)
+    out_dir = _prepare_out(out, "prepare", name, overwrite)
+    with console.status(f"writing {out_dir}") as status:
+        files = prepared.write(out_dir, progress=lambda f: status.update(f"writing {out_dir / f}"))
+    table = Table(title=f"{name} prepared in {out_dir}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in prepared.summary:
+        table.add_row(key, value)
+    console.print(table)
+    console.print(f"wrote {out_dir}: {', '.join(files)} (research use only; see PREPARED.json)")
+    stale = sorted(p.name for p in out_dir.iterdir() if p.name not in files)
+    if stale:
+        console.print(f"[yellow]note:[/] {out_dir} also holds files this command did not write: {', '.join(stale)}")
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="MMRec-format folder.")
 @click.option("--ratio", "ratios", multiple=True, required=True, help="Missing ratio in [0, 1) (repeatable: nested masks), or 'even' for 1/(M+1) of items per number of missing modalities.")

@@ -175,8 +175,10 @@ class DGMRec(RecModel):
             n = x.shape[0]
             if self.new_item_setting:
                 raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np)
-                self.graphs[m], self.sums[m] = sym_normalize(raw), row_sums(raw)
                 raw_inf = knn_topk(x, k, chunk_size=chunk)
+                # refreshes rebuild rows without masking (spec 4.8), so the cached neighbour
+                # normalisers are the unmasked row sums, not those of the masked training graph
+                self.graphs[m], self.sums[m] = sym_normalize(raw), row_sums(raw_inf)
                 self.infer_sums[m] = row_sums(raw_inf)
                 self.infer_graphs[m] = sym_normalize(mask_missing(raw_inf, self.missing_np[m]))
                 self.infer_refined[m] = np.zeros(n, dtype=bool)
@@ -444,7 +446,8 @@ class DGMRec(RecModel):
                 candidates=cands,
                 chunk_size=int(self.config["knn_chunk_size"]),
             )
-            refined[m][rows] = True
+            if lam > 0:  # lam = 0 blends nothing in: the rows keep their knn edges, no refinement edges
+                refined[m][rows] = True
         self._rebuild_graphs()
 
     @torch.no_grad()
@@ -481,9 +484,10 @@ class DGMRec(RecModel):
             )
             if m not in sums:  # inference graph kept as the initial masked copy
                 sums = self.sums
+            cands = ~self.missing_np[m] if self.config["refine_sources"] == "observed" else None
             graph, _ = refresh_rows(
                 graphs[m], torch.from_numpy(x), rows, int(self.config["knn_k"]), lam, sums[m],
-                exact=bool(self.config["refine_exact"]), chunk_size=int(self.config["knn_chunk_size"]),
+                exact=bool(self.config["refine_exact"]), candidates=cands, chunk_size=int(self.config["knn_chunk_size"]),
             )
             ref = refined[m].copy()
             if lam > 0:
