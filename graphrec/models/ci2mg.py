@@ -49,12 +49,15 @@ def constant_contrastive(q: torch.Tensor, q_hat: torch.Tensor, temperature: floa
     """The authors' eq. 10: ``a = exp(cos(q_k, q̂_k)/τ)``, loss ``mean_k -log(a / (a + a))``.
 
     The "negative" is the positive itself, so the value is ``log 2`` and the gradient is 0
-    (``reference_compat``). Shapes: ``(n, d), (n, d)`` -> scalar; an empty input gives 0.
+    (``reference_compat``). The value is computed as the authors do; its gradient, zero in
+    exact arithmetic but float rounding noise (~1e-8) in autograd, is made exactly zero.
+    Shapes: ``(n, d), (n, d)`` -> scalar; an empty input gives 0.
     """
     if q.shape[0] == 0:
         return q.sum() * 0.0
     a = torch.exp(F.cosine_similarity(q, q_hat, dim=1) / temperature)
-    return -torch.log(a / (a + a)).mean()
+    value = -torch.log(a / (a + a)).mean()
+    return value.detach() + 0.0 * a.sum()
 
 
 @register_model("ci2mg")
@@ -169,10 +172,11 @@ class CI2MG(RecModel):
         if len(q) == 1:
             return [q[0]]
         cols = self._ot_columns()
-        total = torch.stack(q).sum(0)
         out = []
         for k, qm in enumerate(q):
-            source = total - qm  # 2 modalities: the other one; 3+: the sum of the others (spec 5.2 step 6)
+            # 2 modalities: the other one; 3+: the sum of the others (spec 5.2 step 6)
+            others = [x for j, x in enumerate(q) if j != k]
+            source = others[0] if len(others) == 1 else torch.stack(others).sum(0)
             target = qm if cols is None else qm[cols]
             plan = self.transport(source, target)  # (N, N) or (N, S), no grad
             q_hat = plan @ target

@@ -1,0 +1,293 @@
+"""CI2MG (spec section 5): blocks wired into the model, losses, switches, training, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from graphrec.blocks.modality_aggregation import ModalityAggregation
+from graphrec.blocks.sinkhorn import sinkhorn, squared_cost
+from graphrec.config import resolve_config
+from graphrec.data.dataset import load_dataset
+from graphrec.data.masks import MissingModalities
+from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
+from graphrec.eval.evaluator import Evaluator, popularity_scorer
+from graphrec.graph.heterograph import IU, UI
+from graphrec.models.ci2mg import CI2MG, constant_contrastive
+from graphrec.registry import BLOCKS, MODELS, load_builtin
+
+REPO = Path(__file__).resolve().parents[1]
+D = 16  # small embedding size keeps the tests fast
+
+
+def _config(**overrides):
+    load_builtin()
+    base = {
+        "synth_users": 80,
+        "synth_items": 120,
+        "device": "cpu",
+        "epochs": 1,
+        "embedding_size": D,
+        "n_prototypes": 8,
+        "train_batch_size": 256,
+    }
+    base.update(overrides)
+    return resolve_config("ci2mg", CI2MG.default_config, overrides=base)
+
+
+def _model(seed: int = 0, **overrides) -> tuple[CI2MG, object]:
+    cfg = _config(**overrides)
+    ds = load_dataset(cfg)
+    torch.manual_seed(seed)
+    return CI2MG(ds, cfg), ds
+
+
+def _batch(ds, n: int = 128, seed: int = 0) -> BPRBatch:
+    rng = np.random.default_rng(seed)
+    rows = ds.train[rng.choice(len(ds.train), size=min(n, len(ds.train)), replace=False)]
+    neg = rng.integers(0, ds.n_items, size=len(rows))
+    return BPRBatch(torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1]), torch.from_numpy(neg))
+
+
+# ----------------------------------------------------------------------------- registry and config
+def test_registered_with_blocks_and_defaults():
+    load_builtin()
+    assert MODELS.get("ci2mg") is CI2MG
+    for name in ("modality_aggregation", "hypergraph_prototype_conv", "sinkhorn_transport", "lightgcn"):
+        assert name in BLOCKS
+    assert BLOCKS.get("modality_aggregation").relations == (UI, IU)
+    cfg = CI2MG.default_config
+    assert cfg["n_ui_layers"] == 3 and cfg["n_hyper_layers"] == 2 and cfg["n_prototypes"] == 64
+    assert cfg["ot_epsilon"] == 5.0 and cfg["ot_iterations"] == 10
+    assert cfg["lamb_1"] == 1.0 and cfg["lamb_2"] == 1.0 and cfg["temp"] == 1.0
+    assert cfg["ci2mg_contrastive"] == "paper" and cfg["ci2mg_loss_weighting"] == "code"
+    assert cfg["reference_compat"] is False
+
+
+@pytest.mark.parametrize("name", ["baby", "sports", "clothing", "tiktok"])
+def test_presets_resolve(name):
+    load_builtin()
+    path = REPO / "configs" / "ci2mg" / f"{name}.yaml"
+    cfg = resolve_config("ci2mg", CI2MG.default_config, [path])
+    assert cfg["eval_mask_valid_in_test"] is False
+    assert cfg["data_dir"] is None
+    assert cfg["learning_rate"] == (1e-4 if name in ("sports", "clothing") else 1e-3)
+    assert cfg["train_batch_size"] == (4096 if name == "tiktok" else 2048)
+
+
+@pytest.mark.parametrize("key,value", [("ci2mg_contrastive", "both"), ("ci2mg_loss_weighting", "x"), ("ot_epsilon", 0.0)])
+def test_bad_values_are_errors(key, value):
+    cfg = _config(**{key: value})
+    with pytest.raises(GraphrecError, match=key):
+        CI2MG(load_dataset(cfg), cfg)
+
+
+# ----------------------------------------------------------------------------- blocks on the dataset graph
+def test_modality_aggregation_is_two_hop_mean():
+    model, ds = _model()
+    y = torch.from_numpy(ds.train_matrix().toarray())
+    p = torch.randn(ds.n_items, 5)
+    fu, fv = ModalityAggregation()(model.graph, p)
+    deg_u = y.sum(1, keepdim=True)
+    deg_i = y.sum(0).unsqueeze(1)
+    torch.testing.assert_close(fu, (y @ p) / (deg_u + 1e-7), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fv, (y.T @ fu) / (deg_i + 1e-7), atol=1e-5, rtol=1e-5)
+    no_users = deg_i.squeeze(1) == 0
+    if no_users.any():
+        assert (fv[no_users] == 0).all()
+
+
+def test_shapes_and_eval_representations_use_running_stats():
+    model, ds = _model()
+    m = len(ds.modalities)
+    out = model.compute()
+    assert out["user"].shape == (ds.n_users, D * (1 + m))
+    assert out["item"].shape == (ds.n_items, D * (1 + m))
+    for key in ("P", "Q", "Q_hat", "Z"):
+        assert len(out[key]) == m and all(t.shape == (ds.n_items, D) for t in out[key])
+    # modality parts of the final representations are unit vectors (eq. 13)
+    norms = out["item"][:, D:].reshape(ds.n_items, m, D).norm(dim=2)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-4, rtol=0)
+    before = model.bn.num_batches_tracked.item()
+    model.train()
+    model.loss(_batch(ds))
+    assert model.bn.num_batches_tracked.item() == before + m  # once per modality per compute()
+    model.eval()
+    with torch.no_grad():
+        u1, i1 = model.representations()
+        u2, i2 = model.representations()
+        z_eval = model.compute()["Z"][0]
+    assert model.bn.num_batches_tracked.item() == before + m  # eval mode does not update statistics
+    torch.testing.assert_close(i1, i2)
+    expected = model.bn(model.enhance[ds.modalities[0]](torch.cat([model.compute()["Q"][0], model.compute()["Q_hat"][0]], 1)))
+    torch.testing.assert_close(z_eval, expected)
+    scorer = model.scorer()
+    assert scorer.score(torch.tensor([0, 1])).shape == (2, ds.n_items)
+
+
+def test_inter_modal_generation_is_transport_of_the_target():
+    model, ds = _model()
+    model.eval()
+    with torch.no_grad():
+        out = model.compute()
+    q_img, q_txt = out["Q"]
+    plan = sinkhorn(squared_cost(q_img, q_txt), 5.0, 10)  # T_{v -> t}
+    torch.testing.assert_close(out["Q_hat"][1], plan @ q_txt, atol=1e-5, rtol=1e-5)
+    plan = sinkhorn(squared_cost(q_txt, q_img), 5.0, 10)  # T_{t -> v}
+    torch.testing.assert_close(out["Q_hat"][0], plan @ q_img, atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- losses and gradients
+def test_gradients_reach_every_parameter_including_delta():
+    model, ds = _model()
+    losses = model.loss(_batch(ds))
+    assert set(losses) == {"loss", "bpr", "contrastive", "rec"}
+    losses["loss"].backward()
+    names = dict(model.named_parameters())
+    assert "delta_0" in names and "delta_1" in names  # ΔT is trained when reference_compat is off
+    for name, p in names.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_reference_compat_constant_contrastive_and_frozen_delta():
+    model, ds = _model(reference_compat=True)
+    assert model.contrastive == "code" and model.loss_weighting == "code"
+    params = dict(model.named_parameters())
+    assert "delta_0" not in params and "delta_0" in dict(model.named_buffers())
+    assert float(model.delta_0.abs().sum()) == 0.0
+    losses = model.loss(_batch(ds))
+    m = len(ds.modalities)
+    assert math.isclose(float(losses["contrastive"]), m * math.log(2), rel_tol=1e-6)
+    grads = torch.autograd.grad(losses["contrastive"], list(params.values()), allow_unused=True)
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in grads)
+    # weighting "code": L = L_rec + lamb_1 L_s + lamb_2 L_bpr
+    total = losses["rec"] + losses["contrastive"] + losses["bpr"]
+    torch.testing.assert_close(losses["loss"], total)
+    # the state dict keys do not depend on reference_compat (checkpoints load both ways)
+    other, _ = _model()
+    assert set(model.state_dict()) == set(other.state_dict())
+
+
+def test_constant_contrastive_function():
+    q = torch.rand(7, 4, requires_grad=True)
+    qh = torch.rand(7, 4)
+    val = constant_contrastive(q, qh, 0.3)
+    assert math.isclose(float(val), math.log(2), rel_tol=1e-6)
+    (g,) = torch.autograd.grad(val, q)
+    assert float(g.abs().max()) == 0.0
+    assert float(constant_contrastive(q[:0], qh[:0], 1.0)) == 0.0
+
+
+def test_paper_contrastive_has_gradient():
+    model, ds = _model(ci2mg_contrastive="paper")
+    losses = model.loss(_batch(ds))
+    hyper = [p for n, p in model.named_parameters() if n.startswith("hypergraphs.")]
+    grads = torch.autograd.grad(losses["contrastive"], hyper + [model.delta_0], allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads[:-1])
+    assert grads[-1] is not None and float(grads[-1].abs().sum()) > 0
+    # "code" contrastive without reference_compat keeps ΔT trainable
+    model2, _ = _model(ci2mg_contrastive="code")
+    assert isinstance(model2.delta_0, torch.nn.Parameter)
+
+
+def test_paper_loss_weighting():
+    model, ds = _model(ci2mg_loss_weighting="paper", lamb_1=0.5, lamb_2=0.25)
+    losses = model.loss(_batch(ds))
+    torch.testing.assert_close(losses["loss"], losses["bpr"] + 0.5 * losses["contrastive"] + 0.25 * losses["rec"])
+    model, ds = _model(lamb_1=0.5, lamb_2=0.25)
+    losses = model.loss(_batch(ds))
+    torch.testing.assert_close(losses["loss"], losses["rec"] + 0.5 * losses["contrastive"] + 0.25 * losses["bpr"])
+
+
+def test_missing_modality_items_are_left_out_of_the_losses():
+    cfg = _config(reference_compat=True)
+    ds = load_dataset(cfg)
+    n = ds.n_items
+    # every item misses text: only the image terms remain
+    ds.missing = MissingModalities(ds.modalities, {"image": np.zeros(n, bool), "text": np.ones(n, bool)})
+    torch.manual_seed(0)
+    model = CI2MG(ds, cfg)
+    batch = _batch(ds)
+    losses = model.loss(batch)
+    assert math.isclose(float(losses["contrastive"]), math.log(2), rel_tol=1e-6)
+    out = model.compute()
+    pos = torch.unique(batch.pos)
+    expected = F.mse_loss(out["Z"][0][pos], out["P"][0][pos])
+    torch.testing.assert_close(losses["rec"], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_one_and_three_modalities():
+    model, ds = _model(synth_modalities=["image"])
+    out = model.compute()
+    torch.testing.assert_close(out["Q_hat"][0], out["Q"][0])  # no OT partner: Q̂ = Q
+    assert out["item"].shape == (ds.n_items, 2 * D)
+    assert not hasattr(model, "delta_0")
+    loss = model.loss(_batch(ds))["loss"]
+    assert torch.isfinite(loss)
+    loss.backward()
+
+    model, ds = _model(synth_modalities=["image", "text", "audio"])
+    model.eval()
+    with torch.no_grad():
+        out = model.compute()
+    q = out["Q"]
+    plan = sinkhorn(squared_cost(q[0] + q[1], q[2]), 5.0, 10)  # audio generated from image + text
+    torch.testing.assert_close(out["Q_hat"][2], plan @ q[2], atol=1e-5, rtol=1e-5)
+    assert out["user"].shape == (ds.n_users, 4 * D)
+    model.train()
+    assert torch.isfinite(model.loss(_batch(ds))["loss"])
+
+
+def test_ot_batch_items_subset():
+    model, ds = _model(ot_batch_items=30)
+    out = model.compute()
+    assert all(t.shape == (ds.n_items, D) for t in out["Q_hat"])
+    model.loss(_batch(ds))["loss"].backward()
+    assert model.delta_0.grad is not None
+    model.eval()
+    with torch.no_grad():
+        a = model.representations()[1]
+        b = model.representations()[1]
+    torch.testing.assert_close(a, b)  # the evaluation subset is fixed
+
+
+# ----------------------------------------------------------------------------- training and CLI
+def test_training_beats_popularity():
+    from graphrec.train.seed import set_seed
+    from graphrec.train.trainer import Trainer
+
+    cfg = _config(
+        synth_users=200, synth_items=300, embedding_size=32, n_prototypes=16, epochs=20, eval_step=5,
+        train_batch_size=512, learning_rate=5e-3, seed=7,
+    )
+    ds = load_dataset(cfg)
+    set_seed(7)
+    model = CI2MG(ds, cfg)
+    result = Trainer(model, ds, cfg, progress=False).fit()
+    pop = Evaluator(ds, topk=cfg["topk"]).evaluate(popularity_scorer(ds), "test").metrics["recall@20"]
+    got = result.test.metrics["recall@20"]
+    assert got > pop, (got, pop)
+
+
+def test_cli_fit_and_evaluate(tmp_path):
+    from graphrec.cli.main import cli
+
+    out = tmp_path / "run"
+    runner = CliRunner()
+    sets = ["--set", "synth_users=60", "--set", "synth_items=90", "--set", "embedding_size=8", "--set", "n_prototypes=4"]
+    res = runner.invoke(cli, ["fit", "ci2mg", "--epochs", "1", "--quiet", "--out", str(out), *sets])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == "ci2mg" and metrics["epochs_run"] == 1
+    res = runner.invoke(cli, ["evaluate", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.output.strip().splitlines()[-1])
+    assert math.isclose(again["metrics"]["recall@20"], metrics["test"]["metrics"]["recall@20"], abs_tol=1e-6)
