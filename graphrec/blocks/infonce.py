@@ -15,7 +15,7 @@ def infonce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     """
     if a.shape[0] == 0:
         return a.sum() * 0.0
-    a = F.normalize(a, dim=1)
+    a = F.normalize(a, dim=1) / temperature  # scale the (n, d) side, not the (n, n) logits
     b = F.normalize(b, dim=1)
-    logits = a @ b.T / temperature
+    logits = a @ b.T
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
+
+from graphrec.graph.spmm import u_mul_e_sum
 from torch import nn
 
 from graphrec.graph.heterograph import knn_relation, refine_relation
@@ -27,7 +28,7 @@ class ItemGraphConv(nn.Module):
         for rel in (knn_relation(modality), refine_relation(modality)):
             if rel not in g.canonical_etypes or g.num_edges(rel) == 0:
                 continue
-            msg = dgl.ops.u_mul_e_sum(g[rel], h, g.edges[rel].data["w"])
+            msg = u_mul_e_sum(g, rel, h, g.edges[rel].data["w"])
             out = msg if out is None else out + msg
         return out if out is not None else torch.zeros_like(h)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
+
+from graphrec.graph.spmm import u_mul_e_sum
 from torch import nn
 
 from graphrec.graph.heterograph import IU, UI
@@ -29,8 +30,8 @@ class LightGCNConv(nn.Module):
 
     def forward(self, g: dgl.DGLGraph, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
-            "item": dgl.ops.u_mul_e_sum(g[UI], feats["user"], g.edges[UI].data[self.weight]),
-            "user": dgl.ops.u_mul_e_sum(g[IU], feats["item"], g.edges[IU].data[self.weight]),
+            "item": u_mul_e_sum(g, UI, feats["user"], g.edges[UI].data[self.weight]),
+            "user": u_mul_e_sum(g, IU, feats["item"], g.edges[IU].data[self.weight]),
         }
 
     def extra_repr(self) -> str:

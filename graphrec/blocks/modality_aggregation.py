@@ -10,8 +10,9 @@ heterograph's ``iu`` / ``ui`` relations with the edge weight ``w_mean``
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
+
+from graphrec.graph.spmm import u_mul_e_sum
 from torch import nn
 
 from graphrec.graph.heterograph import IU, UI
@@ -36,8 +37,8 @@ class ModalityAggregation(nn.Module):
         self.weight = weight
 
     def forward(self, g: dgl.DGLGraph, item_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        user = dgl.ops.u_mul_e_sum(g[IU], item_feats, g.edges[IU].data[self.weight])
-        item = dgl.ops.u_mul_e_sum(g[UI], user, g.edges[UI].data[self.weight])
+        user = u_mul_e_sum(g, IU, item_feats, g.edges[IU].data[self.weight])
+        item = u_mul_e_sum(g, UI, user, g.edges[UI].data[self.weight])
         return user, item
 
     def extra_repr(self) -> str:

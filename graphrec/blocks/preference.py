@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
+
+from graphrec.graph.spmm import u_mul_e_sum
 from torch import nn
 
 from graphrec.blocks.encoders import xavier_linear
@@ -29,10 +30,9 @@ class PreferenceGate(nn.Module):
         self.maps = nn.ModuleDict({m: xavier_linear(d, d, bias=False) for m in modalities})
 
     def forward(self, g: dgl.DGLGraph, user_emb: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        ui = g[UI]
         w = g.edges[UI].data["w_mean"]
         pi = {m: torch.tanh(f(user_emb)) for m, f in self.maps.items()}
-        rho = {m: dgl.ops.u_mul_e_sum(ui, p, w) for m, p in pi.items()}
+        rho = {m: u_mul_e_sum(g, UI, p, w) for m, p in pi.items()}
         return pi, rho
 
     @staticmethod

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
+
+from graphrec.graph.spmm import u_mul_e_sum
 from torch import nn
 
 from graphrec.graph.heterograph import IU
@@ -21,4 +22,4 @@ class UserAggregation(nn.Module):
     relations = (IU,)
 
     def forward(self, g: dgl.DGLGraph, item_feats: torch.Tensor) -> torch.Tensor:
-        return dgl.ops.u_mul_e_sum(g[IU], item_feats, g.edges[IU].data["w_mean"])
+        return u_mul_e_sum(g, IU, item_feats, g.edges[IU].data["w_mean"])
