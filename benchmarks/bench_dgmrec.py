@@ -21,14 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-ABLATIONS: dict[str, dict] = {
-    "DGMRec (full)": {},
-    "w/o disentangling (CLUB, InfoNCE)": {"sampler": 0.0, "interModal": 0.0},
-    "w/o alignment (UI, BM)": {"intraModal": 0.0, "alignBM": 0.0},
-    "w/o generation": {"generation": False},
-    "w/o refinement": {"refinement": False},
-    "w/o generation & refinement": {"generation": False, "refinement": False},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+# DGMRec Table 4 variants; shared with `graphrec bench --protocol ablation`
+from graphrec.bench.ablations import DGMREC_ABLATIONS as ABLATIONS  # noqa: E402
 
 
 def run_one(spec: dict) -> dict:
@@ -114,6 +110,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--json", default="bench-out/dgmrec.json")
     ap.add_argument("--single", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,13 +130,13 @@ def main() -> None:
     specs = []
     for seed in range(2024, 2024 + args.seeds):
         for model in args.models:
-            specs.append({"model": model, "variant": model, "overrides": {**common, "seed": seed},
+            specs.append({"model": model, "variant": model, "overrides": {**common, "seed": seed}, "threads": args.threads,
                           "configs": args.config if model == "dgmrec" else []})
         if not args.no_ablations:
             for name, ov in ABLATIONS.items():
                 if name == "DGMRec (full)" and "dgmrec" in args.models:
                     continue
-                specs.append({"model": "dgmrec", "variant": name, "overrides": {**common, **ov, "seed": seed},
+                specs.append({"model": "dgmrec", "variant": name, "overrides": {**common, **ov, "seed": seed}, "threads": args.threads,
                               "configs": args.config})
     console = Console()
     records = []

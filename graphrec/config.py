@@ -30,6 +30,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "valid_metric": "recall@20",
     "topk": [10, 20, 50],
     "eval_batch_size": 2048,
+    # items scored at once in evaluation (0 = all); top-K lists of the chunks are merged
+    "eval_item_chunk": 0,
     # exclude validation items when ranking for test (false = the authors' protocol, spec 2.4)
     "eval_mask_valid_in_test": True,
     "device": "auto",

@@ -3,7 +3,8 @@
 Blocks are ``nn.Module`` s that take the heterograph (or a relation of it) and node
 features and return node features; each declares the relations it reads in a
 ``relations`` class attribute. Look them up by name with
-``graphrec.registry.BLOCKS.get(name)``.
+``graphrec.registry.BLOCKS.get(name)``. Models plug registered blocks into their
+*slots* (:mod:`graphrec.blocks.slots`); ``docs/extending.md`` describes the API.
 """
 
 from graphrec.blocks.bpr import bpr_loss, l2_reg

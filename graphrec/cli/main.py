@@ -45,9 +45,27 @@ def _console(quiet: bool = False) -> Console:
     return Console(stderr=True, quiet=quiet)
 
 
+PLUGIN_HELP = (
+    "Import this module first (repeatable; the current directory is importable), "
+    "e.g. --plugin examples.attention_block to register custom blocks or models."
+)
+
+
+def plugin_option(f):
+    """The ``--plugin MODULE`` option (repeatable) of the group and of several commands."""
+    return click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help=PLUGIN_HELP)(f)
+
+
+def _import_plugins(plugins: tuple[str, ...]) -> None:
+    from graphrec.registry import import_plugins
+
+    import_plugins(plugins)
+
+
 @click.group(cls=GraphrecGroup, context_settings=CONTEXT)
 @click.version_option(package_name="graphrec")
-def cli() -> None:
+@plugin_option
+def cli(plugins) -> None:
     """graphrec: multimodal recommendation with missing modalities, on DGL heterographs.
 
     \b
@@ -55,7 +73,11 @@ def cli() -> None:
       graphrec fit lightgcn
       graphrec fit dgmrec --epochs 50 --out runs/dgmrec
       graphrec evaluate runs/dgmrec/model.pt
+    \b
+    Custom blocks and models (docs/extending.md):
+      graphrec --plugin examples.attention_block fit dgmrec --set item_graph_block=attention_item_conv
     """
+    _import_plugins(plugins)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -96,11 +118,21 @@ def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[
     from graphrec.config import parse_set, resolve_config
     from graphrec.registry import MODELS, load_builtin
 
+    from graphrec.registry import BLOCKS
+
     load_builtin()
     cls = MODELS.get(model)
     overrides = parse_set(sets)
     overrides.update({k: v for k, v in direct.items() if v is not None})
-    return resolve_config(model, cls.default_config, config_files, overrides)
+    config = resolve_config(model, cls.default_config, config_files, overrides)
+    for key in getattr(cls, "block_slots", {}):  # fail before loading data; full checks at build
+        name = config.get(key)
+        if isinstance(name, str) and name not in BLOCKS:
+            try:
+                BLOCKS.get(name)
+            except GraphrecError as exc:
+                raise GraphrecError(f"config key '{key}': {exc}; pass --plugin MODULE if a plugin registers it") from None
+    return config
 
 
 @cli.command(context_settings=CONTEXT)
@@ -113,35 +145,80 @@ def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder for config.yaml, metrics.json and model.pt. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
-def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet) -> None:
+@plugin_option
+@click.option("--distributed", is_flag=True, help="Data-parallel training in --nproc local processes (gloo on CPU, nccl on GPU, 127.0.0.1). Under torchrun the process group comes from its env vars and this flag is not needed. See docs/scaling.md.")
+@click.option("--nproc", type=click.IntRange(min=1), default=2, show_default=True, help="Processes started by --distributed (ignored under torchrun).")
+@click.option("--dist-timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds a rank waits for the others (rank 0's per-epoch work included) before failing.")
+def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet, plugins, distributed, nproc, dist_timeout) -> None:
     """Train MODEL (see 'graphrec models') and evaluate it on the test split.
 
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
     stops early on valid_metric, restores the best epoch and reports test metrics.
-    """
-    from graphrec.data.dataset import load_dataset
-    from graphrec.models.build import build_model
-    from graphrec.train.checkpoint import save_checkpoint
-    from graphrec.train.trainer import Trainer, groups_table, summary_table
 
+    \b
+    Data-parallel (docs/scaling.md):
+      graphrec fit lightgcn --distributed --nproc 2
+      torchrun --nproc_per_node 4 -m graphrec.cli.main fit dgmrec --config configs/dgmrec/baby.yaml
+    """
+    from graphrec.train.distributed import launched_env, spawn_local
+
+    _import_plugins(plugins)
     console = _console(quiet)
     config = resolve_model_config(
         model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None
     )
+    if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
+        root = click.get_current_context().find_root().params.get("plugins") or ()
+        spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))), dist_timeout))
+        return
+    _fit_run(model, config, out, overwrite, quiet, console, dist_timeout)
+
+
+def _fit_worker(model, config, out, overwrite, quiet, plugins, dist_timeout) -> None:
+    """One rank of ``graphrec fit --distributed`` (started by :func:`graphrec.train.distributed.spawn_local`)."""
+    _import_plugins(plugins)
+    _fit_run(model, config, out, overwrite, quiet, _console(quiet), dist_timeout)
+
+
+def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout) -> None:
+    """Train, evaluate and write the run folder; under torchrun/--distributed one rank of the group."""
+    from graphrec.train.distributed import init_distributed, shutdown
+
+    dist = init_distributed(str(config.get("device", "auto")), dist_timeout)
+    try:
+        _fit_body(model, config, out, overwrite, quiet, console if dist.is_main else _console(True), dist)
+    finally:
+        shutdown()
+
+
+def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
+    from graphrec.data.dataset import load_dataset
+    from graphrec.models.build import build_model
+    from graphrec.train.checkpoint import save_checkpoint
+    from graphrec.train.distributed import share_from_main
+    from graphrec.train.trainer import Trainer, groups_table, summary_table
+
     with console.status("loading data"):
         dataset = load_dataset(config)
-    out_dir = _prepare_out(out, model, dataset.name, overwrite)
+    # rank 0 prepares the folder (and is the only writer); a problem there stops every rank
+    out_dir = Path(share_from_main(dist, lambda: str(_prepare_out(out, model, dataset.name, overwrite))))
+    if dist.enabled:
+        console.print(f"data-parallel: {dist.world_size} processes, backend {dist.backend}")
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
                   f"{len(dataset.train)} train rows, modalities {', '.join(dataset.modalities) or 'none'}")
     from graphrec.data.interactions import atomic_write_bytes
 
-    atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
+    if dist.is_main:
+        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
     with console.status(f"building {model}"):
         net = build_model(dataset, config)  # seeds first (spec 2.2)
-    trainer = Trainer(net, dataset, config, console=console, progress=not quiet)
+    trainer = Trainer(net, dataset, config, console=console, progress=not quiet, dist=dist)
     result = trainer.fit()
+    if not dist.is_main:
+        return
+    extra = {"distributed": {"world_size": dist.world_size, "backend": dist.backend}} if dist.enabled else {}
     save_checkpoint(out_dir / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
-    _write_json(out_dir / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict()})
+    _write_json(out_dir / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:
         console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
@@ -157,13 +234,18 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Evaluate on this folder instead of the training data (same ids).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override evaluation keys, e.g. --set topk=[5,10].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def evaluate(checkpoint, split, data_dir, sets, as_json) -> None:
-    """Evaluate a trained CHECKPOINT (model.pt or its run folder) with full ranking."""
+@plugin_option
+def evaluate(checkpoint, split, data_dir, sets, as_json, plugins) -> None:
+    """Evaluate a trained CHECKPOINT (model.pt or its run folder) with full ranking.
+
+    Plugin modules recorded in the checkpoint are imported automatically.
+    """
     from graphrec.config import parse_set
     from graphrec.eval.evaluator import Evaluator
     from graphrec.train.checkpoint import load_model
     from graphrec.train.trainer import groups_table
 
+    _import_plugins(plugins)
     overrides = parse_set(sets)
     if data_dir:
         overrides["data_dir"] = str(data_dir)
@@ -171,7 +253,8 @@ def evaluate(checkpoint, split, data_dir, sets, as_json) -> None:
     cfg = {**payload["config"], **overrides}
     model.eval()
     ev = Evaluator(dataset, topk=cfg.get("topk", [10, 20, 50]), batch_size=int(cfg.get("eval_batch_size", 2048)),
-                   mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)))
+                   mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)),
+                   item_chunk=int(cfg.get("eval_item_chunk", 0)))
     res = ev.evaluate(model.scorer(), split)
     if as_json:
         click.echo(json.dumps({"model": payload["model"], **res.to_dict()}, default=_json_default))
@@ -190,28 +273,32 @@ def evaluate(checkpoint, split, data_dir, sets, as_json) -> None:
 # ----------------------------------------------------------------------------- registry
 @cli.command(context_settings=CONTEXT)
 @click.argument("name", required=False)
-def models(name) -> None:
-    """List the registered models, or the config keys and defaults of model NAME."""
+@plugin_option
+def models(name, plugins) -> None:
+    """List the registered models (built-in and plugins), or the config keys and defaults of model NAME."""
     from graphrec.config import DATA_DEFAULTS, TRAIN_DEFAULTS
     from graphrec.registry import MODELS, load_builtin
 
+    _import_plugins(plugins)
     load_builtin()
     console = Console()
     if name is None:
         table = Table(title="models")
-        table.add_column("name")
+        table.add_column("name", no_wrap=True)
+        table.add_column("source", no_wrap=True)
         table.add_column("description")
         for n, cls in MODELS.items():
-            table.add_row(n, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+            table.add_row(n, MODELS.source(n), (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
         console.print(table)
         return
     cls = MODELS.get(name)
+    slots = getattr(cls, "block_slots", {})
     table = Table(title=f"config keys of {name}")
     table.add_column("key")
     table.add_column("default")
     table.add_column("group")
     for k, v in cls.default_config.items():
-        table.add_row(k, repr(v), "model")
+        table.add_row(k, repr(v), f"block ({slots[k]})" if k in slots else "model")
     for group, d in (("trainer", TRAIN_DEFAULTS), ("data", DATA_DEFAULTS)):
         for k, v in d.items():
             if k not in cls.default_config:
@@ -220,18 +307,25 @@ def models(name) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-def blocks() -> None:
-    """List the registered message-passing blocks and the relations they read."""
+@plugin_option
+def blocks(plugins) -> None:
+    """List the registered message-passing blocks (built-in and plugins) and the relations they read.
+
+    {m} in a relation stands for every modality. Swap a block into a model with its config
+    key, e.g. --set item_graph_block=NAME (see 'graphrec models dgmrec' and docs/extending.md).
+    """
     from graphrec.registry import BLOCKS, load_builtin
 
+    _import_plugins(plugins)
     load_builtin()
     table = Table(title="blocks")
-    table.add_column("name")
-    table.add_column("relations")
+    table.add_column("name", no_wrap=True)
+    table.add_column("relations", no_wrap=True)
+    table.add_column("source", no_wrap=True)
     table.add_column("description")
     for n, cls in BLOCKS.items():
         rels = ", ".join(r[1] if isinstance(r, tuple) else str(r) for r in getattr(cls, "relations", ()))
-        table.add_row(n, rels, (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+        table.add_row(n, rels, BLOCKS.source(n), (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
     Console().print(table)
 
 
@@ -377,7 +471,8 @@ def _load_generator(checkpoint: Path):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the generated features and refined graphs.")
 @click.option("--lambda", "lam", type=float, help="Blending weight of the refreshed rows (default: the model's avg_lambda).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
-def refine_graph(checkpoint, out, lam, overwrite) -> None:
+@plugin_option
+def refine_graph(checkpoint, out, lam, overwrite, plugins) -> None:
     """Generate missing modality features with a trained model and refine its item-item graphs.
 
     \b
@@ -393,6 +488,7 @@ def refine_graph(checkpoint, out, lam, overwrite) -> None:
 
     if lam is not None and not 0.0 <= lam <= 1.0:
         raise GraphrecError(f"--lambda must be in [0, 1], got {lam}")
+    _import_plugins(plugins)
     console = _console()
     model, dataset, payload = _load_generator(checkpoint)
     out_dir = _prepare_out(out, "refine", dataset.name, overwrite)
@@ -485,6 +581,91 @@ def retrieval_eval(checkpoint, as_json) -> None:
         table.add_row(r["modality"], str(r["items"]), r["group"], r["method"],
                       "–" if r["hit@10"] is None else f"{r['hit@10']:.4f}", "–" if r["hit@20"] is None else f"{r['hit@20']:.4f}")
     Console().print(table)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+BENCH_PROTOCOLS = ["missing", "new-items", "ratio-sweep", "ci2mg-sweep", "breakdown", "ablation", "retrieval", "natural"]
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--model", "models", multiple=True, required=True, help="Model to run (repeatable, in table order; ratios are relative to the first).")
+@click.option("--protocol", type=click.Choice(BENCH_PROTOCOLS), default="missing", show_default=True, help="Evaluation protocol (see below).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="MMRec-format folder. Default: the embedded synthetic dataset.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable).")
+@click.option("--preset", "presets", multiple=True, metavar="MODEL=PATH", help="YAML config for one model's runs (repeatable), e.g. dgmrec=configs/dgmrec/tiktok.yaml.")
+@click.option("--seeds", default="2024", show_default=True, help="Comma-separated seeds; each (model, variant) runs once per seed.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs of every run (overrides the presets; early stopping may end sooner).")
+@click.option("--variant", "variants", multiple=True, help="Run only these variants of the protocol (repeatable), e.g. --variant 'w/o refinement'.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, results.md, results.json, plots). Default: bench-out/<protocol>.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each run.")
+@click.option("--mask-seed", type=int, default=1225, show_default=True, help="Seed of the nested masks of ratio-sweep / ci2mg-sweep on a data folder.")
+@click.option("--dry-run", is_flag=True, help="List the runs (and which are done) without running anything.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@plugin_option
+def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, out, threads, mask_seed, dry_run, quiet, plugins) -> None:
+    """Benchmark MODELs under one protocol of the papers, over seeds; resumable.
+
+    Every (model, variant, seed) trains in its own process (peak RSS per run) and writes
+    OUT/runs/<model>__<variant>__seed<k>.json (config, test and group metrics, best epoch,
+    seconds per epoch / evaluation / refinement, kNN build time, peak RSS). A run whose
+    record exists is skipped, so an interrupted benchmark continues where it stopped.
+    OUT/results.md has mean ± std over seeds per model and variant, and time and memory
+    relative to the first --model; PNG plots when matplotlib is installed.
+
+    \b
+    Protocols:
+      missing      the dataset's mask (--set missing_ratio=0.6; synthetic: synth_missing)
+      new-items    new-item setting (new_items=true), groups new / old
+      ratio-sweep  nested masks, 0/20/40/60/80 % of items missing a modality
+      ci2mg-sweep  nested masks, 50/60/70/80/90 %
+      breakdown    metrics by number of missing modalities (DGMRec Fig. 3)
+      ablation     DGMRec Table 4 / CI2MG Table 3 variants; other models: baseline
+      retrieval    DGMRec Table 3: Hit@10/20 of generated features vs nearest neighbours
+      natural      natural missingness (missing_items_natural.npy, e.g. ml100k)
+    \b
+    Examples:
+      graphrec bench --model lightgcn --model dgmrec --seeds 2024,2025,2026 --epochs 50
+      graphrec bench --model dgmrec --protocol ablation --out bench-out/ablation
+      graphrec bench --data-dir data/tiktok --model lightgcn --model dgmrec \\
+          --preset dgmrec=configs/dgmrec/tiktok.yaml --set missing_ratio=0.6
+    """
+    from graphrec.bench.report import write_report
+    from graphrec.bench.runner import parse_presets, parse_seeds, plan, run_all
+    from graphrec.config import parse_set
+
+    root = click.get_current_context().find_root().params.get("plugins") or ()
+    all_plugins = tuple(dict.fromkeys((*root, *plugins)))
+    _import_plugins(all_plugins)
+    models = list(models)
+    out = out or Path("bench-out") / protocol
+    if out.exists() and not out.is_dir():
+        raise GraphrecError(f"--out '{out}' is a file, not a folder")
+    console = _console(quiet)
+    p = plan(
+        models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
+        presets=parse_presets(presets, models), seeds=parse_seeds(seeds), epochs=epochs,
+        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not dry_run,
+    )
+    from rich.markup import escape
+
+    for note in p.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    done = [s["id"] for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file()]
+    if dry_run:
+        for s in p.specs:
+            click.echo(f"{s['id']}\t{'done' if s['id'] in done else 'to run'}")
+        click.echo(f"{len(p.specs)} runs, {len(done)} done")
+        return
+    console.print(f"[bold]bench[/] protocol {protocol}: {len(p.specs)} runs ({len(done)} done) -> {out}")
+    records, skipped, failed = run_all(p, console, progress=not quiet)
+    if skipped:
+        console.print(f"skipped {len(skipped)} finished run(s) (records exist in {out / 'runs'})")
+    md, plots, plot_note = write_report(p, records, failed)
+    if plot_note:
+        console.print(f"[yellow]note:[/] {escape(plot_note)}")
+    console.print(f"wrote {md}" + (f", {', '.join(plots)}" if plots else ""))
+    if failed:
+        raise GraphrecError(f"{len(failed)} of {len(p.specs)} runs failed: {', '.join(failed)} (logs in {out / 'logs'})")
 
 
 def main() -> None:

@@ -4,7 +4,13 @@ For every evaluated user (the users of the split), all N items are scored, the
 user's training items are excluded (and, by default, validation items when
 testing — set ``eval_mask_valid_in_test: false`` for the authors' protocol), the
 top ``max(topk)`` items are taken with ``torch.topk`` and compared with the user's
-positives in the split. Memory is ``O(eval_batch_size x N)``.
+positives in the split. Memory is ``O(eval_batch_size x N)``, or
+``O(eval_batch_size x eval_item_chunk)`` when items are scored in chunks whose top-K lists
+are merged (same result up to the order of exactly tied scores).
+
+:meth:`Evaluator.evaluate_sums` evaluates any subset of the users and returns unnormalised
+sums and counts (:class:`EvalSums`); merging the sums of disjoint subsets gives the result of
+all users (data-parallel evaluation, :mod:`graphrec.train.distributed`).
 
 Per-group results (e.g. items missing k modalities, new vs old items) restrict each
 user's positives to the group's items: users with no positive in the group are
@@ -46,6 +52,39 @@ class EvalResult:
         }
 
 
+@dataclass
+class EvalSums:
+    """Unnormalised metric sums and user counts of some of a split's users (see :meth:`merge`)."""
+
+    split: str
+    sums: dict[str, float]
+    n_users: int
+    gsums: dict[str, dict[str, float]]
+    gcount: dict[str, int]
+
+    @staticmethod
+    def merge(parts: list["EvalSums"]) -> "EvalSums":
+        """The sums of disjoint user subsets added up (in the given order)."""
+        out = EvalSums(parts[0].split, {}, 0, {}, {})
+        for p in parts:
+            for name, v in p.sums.items():
+                out.sums[name] = out.sums.get(name, 0.0) + v
+            out.n_users += p.n_users
+            for g, d in p.gsums.items():
+                tgt = out.gsums.setdefault(g, {})
+                for name, v in d.items():
+                    tgt[name] = tgt.get(name, 0.0) + v
+            for g, c in p.gcount.items():
+                out.gcount[g] = out.gcount.get(g, 0) + c
+        return out
+
+    def result(self) -> "EvalResult":
+        n = max(self.n_users, 1)
+        metrics = {name: s / n for name, s in self.sums.items()}
+        groups = {g: {name: s / self.gcount[g] for name, s in d.items()} for g, d in self.gsums.items() if self.gcount.get(g)}
+        return EvalResult(self.split, metrics, self.n_users, groups, dict(self.gcount))
+
+
 def _csr(pairs: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
     m = sp.csr_matrix(
         (np.ones(len(pairs), dtype=np.float32), (pairs[:, 0], pairs[:, 1])), shape=(n_users, n_items)
@@ -61,6 +100,7 @@ class Evaluator:
         dataset: the dataset (its train items are masked).
         topk: cut-offs, e.g. ``[10, 20, 50]``.
         batch_size: users per score block.
+        item_chunk: items per score block (0 = all N at once); top-K lists of the chunks are merged.
         mask_valid_in_test: also exclude validation items when evaluating test.
         groups: ``{name: (N,) bool}`` item groups for the breakdown (default: the dataset's).
     """
@@ -73,10 +113,12 @@ class Evaluator:
         mask_valid_in_test: bool = True,
         groups: dict[str, np.ndarray] | None = None,
         metrics: tuple[str, ...] = METRICS,
+        item_chunk: int = 0,
     ) -> None:
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.topk = sorted(int(k) for k in topk)
         self.batch_size = int(batch_size)
+        self.item_chunk = int(item_chunk)
         self.metrics = metrics
         self.train = _csr(dataset.train, self.n_users, self.n_items)
         self.splits = {"valid": dataset.valid, "test": dataset.test}
@@ -86,11 +128,39 @@ class Evaluator:
         }
         self.groups = dataset.item_groups() if groups is None else groups
 
-    def evaluate(self, scorer: Scorer, split: str = "valid") -> EvalResult:
+    def users(self, split: str) -> np.ndarray:
+        """The evaluated users of ``split`` (sorted)."""
+        return np.unique(self.splits[split][:, 0])
+
+    def evaluate(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None) -> EvalResult:
+        """Mean metrics over the split's users (or over ``users``, a subset of them)."""
+        return self.evaluate_sums(scorer, split, users).result()
+
+    def _topk(self, scorer: Scorer, ub: np.ndarray, sub: sp.csr_matrix, kmax: int, device) -> torch.Tensor:
+        """``(B, kmax)`` top item ids of users ``ub`` with the items of ``sub`` (CSR rows) excluded."""
+        step = self.item_chunk if 0 < self.item_chunk < self.n_items else self.n_items
+        u = torch.from_numpy(ub).to(device)
+        best_v = best_i = None
+        for lo in range(0, self.n_items, step):
+            hi = min(lo + step, self.n_items)
+            scores = (scorer.score(u) if step == self.n_items else scorer.score_items(u, lo, hi)).float()
+            blk = sub if step == self.n_items else sub[:, lo:hi]
+            rows = np.repeat(np.arange(len(ub)), np.diff(blk.indptr))
+            scores[torch.from_numpy(rows).to(device), torch.from_numpy(blk.indices.astype(np.int64)).to(device)] = -np.inf
+            v, i = scores.topk(min(kmax, hi - lo), dim=1)
+            i = i + lo
+            if best_v is not None:  # merge with the best of the earlier chunks
+                v, j = torch.cat([best_v, v], dim=1).topk(min(kmax, best_v.shape[1] + v.shape[1]), dim=1)
+                i = torch.cat([best_i, i], dim=1).gather(1, j)
+            best_v, best_i = v, i
+        return best_i.cpu()
+
+    def evaluate_sums(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None) -> EvalSums:
+        """Metric sums and user counts over ``users`` (default: all of the split's users)."""
         pairs = self.splits[split]
         mask = self.mask[split]
         pos = _csr(pairs, self.n_users, self.n_items)
-        users = np.unique(pairs[:, 0])
+        users = self.users(split) if users is None else np.asarray(users, dtype=np.int64)
         kmax = min(self.topk[-1], self.n_items)
         keys = np.unique(pairs[:, 0] * self.n_items + pairs[:, 1])
         group_ids = list(self.groups)
@@ -103,11 +173,7 @@ class Evaluator:
         device = scorer.item.device
         for start in range(0, len(users), self.batch_size):
             ub = users[start : start + self.batch_size]
-            scores = scorer.score(torch.from_numpy(ub).to(device)).float()
-            sub = mask[ub]
-            rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
-            scores[torch.from_numpy(rows).to(device), torch.from_numpy(sub.indices.astype(np.int64)).to(device)] = -np.inf
-            top = scores.topk(kmax, dim=1).indices.cpu()
+            top = self._topk(scorer, ub, mask[ub], kmax, device)
             k = ub[:, None] * self.n_items + top.numpy()
             idx = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
             hits = torch.from_numpy(keys[idx] == k)
@@ -129,10 +195,7 @@ class Evaluator:
                     for name, v in vals.items():
                         gsums[g][name] = gsums[g].get(name, 0.0) + float(v.double().sum())
                     gcount[g] += int(sel.sum())
-        n = max(len(users), 1)
-        metrics = {name: s / n for name, s in sums.items()}
-        groups = {g: {name: s / gcount[g] for name, s in gsums[g].items()} for g in group_ids if gcount[g]}
-        return EvalResult(split, metrics, len(users), groups, {g: gcount[g] for g in group_ids})
+        return EvalSums(split, sums, len(users), gsums, gcount)
 
 
 def popularity_scorer(dataset: RecDataset) -> Scorer:

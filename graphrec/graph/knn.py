@@ -3,7 +3,11 @@
 All matrices here are ``scipy.sparse.csr_matrix`` of shape ``(N, N)`` in the spec's
 orientation: entry ``A[i, j]`` means "item i aggregates from item j" (an edge
 ``j -> i`` in DGL). Similarities are computed ``chunk_size`` rows at a time, so the
-largest temporary is ``chunk_size x N``; no dense ``N x N`` matrix is ever built.
+largest temporary is ``chunk_size x N``; no dense ``N x N`` matrix is ever built. For
+very large N the rows per block are lowered so that a block holds at most
+:data:`MAX_BLOCK_ELEMENTS` similarities (1 GiB of float32; 268 rows at N = 10^6); the
+result does not depend on the block size. Masking, normalisation and row blending are
+sparse products with diagonal matrices, O(nnz) = O(N k).
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+
+
+#: most similarities one kNN block may hold (rows x N float32 values): 2^28 = 1 GiB
+MAX_BLOCK_ELEMENTS = 1 << 28
+
+
+def block_rows(chunk_size: int, n: int) -> int:
+    """Rows per similarity block: ``chunk_size``, lowered so a block stays within :data:`MAX_BLOCK_ELEMENTS`."""
+    return max(1, min(int(chunk_size), MAX_BLOCK_ELEMENTS // max(int(n), 1)))
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -33,6 +46,7 @@ def knn_topk(
         x: ``(N, d)`` features (tensor or array).
         k: neighbours kept per row (the item itself, similarity 1, is usually one of them).
         rows: item ids whose rows are computed; other rows of the result are empty.
+        chunk_size: rows per similarity block (capped by :func:`block_rows` for very large N).
         masked: ``(N,)`` bool, masking *before* the top-k (new-item training graph): a masked
             item's row is the unit self loop and no row may pick it as a neighbour.
         candidates: ``(N,)`` bool, only these items (plus the row's own item) may be neighbours.
@@ -49,18 +63,20 @@ def knn_topk(
         blocked |= torch.as_tensor(np.asarray(masked, dtype=bool))
     if candidates is not None:
         blocked |= ~torch.as_tensor(np.asarray(candidates, dtype=bool))
+    masked_t = torch.as_tensor(np.asarray(masked, dtype=bool)) if masked is not None else None
+    step = block_rows(chunk_size, n)
     all_r, all_c, all_v = [], [], []
     with torch.no_grad():
-        for start in range(0, len(row_ids), chunk_size):
-            r = torch.as_tensor(row_ids[start : start + chunk_size])
+        for start in range(0, len(row_ids), step):
+            r = torch.as_tensor(row_ids[start : start + step])
             sim = xt[r] @ xt.T  # (chunk, N)
             if blocked.any():
                 sim[:, blocked] = 0.0
             ar = torch.arange(len(r))
             if candidates is not None:
                 sim[ar, r] = 1.0  # an item may always keep itself
-            if masked is not None:
-                m = torch.as_tensor(np.asarray(masked, dtype=bool))[r]
+            if masked_t is not None:
+                m = masked_t[r]
                 sim[m] = 0.0
                 sim[ar[m], r[m]] = 1.0
             vals, idx = sim.topk(k, dim=1)

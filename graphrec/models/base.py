@@ -8,6 +8,7 @@ import dgl
 import torch
 from torch import nn
 
+from graphrec.blocks.slots import build_block
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.graph.heterograph import build_heterograph
@@ -30,6 +31,10 @@ class Scorer:
     def score(self, users: torch.Tensor) -> torch.Tensor:
         return self.user[users] @ self.item.T
 
+    def score_items(self, users: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+        """``(B, hi - lo)`` scores against items ``lo..hi-1`` (evaluation with ``eval_item_chunk``)."""
+        return self.user[users] @ self.item[lo:hi].T
+
 
 class RecModel(nn.Module):
     """A recommender assembled from blocks.
@@ -39,12 +44,22 @@ class RecModel(nn.Module):
     :meth:`loss` and :meth:`representations`. Per-epoch work goes in the hooks
     :meth:`on_epoch_start` and :meth:`before_evaluation`.
 
+    Swappable blocks: ``block_slots = {config_key: slot}`` (slots in
+    :mod:`graphrec.blocks.slots`); the config key holds a registered block name (its default
+    goes in ``default_config``) and :meth:`make_block` builds and checks it. Checkpoints
+    record these names and the plugin modules that registered them.
+
     Attributes:
         graph: the dataset heterograph (see :mod:`graphrec.graph.heterograph`).
     """
 
     name: ClassVar[str] = ""
     default_config: ClassVar[dict[str, Any]] = {}
+    block_slots: ClassVar[dict[str, str]] = {}
+    #: how data-parallel training splits a batch's loss (graphrec.train.distributed, docs/scaling.md):
+    #: "rows" when loss(batch) is a mean over the batch's rows plus batch-independent terms (each rank
+    #: takes a slice of the batch), "replicate" otherwise (each rank computes the whole batch's loss).
+    distributed_loss: ClassVar[str] = "replicate"
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
         super().__init__()
@@ -52,7 +67,22 @@ class RecModel(nn.Module):
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
         self.embedding_size = int(config.get("embedding_size", 64))
+        self.dataset_modalities = list(dataset.modalities)
         self.graph: dgl.DGLGraph = self.build_graph(dataset)
+
+    # ----- blocks -----
+    def make_block(self, key: str) -> nn.Module:
+        """Build the block named by ``config[key]`` for slot ``block_slots[key]``.
+
+        Checks the name, the forward signature and the declared relations against
+        :attr:`graph` (``{m}`` expanded to the model's modalities), then constructs it with
+        ``d`` = embedding size and/or ``modalities`` if its ``__init__`` asks for them.
+        """
+        mods = getattr(self, "modalities", None)
+        mods = list(mods) if mods is not None else self.dataset_modalities
+        return build_block(
+            key, self.config.get(key), self.block_slots[key], self.graph, mods, self.embedding_size, self.name or type(self).__name__
+        )
 
     # ----- graph -----
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:

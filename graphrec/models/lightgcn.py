@@ -20,16 +20,19 @@ class LightGCN(RecModel):
     """ID embeddings propagated by ``n_layers`` symmetric-normalised LightGCN layers, layer mean.
 
     Loss: BPR on the propagated embeddings + ``reg_weight`` x L2 of the batch's ego embeddings.
+    The layer is the block named by ``ui_block`` (slot ``ui_conv``, default ``lightgcn_conv``).
     """
 
     name = "lightgcn"
-    default_config = {"n_layers": 3, "reg_weight": 1e-4}
+    distributed_loss = "rows"  # BPR and L2 are means over the batch rows
+    default_config = {"n_layers": 3, "reg_weight": 1e-4, "ui_block": "lightgcn_conv"}
+    block_slots = {"ui_block": "ui_conv"}
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
         super().__init__(dataset, config)
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.embedding_size)))
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
-        self.propagation = LightGCNPropagation(int(config["n_layers"]))
+        self.propagation = LightGCNPropagation(int(config["n_layers"]), conv=self.make_block("ui_block"))
         self.reg_weight = float(config["reg_weight"])
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ class MFBPR(RecModel):
     """Score ``<e_u, e_i>`` of free ID embeddings (U x d, N x d), BPR + L2 on the batch embeddings."""
 
     name = "mfbpr"
+    distributed_loss = "rows"  # BPR and L2 are means over the batch rows
     default_config = {"reg_weight": 1e-4}
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:

@@ -8,6 +8,13 @@ decimals) is not strictly better than the best; it stops when the counter exceed
 ``stopping_step``. At the end the best state is restored and evaluated on test
 (this equals the authors' "test metrics at the best validation epoch", since the
 whole model state, graphs included, is restored).
+
+Data-parallel (``dist`` with ``world_size > 1``, :mod:`graphrec.train.distributed`): every rank
+draws the same global batches and back-propagates its share of each batch's loss; one
+all-reduce sums the gradients, so every rank takes the single-process Adam step of the global
+batch. ``on_epoch_start``/``before_evaluation`` run on rank 0 and are broadcast; evaluation
+users are split over the ranks and the metric sums gathered; early stopping therefore decides
+identically everywhere. Callbacks run on every rank (``trainer.dist.is_main`` tells rank 0).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -26,8 +34,9 @@ from rich.table import Table
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRSampler
 from graphrec.errors import GraphrecError
-from graphrec.eval.evaluator import EvalResult, Evaluator
+from graphrec.eval.evaluator import EvalResult, EvalSums, Evaluator
 from graphrec.models.base import RecModel
+from graphrec.train.distributed import SINGLE, DistContext, all_gather, allreduce_gradients, broadcast_state, loss_contribution, run_on_main
 from graphrec.train.seed import resolve_device, set_seed
 
 
@@ -79,7 +88,8 @@ class Trainer:
     Args:
         callbacks: extra :class:`Callback` s.
         console: rich console for progress and tables (``None`` = stderr).
-        progress: show a progress bar per epoch.
+        progress: show a progress bar per epoch (rank 0 only when distributed).
+        dist: this process's place in a data-parallel group (default: a single process).
     """
 
     def __init__(
@@ -90,14 +100,18 @@ class Trainer:
         callbacks: list[Callback] | tuple[Callback, ...] = (),
         console: Console | None = None,
         progress: bool = True,
+        dist: DistContext | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset
+        self.dist = dist or SINGLE
         self.device = resolve_device(str(config.get("device", "auto")))
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
         self.model = model.to_device(self.device)
         self.callbacks = list(callbacks)
         self.console = console or Console(stderr=True)
-        self.show_progress = progress
+        self.show_progress = progress and self.dist.is_main
         self.rng = set_seed_rng(config)
         self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
         self.evaluator = Evaluator(
@@ -105,6 +119,7 @@ class Trainer:
             topk=config.get("topk", [10, 20, 50]),
             batch_size=int(config.get("eval_batch_size", 2048)),
             mask_valid_in_test=bool(config.get("eval_mask_valid_in_test", True)),
+            item_chunk=int(config.get("eval_item_chunk", 0)),
         )
         self.valid_metric = _metric_key(str(config.get("valid_metric", "recall@20")))
         known = {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "map") for k in self.evaluator.topk}
@@ -117,36 +132,65 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
         self.epoch = 0
         self.model.on_train_start(self)
+        broadcast_state(self.model, self.dist)  # every rank starts from rank 0's weights
 
     def evaluate(self, split: str) -> EvalResult:
         self.model.eval()
         with torch.no_grad():
-            result = self.evaluator.evaluate(self.model.scorer(), split)
+            scorer = self.model.scorer()
+            if self.dist.enabled:  # each rank ranks its slice of the users; the sums are gathered
+                users = np.array_split(self.evaluator.users(split), self.dist.world_size)[self.dist.rank]
+                result = EvalSums.merge(all_gather(self.evaluator.evaluate_sums(scorer, split, users), self.dist)).result()
+            else:
+                result = self.evaluator.evaluate(scorer, split)
         self.model.train()
         return result
+
+    def _model_hook(self, name: str, *args) -> None:
+        """Call ``model.<name>(trainer, *args)``; when distributed, on rank 0 only and broadcast the result."""
+        hook = getattr(self.model, name)
+        if not self.dist.enabled or getattr(type(self.model), name) is getattr(RecModel, name):
+            hook(self, *args)
+        else:
+            run_on_main(self.model, self.dist, lambda: hook(self, *args))
 
     def train_epoch(self, progress: Progress | None = None, task=None) -> dict[str, float]:
         self.model.train()
         bs = int(self.config["train_batch_size"])
         totals: dict[str, float] = {}
-        n = 0
+        n, running = 0, 0.0
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for batch in self.sampler.epoch(bs):
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            losses = self.model.loss(batch)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
+            if self.dist.enabled:  # this rank's share of the global batch; gradients summed over ranks
+                losses = loss_contribution(self.model, batch, self.dist)
+                if losses["loss"].requires_grad:
+                    losses["loss"].backward()
+                value = allreduce_gradients(params, losses["loss"])
+            else:
+                losses = self.model.loss(batch)
+                value = float(losses["loss"].detach())
+            if not math.isfinite(value):
                 raise GraphrecError(
-                    f"training diverged: loss is {loss.item()} at epoch {self.epoch + 1}; lower learning_rate or check the features"
+                    f"training diverged: loss is {value} at epoch {self.epoch + 1}; lower learning_rate or check the features"
                 )
-            loss.backward()
+            if not self.dist.enabled:
+                losses["loss"].backward()
             self.optimizer.step()
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
             n += 1
+            running += value
             if progress is not None:
-                progress.update(task, advance=1, loss=totals["loss"] / n)
+                progress.update(task, advance=1, loss=running / n)
         self.scheduler.step()
+        if self.dist.enabled:  # per-rank shares summed: the losses of the global batches
+            summed: dict[str, float] = {}
+            for part in all_gather(totals, self.dist):
+                for k, v in part.items():
+                    summed[k] = summed.get(k, 0.0) + v
+            totals = summed
         return {k: v / max(n, 1) for k, v in totals.items()}
 
     def fit(self) -> FitResult:
@@ -166,7 +210,7 @@ class Trainer:
             for epoch in range(epochs):
                 self.epoch = epoch
                 te = time.perf_counter()
-                self.model.on_epoch_start(self, epoch)
+                self._model_hook("on_epoch_start", epoch)
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
                 progress.reset(batch_task, description=f"epoch {epoch + 1}")
@@ -176,7 +220,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, logs)
                 if (epoch + 1) % eval_step == 0:
-                    self.model.before_evaluation(self, "valid")
+                    self._model_hook("before_evaluation", "valid")
                     valid = self.evaluate("valid")
                     score = round(valid.metrics[self.valid_metric], 4)
                     record[f"valid_{self.valid_metric}"] = score
@@ -196,7 +240,7 @@ class Trainer:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         else:  # no evaluation happened (epochs < eval_step): evaluate the final model
-            self.model.before_evaluation(self, "valid")
+            self._model_hook("before_evaluation", "valid")
             best_valid = self.evaluate("valid")
             best_epoch = self.epoch + 1
         test = self.evaluate("test")

@@ -1,0 +1,367 @@
+"""``graphrec bench``: run the papers' protocols for several models and seeds, resumably.
+
+:func:`plan` turns (models, protocol, data, settings, seeds) into run specs; :func:`run_all`
+runs each spec in its own Python process (``python -m graphrec.bench.worker``), so the peak
+RSS of a record is that run's alone, and skips every run whose record
+``<out>/runs/<model>__<variant>__seed<k>.json`` exists (resume). :mod:`graphrec.bench.report`
+then writes ``results.md``, ``results.json`` and the plots.
+
+Protocols (``--protocol``):
+
+================  =============================================================================
+``missing``       the dataset's mask (``--set missing_ratio=0.6``; synthetic: ``synth_missing``)
+``new-items``     the new-item setting (``new_items=true``); groups new / old
+``ratio-sweep``   nested masks at 0/20/40/60/80 % missing (``generate_missing``, one seed)
+``ci2mg-sweep``   the same at 50/60/70/80/90 % (CI2MG Fig. 3 missing rates)
+``breakdown``     as ``missing``; the report leads with the groups missing=0/1/2 (DGMRec Fig. 3)
+``ablation``      DGMRec Table 4 / CI2MG Table 3 variants; other models run once as baselines
+``retrieval``     train, then DGMRec Table 3 retrieval (Hit@10/20) on the generated features
+``natural``       the natural mask ``missing_items_natural.npy`` (e.g. ML-100K, ML-1M)
+================  =============================================================================
+
+Sweeps on a data folder write the masks into ``<out>/work/<protocol>/`` next to symbolic
+links to the folder's ``.inter`` and feature files (nothing is copied); on the synthetic
+set they set ``synth_missing=<ratio>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from graphrec.bench.ablations import ABLATIONS
+from graphrec.errors import GraphrecError
+
+PROTOCOLS: dict[str, str] = {
+    "missing": "the dataset's missing-modality mask (e.g. --set missing_ratio=0.6)",
+    "new-items": "new-item setting (new_items=true): test groups new / old items",
+    "ratio-sweep": "nested masks with 0/20/40/60/80 % of items missing a modality",
+    "ci2mg-sweep": "nested masks with 50/60/70/80/90 % of items missing a modality",
+    "breakdown": "test metrics by number of missing modalities (DGMRec Fig. 3)",
+    "ablation": "DGMRec Table 4 and CI2MG Table 3 variants (other models: baseline)",
+    "retrieval": "cross-modal retrieval of generated features (DGMRec Table 3)",
+    "natural": "natural missingness (missing_items_natural.npy)",
+}
+
+SWEEPS: dict[str, list[float]] = {
+    "ratio-sweep": [0.0, 0.2, 0.4, 0.6, 0.8],
+    "ci2mg-sweep": [0.5, 0.6, 0.7, 0.8, 0.9],
+}
+
+
+def slug(text: str) -> str:
+    """File-name form of a variant name: ``w/o generation`` -> ``w-o-generation``."""
+    s = re.sub(r"[^a-z0-9.=+]+", "-", text.lower()).strip("-")
+    return s.replace("=", "-").replace("+", "plus") or "default"
+
+
+def run_id(model: str, variant: str, seed: int) -> str:
+    return f"{slug(model)}__{slug(variant)}__seed{seed}"
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in re.split(r"[,\s]+", text.strip()) if s]
+    except ValueError:
+        raise GraphrecError(f"--seeds expects comma-separated integers like 2024,2025,2026, got '{text}'") from None
+    if not seeds:
+        raise GraphrecError("--seeds needs at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise GraphrecError(f"--seeds repeats a seed: '{text}'")
+    return seeds
+
+
+def parse_presets(items: tuple[str, ...] | list[str], models: list[str]) -> dict[str, list[str]]:
+    """``["dgmrec=configs/dgmrec/tiktok.yaml", ...]`` -> ``{model: [files]}`` (repeatable per model)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        if not sep or not model.strip() or not path.strip():
+            raise GraphrecError(f"--preset expects MODEL=PATH.yaml, got '{item}'")
+        model = model.strip()
+        if model not in models:
+            raise GraphrecError(f"--preset '{item}' names model '{model}', which is not among --model {', '.join(models)}")
+        if not Path(path.strip()).is_file():
+            raise GraphrecError(f"--preset '{item}': config file '{path.strip()}' does not exist")
+        out.setdefault(model, []).append(path.strip())
+    return out
+
+
+@dataclass
+class Plan:
+    """The runs of one ``graphrec bench`` invocation and what the report needs to know."""
+
+    protocol: str
+    models: list[str]
+    seeds: list[int]
+    specs: list[dict[str, Any]]
+    data_dir: str | None
+    out: Path
+    notes: list[str] = field(default_factory=list)
+    #: variant name -> missing ratio (sweeps), for the x axis of the plots
+    sweep: dict[str, float] = field(default_factory=dict)
+
+
+def _variants(protocol: str, model: str, data_dir: str | None, work: Path | None) -> tuple[list[tuple[str, dict]], list[str]]:
+    """``[(variant, overrides)]`` of ``model`` under ``protocol`` and notes on what cannot run."""
+    notes: list[str] = []
+    if protocol in SWEEPS:
+        out = []
+        for r in SWEEPS[protocol]:
+            ov = {"synth_missing": r} if data_dir is None else {"data_dir": str(work), "missing_ratio": r, "mask_file": None}
+            out.append((f"missing={r:g}", ov))
+        return out, notes
+    if protocol == "ablation":
+        variants, impossible = ABLATIONS.get(model, ({}, {}))
+        if not variants:
+            return [("default", {})], notes
+        for name, why in impossible.items():
+            notes.append(f"{model} ablation variant '{name}': {why}")
+        return [(name, dict(ov)) for name, ov in variants.items()], notes
+    if protocol == "new-items":
+        return [("new-items", {"new_items": True})], notes
+    if protocol == "natural":
+        return [("natural", {"missing_ratio": "natural", "mask_file": None})], notes
+    return [(protocol, {})], notes
+
+
+def _prepare_sweep_dir(protocol: str, data_dir: Path, work: Path, sets: dict[str, Any], mask_seed: int) -> list[str]:
+    """Write the nested masks of ``protocol`` into ``work`` beside links to ``data_dir``'s files."""
+    from graphrec.data.dataset import find_inter_file
+    from graphrec.data.features import discover_modalities
+    from graphrec.data.interactions import read_inter
+    from graphrec.data.masks import generate_missing, mask_file_name, save_mask_file
+
+    if not data_dir.is_dir():
+        raise GraphrecError(f"data directory '{data_dir}' does not exist")
+    _, inter_path = find_inter_file(data_dir, sets.get("dataset"))
+    mods = list(sets.get("modalities") or discover_modalities(data_dir))
+    if not mods:
+        raise GraphrecError(f"no <modality>_feat.npy in '{data_dir}'; the {protocol} protocol masks modalities")
+    work.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for src in sorted(data_dir.iterdir()):
+        if src.suffix == ".inter" or src.name.endswith("_feat.npy") or src.name == "new_items.npy":
+            dest = work / src.name
+            target = src.resolve()
+            if dest.is_symlink() and dest.resolve() == target:
+                continue
+            if dest.exists() or dest.is_symlink():
+                dest.unlink()
+            dest.symlink_to(target)
+            linked.append(src.name)
+    n_items = read_inter(inter_path).n_items
+    for r in SWEEPS[protocol]:
+        save_mask_file(work / mask_file_name(r), generate_missing(n_items, mods, r, seed=mask_seed))
+    return mods
+
+
+def plan(
+    models: list[str],
+    protocol: str,
+    out: Path,
+    data_dir: str | None = None,
+    sets: dict[str, Any] | None = None,
+    presets: dict[str, list[str]] | None = None,
+    seeds: list[int] | None = None,
+    epochs: int | None = None,
+    variants: list[str] | None = None,
+    plugins: tuple[str, ...] = (),
+    threads: int | None = 1,
+    mask_seed: int = 1225,
+    write: bool = True,
+) -> Plan:
+    """The run specs of one invocation; every config is resolved here, so bad keys fail before any run.
+
+    ``write=False`` (dry run) does not create the sweep work folder.
+    """
+    from graphrec.config import resolve_config
+    from graphrec.registry import MODELS, import_plugins, load_builtin
+
+    if protocol not in PROTOCOLS:
+        raise GraphrecError(f"unknown protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)}")
+    if not models:
+        raise GraphrecError("name at least one model with --model")
+    if len(set(models)) != len(models):
+        raise GraphrecError(f"--model repeats a model: {', '.join(models)}")
+    load_builtin()
+    import_plugins(plugins)
+    for m in models:
+        MODELS.get(m)
+    sets = dict(sets or {})
+    presets = presets or {}
+    seeds = seeds or [2024]
+    if "seed" in sets or "epochs" in sets or "data_dir" in sets:
+        raise GraphrecError("use --seeds, --epochs and --data-dir rather than --set seed/epochs/data_dir")
+    if protocol == "natural":
+        if data_dir is None:
+            raise GraphrecError("--protocol natural needs --data-dir with a missing_items_natural.npy (e.g. a prepared ml100k)")
+        if not (Path(data_dir) / "missing_items_natural.npy").is_file():
+            raise GraphrecError(f"--protocol natural: '{Path(data_dir) / 'missing_items_natural.npy'}' does not exist")
+    work = out / "work" / protocol if protocol in SWEEPS and data_dir is not None else None
+    notes: list[str] = []
+    if work is not None:
+        if write:
+            mods = _prepare_sweep_dir(protocol, Path(data_dir), work, sets, mask_seed)
+            notes.append(
+                f"masks: nested, generated with graphrec.data.masks.generate_missing (seed {mask_seed}, modalities "
+                f"{', '.join(mods)}) in {work} (symbolic links to the data files; the dataset's own masks are not used)"
+            )
+        elif not Path(data_dir).is_dir():
+            raise GraphrecError(f"data directory '{data_dir}' does not exist")
+    elif protocol in SWEEPS:
+        notes.append("masks: the synthetic set's nested protocol (synth_missing=<ratio>, seed 1225 + synth_seed)")
+
+    specs: list[dict[str, Any]] = []
+    sweep: dict[str, float] = {}
+    known_variants: set[str] = set()
+    base = {**sets, **({"data_dir": str(data_dir)} if data_dir is not None else {})}
+    if epochs is not None:
+        base["epochs"] = int(epochs)
+    for seed in seeds:
+        for model in models:
+            model_variants, model_notes = _variants(protocol, model, data_dir, work)
+            if seed == seeds[0]:
+                notes.extend(model_notes)
+            for variant, ov in model_variants:
+                known_variants.add(variant)
+                if variants and variant not in variants:
+                    continue
+                if protocol in SWEEPS:
+                    sweep[variant] = float(ov.get("missing_ratio", ov.get("synth_missing")))
+                overrides = {**base, **ov, "seed": seed}
+                cls = MODELS.get(model)
+                cfg_files = list(presets.get(model, []))
+                resolve_config(model, cls.default_config, cfg_files, overrides)  # bad keys fail before any run
+                specs.append({
+                    "id": run_id(model, variant, seed),
+                    "model": model,
+                    "variant": variant,
+                    "protocol": protocol,
+                    "seed": seed,
+                    "config_files": cfg_files,
+                    "overrides": overrides,
+                    "plugins": list(plugins),
+                    "threads": threads,
+                    "retrieval": protocol == "retrieval",
+                })
+    if variants:
+        unknown = [v for v in variants if v not in known_variants]
+        if unknown:
+            raise GraphrecError(
+                f"--variant {', '.join(repr(v) for v in unknown)} is not a variant of protocol '{protocol}' for these models; "
+                f"variants: {', '.join(sorted(known_variants))}"
+            )
+    if not specs:
+        raise GraphrecError("no run to do: --variant left out every run")
+    ids = [s["id"] for s in specs]
+    if len(set(ids)) != len(ids):
+        raise GraphrecError("two runs map to the same record file; rename the variants")
+    return Plan(protocol, list(models), list(seeds), specs, None if data_dir is None else str(data_dir), out, notes, sweep)
+
+
+def _same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = ("model", "variant", "protocol", "seed", "config_files", "overrides", "plugins")
+    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
+
+
+def _child_env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    pkg_parent = str(Path(__file__).resolve().parents[2])  # importable from a checkout, too
+    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def run_all(
+    p: Plan,
+    console,
+    progress: bool = True,
+    on_done: Callable[[dict[str, Any], str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids)."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runs_dir, logs_dir = p.out / "runs", p.out / "logs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    failed: list[str] = []
+    bar = Progress(
+        TextColumn("[bold blue]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not progress,
+    )
+    with bar:
+        total = bar.add_task("runs", total=len(p.specs), info="")
+        epochs = bar.add_task("epochs", total=None, info="", visible=False)
+        for spec in p.specs:
+            record_path = runs_dir / f"{spec['id']}.json"
+            if record_path.is_file():
+                try:
+                    old = json.loads(record_path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    old = None
+                if old is not None:
+                    if not _same_spec(old.get("spec", {}), spec):
+                        console.print(f"[yellow]note:[/] {escape(str(record_path))} was made with other settings; kept (delete it to rerun)")
+                    records.append(old)
+                    skipped.append(spec["id"])
+                    bar.update(total, advance=1)
+                    continue
+            spec_path = logs_dir / f"{spec['id']}.spec.json"
+            progress_path = logs_dir / f"{spec['id']}.progress.json"
+            log_path = logs_dir / f"{spec['id']}.log"
+            spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+            progress_path.unlink(missing_ok=True)
+            bar.update(total, info=spec["id"])
+            bar.reset(epochs, total=(spec["overrides"].get("epochs") or None), visible=True, description="epochs", info="")
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "graphrec.bench.worker", str(spec_path), str(record_path), str(progress_path)],
+                    stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec.get("threads")),
+                )
+                try:
+                    while proc.poll() is None:
+                        time.sleep(0.25)
+                        _show_progress(bar, epochs, progress_path)
+                except BaseException:
+                    proc.terminate()
+                    proc.wait()
+                    raise
+            if proc.returncode == 0 and record_path.is_file():
+                rec = json.loads(record_path.read_text())
+                records.append(rec)
+                progress_path.unlink(missing_ok=True)
+                if on_done:
+                    on_done(rec, "done")
+            else:
+                failed.append(spec["id"])
+                tail = log_path.read_text().strip().splitlines()[-1:] if log_path.is_file() else []
+                console.print(f"[red]run {spec['id']} failed[/] (exit {proc.returncode}): {escape(tail[0] if tail else '')} — log: {escape(str(log_path))}")
+            bar.update(total, advance=1)
+        bar.update(epochs, visible=False)
+    return records, skipped, failed
+
+
+def _show_progress(bar, task, path: Path) -> None:
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    loss = info.get("loss")
+    bar.update(task, completed=info.get("epoch", 0), total=info.get("epochs"), info=f"loss {loss:.4f}" if loss is not None else "")

@@ -1,0 +1,312 @@
+"""Data-parallel training with ``torch.distributed`` (docs/scaling.md).
+
+Design: explicit gradient all-reduce rather than ``DistributedDataParallel``. graphrec models
+compute their losses with ``model.loss(batch)`` (no ``forward``), most of them are full-graph
+(every batch propagates over the whole heterograph), DGMRec writes generated features into
+its parameters in place and keeps refined graphs as non-tensor state, and a parameter may get
+no gradient in a batch (Adam must then skip it, as in one process). One flat all-reduce per
+batch over the optimiser's parameters does exactly what is needed:
+
+* every rank draws the same globally shuffled epoch (same seed) and takes a contiguous slice
+  of each global batch (:func:`shard_bounds`);
+* each rank back-propagates its *contribution* to the global batch loss, so that the sum of
+  the contributions over ranks is the single-process loss of the global batch
+  (:func:`loss_contribution`). For models whose ``loss`` is a mean over the batch's rows
+  plus batch-independent terms (``RecModel.distributed_loss = "rows"``: LightGCN, MF-BPR)
+  the contribution is ``loss(shard) * |shard| / |batch|``. For models with terms that are
+  not sums over rows (``"replicate"``, the default: DGMRec's in-batch InfoNCE negatives,
+  non-squared Frobenius norms, unique-item generation loss; CI2MG's sampled transport
+  plans) every rank computes the loss of the whole global batch and contributes ``1/W`` of
+  it. Either way the summed gradient is the single-process gradient of the global batch;
+* gradients are summed with one all-reduce (:func:`allreduce_gradients`), which also sums the
+  loss contributions (non-finite checks and logs agree on every rank) and which parameters
+  got a gradient anywhere (the others keep ``grad=None``);
+* per-epoch model work (``on_epoch_start``, ``before_evaluation``) runs on rank 0 and is
+  broadcast (:func:`broadcast_state`): parameters, buffers, the model's extra state (DGMRec's
+  refined graphs) and the torch RNG state.
+
+Launching: under ``torchrun`` the env vars ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
+``MASTER_ADDR``/``MASTER_PORT`` describe the group (:func:`launched_env`,
+:func:`init_distributed`); :func:`spawn_local` starts N processes on this machine with the
+same env vars (``MASTER_ADDR=127.0.0.1``, a free port), for ``graphrec fit --distributed``.
+Backend: ``nccl`` when the run uses CUDA (device ``cuda:LOCAL_RANK``), else ``gloo``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from graphrec.errors import GraphrecError
+
+#: seconds a collective may wait for the other ranks (rank 0's per-epoch work included)
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the process group (``world_size == 1``: not distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistContext()
+
+
+def launched_env() -> tuple[int, int, int] | None:
+    """``(rank, world_size, local_rank)`` from torchrun's env vars, or ``None`` when they are absent."""
+    if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
+        return None
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError:
+        raise GraphrecError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise GraphrecError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    return rank, world, local
+
+
+def _uses_cuda(device: str) -> bool:
+    if not torch.cuda.is_available() or str(device).startswith("cpu"):
+        return False
+    if device == "auto":
+        from graphrec.train.seed import resolve_device
+
+        return resolve_device("auto").type == "cuda"
+    return True
+
+
+def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
+    """Join the process group described by the env vars; :data:`SINGLE` when there is none (or one rank)."""
+    env = launched_env()
+    if env is None or env[1] == 1:
+        return SINGLE
+    rank, world, local = env
+    cuda = _uses_cuda(str(device))
+    backend = "nccl" if cuda else "gloo"
+    if cuda:
+        if local >= torch.cuda.device_count():
+            raise GraphrecError(
+                f"rank {rank} needs GPU {local} but {torch.cuda.device_count()} are visible; start at most that many "
+                "processes per machine, or train on CPU with --set device=cpu"
+            )
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        if "MASTER_PORT" not in os.environ:
+            raise GraphrecError("MASTER_PORT is not set; launch with torchrun or 'graphrec fit --distributed'")
+        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=float(timeout_s)))
+    return DistContext(rank, world, local, backend)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- batches and gradients
+def shard_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank's contiguous slice of a batch (sizes differ by at most one, like ``np.array_split``)."""
+    base, extra = divmod(int(batch_size), int(world_size))
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def loss_contribution(model: nn.Module, batch, ctx: DistContext) -> dict[str, torch.Tensor]:
+    """This rank's share of the global batch's losses: summed over ranks, it is ``model.loss(batch)``.
+
+    ``model.distributed_loss == "rows"``: ``loss(shard) * |shard| / |batch|`` (exact for losses that
+    are row means plus batch-independent terms); otherwise every rank computes ``loss(batch) / W``.
+    """
+    mode = getattr(model, "distributed_loss", "replicate")
+    b = int(batch.users.shape[0])
+    if mode == "rows":
+        lo, hi = shard_bounds(b, ctx.rank, ctx.world_size)
+        if hi == lo:  # more ranks than rows: nothing to contribute
+            return {"loss": torch.zeros((), device=batch.users.device)}
+        shard = type(batch)(batch.users[lo:hi], batch.pos[lo:hi], batch.neg[lo:hi])
+        w = (hi - lo) / b
+        return {k: v * w for k, v in model.loss(shard).items()}
+    if mode != "replicate":
+        raise GraphrecError(f"{type(model).__name__}.distributed_loss must be 'rows' or 'replicate', got {mode!r}")
+    return {k: v / ctx.world_size for k, v in model.loss(batch).items()}
+
+
+def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor) -> float:
+    """Sum every rank's gradients in place with one flat all-reduce; return the summed loss.
+
+    A parameter that got no gradient on any rank keeps ``grad=None`` (Adam skips it, as it
+    would in one process); one that got a gradient somewhere gets the sum, zeros counting for
+    the ranks that had none.
+    """
+    params = list(params)
+    device = loss_part.device
+    flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+    flat = torch.cat(parts + [flags, loss_part.detach().reshape(1).float().to(device)])
+    dist.all_reduce(flat)
+    total = len(flat) - len(params) - 1
+    had_grad = flat[total:].tolist()  # one device sync: the flags and the summed loss
+    offset = 0
+    for i, p in enumerate(params):
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone() if had_grad[i] > 0 else None
+        offset += n
+    return float(had_grad[-1])
+
+
+def all_gather(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order (identical list on every rank)."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ----------------------------------------------------------------------------- rank-0 work
+def _has_extra_state(model: nn.Module) -> bool:
+    return type(model).get_extra_state is not nn.Module.get_extra_state
+
+
+def broadcast_state(model: nn.Module, ctx: DistContext, error: str | None = None) -> None:
+    """Copy rank 0's parameters, buffers, extra state (``get_extra_state``) and torch RNG state to every rank.
+
+    ``error`` (rank 0 only): a failure of rank 0's work; every rank then raises it.
+    """
+    if not ctx.enabled:
+        return
+    payload: list[Any] = [None]
+    if ctx.is_main:
+        payload = [{
+            "error": error,
+            "extra": model.get_extra_state() if error is None and _has_extra_state(model) else None,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if ctx.backend == "nccl" else None,
+        }]
+    dist.broadcast_object_list(payload, src=0)
+    state = payload[0]
+    if state["error"] is not None:
+        if ctx.is_main:
+            return  # rank 0 re-raises its own exception
+        raise GraphrecError(f"rank 0 failed: {state['error']}")
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+    if not ctx.is_main:
+        if state["extra"] is not None:
+            model.set_extra_state(state["extra"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+
+
+def run_on_main(model: nn.Module, ctx: DistContext, fn: Callable[[], None]) -> None:
+    """Run ``fn`` (which changes ``model``) on rank 0 only, then :func:`broadcast_state`."""
+    if not ctx.enabled:
+        fn()
+        return
+    if not ctx.is_main:
+        broadcast_state(model, ctx)
+        return
+    try:
+        fn()
+    except BaseException as exc:
+        broadcast_state(model, ctx, error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, GraphrecError) else str(exc))
+        raise
+    broadcast_state(model, ctx)
+
+
+def share_from_main(ctx: DistContext, fn: Callable[[], Any]) -> Any:
+    """``fn()`` evaluated on rank 0 and sent to every rank; a :class:`GraphrecError` there is raised everywhere."""
+    if not ctx.enabled:
+        return fn()
+    box: list[Any] = [None]
+    if ctx.is_main:
+        try:
+            box = [("ok", fn())]
+        except GraphrecError as exc:
+            box = [("error", str(exc))]
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise GraphrecError(value)
+    return value
+
+
+# ----------------------------------------------------------------------------- local launcher
+def free_port() -> int:
+    """A free TCP port on the loopback interface (there is a small race until rank 0 binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, args: tuple) -> None:
+    os.environ.update({
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
+        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+    })
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    try:
+        fn(*args)
+    except GraphrecError as exc:
+        Path(errdir, f"rank{local_rank}.err").write_text(str(exc))
+        sys.exit(2)
+
+
+def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | None = None) -> None:
+    """Run ``fn(*args)`` in ``nproc`` fresh processes on this machine as ranks 0..nproc-1.
+
+    The env vars are those torchrun sets (``MASTER_ADDR=127.0.0.1`` and a free loopback port), so
+    ``fn`` calls :func:`init_distributed` as under torchrun. ``fn`` must be importable (module
+    level). A :class:`GraphrecError` in a rank is re-raised here (rank 0's first); any other failure
+    stops every rank and raises; ``timeout_s`` bounds the whole run (the ranks are terminated).
+    """
+    import torch.multiprocessing as mp
+
+    if nproc < 1:
+        raise GraphrecError(f"--nproc must be >= 1, got {nproc}")
+    with tempfile.TemporaryDirectory(prefix="graphrec-dist-") as errdir:
+        ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), errdir, args), nprocs=nproc, join=False,
+                                 start_method="spawn")
+        deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+        try:
+            while not ctx.join(timeout=0.5):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise GraphrecError(f"distributed run did not finish within {timeout_s:g} s; its processes were stopped")
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as exc:
+            errs = sorted(Path(errdir).glob("rank*.err"), key=lambda p: int(p.stem[4:]))
+            if errs:
+                raise GraphrecError(errs[0].read_text()) from None
+            raise RuntimeError(f"a distributed rank failed:\n{exc}") from None
+        finally:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
+                    if p.is_alive():
+                        p.kill()
