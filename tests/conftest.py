@@ -162,3 +162,24 @@ def small_config(model: str = "lightgcn", **overrides: Any) -> dict[str, Any]:
     base = {"synth_users": 150, "synth_items": 200, "device": "cpu", "epochs": 2, "train_batch_size": 512}
     base.update(overrides)
     return resolve_config(model, MODELS.get(model).default_config, overrides=base)
+
+
+def invoke(*args):
+    """Run the ``graphrec`` CLI in-process (click's runner); arguments are stringified."""
+    from click.testing import CliRunner
+
+    from graphrec.cli.main import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """Exit status 2 and exactly one 'Error: ...' line on stderr, no traceback; returns the line."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import require_files
-from graphrec.cli.main import cli
+from conftest import assert_user_error, invoke, require_files
 from graphrec.config import resolve_config
 from graphrec.data import load_dataset
 from graphrec.data.adapters import prepare_dataset
@@ -28,19 +26,6 @@ from graphrec.errors import GraphrecError
 def dir_config(data_dir: Path, **kw):
     return resolve_config("lightgcn", {}, overrides={"data_dir": str(data_dir), **kw})
 
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- split rules (no data needed)

@@ -8,29 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from conftest import tiny_rows, write_inter_file, write_mmrec_dir
-from graphrec.cli.main import cli
+from conftest import assert_user_error, invoke, tiny_rows, write_inter_file, write_mmrec_dir
 from graphrec.data.masks import load_mask_file
 
 SMALL = ["--set", "synth_users=150", "--set", "synth_items=200"]
 
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> str:
-    """Exit status 2 and exactly one 'Error: ...' line on stderr, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,10 @@ from pathlib import Path
 import dgl
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 from graphrec.blocks import ItemGraphConv
 from graphrec.blocks.slots import build_block, expand_relations
-from graphrec.cli.main import cli
 from graphrec.data.dataset import load_dataset
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import knn_relation
@@ -24,23 +22,11 @@ from graphrec.models.build import build_model
 from graphrec.registry import BLOCKS, MODELS, import_plugin, load_builtin, register_block
 from graphrec.train.checkpoint import read_checkpoint
 
-from conftest import REPO_ROOT, small_config
+from conftest import REPO_ROOT, assert_user_error, invoke, small_config
 
 PLUGIN_PKG = Path(__file__).parent / "plugin_pkg"
 SMALL = ["--set", "synth_users=150", "--set", "synth_items=200", "--set", "device=cpu"]
 
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def fit(out: Path, model: str, *args) -> dict:

@@ -12,23 +12,29 @@ from graphrec.blocks.club import CLUB
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
+from graphrec.blocks.hypergraph import HypergraphPrototypeConv
 from graphrec.blocks.infonce import infonce
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
+from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.preference import PreferenceGate
+from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
     "CLUB",
     "FeatureGenerator",
     "GeneralEncoder",
+    "HypergraphPrototypeConv",
     "ItemGraphConv",
     "ItemGraphPropagation",
     "LightGCNConv",
     "LightGCNPropagation",
+    "ModalityAggregation",
     "ModalityDecoder",
     "ModalityFusion",
     "PreferenceGate",
+    "SinkhornTransport",
     "SpecificEncoder",
     "UserAggregation",
     "bpr_loss",
@@ -36,4 +42,3 @@ __all__ = [
     "l2_reg",
     "perturb",
 ]
-from graphrec.blocks import hypergraph, modality_aggregation, sinkhorn  # noqa: E402,F401  (CI2MG blocks)

@@ -135,28 +135,31 @@ def _construct(label: str, cls: type, context: dict[str, Any]) -> nn.Module:
     return block
 
 
-def _output_hook(label: str, slot: Slot):
-    def check(expected: dict[str, Any], out: Any) -> None:
-        for key, x in expected.items():
-            y = out.get(key) if key is not None else out
+class _OutputCheck:
+    """Forward hook checking a slot block's output shapes (a class, so that models stay picklable)."""
+
+    def __init__(self, label: str, slot: Slot) -> None:
+        self.label = label
+        self.slot = slot
+
+    def _fail(self, got: str, want: str) -> None:
+        raise GraphrecError(
+            f"{self.label} returned {got}, expected {want}: slot {self.slot.name} is {self.slot.call} -> {self.slot.returns}"
+        )
+
+    def __call__(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if len(args) < 2:  # called with keyword arguments: nothing to compare with
+            return
+        if self.slot.name == "item_conv":
+            if not torch.is_tensor(out) or out.shape != args[1].shape:
+                self._fail(_shape(out), str(tuple(args[1].shape)))
+            return
+        if not isinstance(out, dict):
+            self._fail(type(out).__name__, "a dict")
+        for key, x in args[1].items():
+            y = out.get(key)
             if not torch.is_tensor(y) or y.shape != x.shape:
-                got = _shape(y) if key is None else f"{{{key!r}: {_shape(y)}}}"
-                want = tuple(x.shape) if key is None else f"{{{key!r}: {tuple(x.shape)}}}"
-                raise GraphrecError(
-                    f"{label} returned {got}, expected {want}: slot {slot.name} is {slot.call} -> {slot.returns}"
-                )
-
-    def hook(module: nn.Module, args: tuple, out: Any) -> None:
-        if slot.name == "item_conv":
-            check({None: args[1]}, out)
-        else:
-            if not isinstance(out, dict):
-                raise GraphrecError(
-                    f"{label} returned {type(out).__name__}, expected a dict: slot {slot.name} is {slot.call} -> {slot.returns}"
-                )
-            check({k: v for k, v in args[1].items()}, out)
-
-    return hook
+                self._fail(f"{{{key!r}: {_shape(y)}}}", f"{{{key!r}: {tuple(x.shape)}}}")
 
 
 def build_block(
@@ -182,5 +185,5 @@ def build_block(
     _check_signature(label, cls, contract)
     check_relations(label, cls.relations, graph, modalities, model)
     block = _construct(label, cls, {"d": int(d), "modalities": list(modalities)})
-    block.register_forward_hook(_output_hook(label, contract))
+    block.register_forward_hook(_OutputCheck(label, contract))
     return block

@@ -393,8 +393,7 @@ class DGMRec(RecModel):
     def generate(self, graph: dgl.DGLGraph, noise: float | None = None) -> dict[str, torch.Tensor]:
         """Generated raw features ``{m: (N, d_m)}`` for every item (spec 4.8 step 3, eq. 12-15)."""
         noise = float(self.config["noise"]) if noise is None else noise
-        feats = {m: self.raw[m] for m in self.modalities}
-        g, s = self.general_encoder(feats), self.specific_encoder(feats)
+        g = self.general_encoder({m: self.raw[m] for m in self.modalities})
         _, rho = self.preference(graph, self.user_emb)
         if self.config["general_generator_input"] == "propagated":
             src_g = {m: self.item_propagation(graph, rho[m] * g[m], m) for m in self.modalities}
