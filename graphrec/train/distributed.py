@@ -123,8 +123,14 @@ def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S)
 
 
 def shutdown() -> None:
+    """Leave the process group. All ranks first meet at a barrier, so none tears the group down
+    while another is still inside a collective (a gloo rank left alone in
+    ``destroy_process_group`` can wait forever)."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- batches and gradients
@@ -276,6 +282,10 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
     except GraphrecError as exc:
         Path(errdir, f"rank{local_rank}.err").write_text(str(exc))
         sys.exit(2)
+    # the work is done and written; skip interpreter teardown, where gloo's threads can block
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | None = None) -> None:
