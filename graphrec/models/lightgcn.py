@@ -17,7 +17,9 @@ from graphrec.registry import register_model
 
 @register_model("lightgcn")
 class LightGCN(RecModel):
-    """ID embeddings propagated by ``n_layers`` symmetric-normalised LightGCN layers, layer mean.
+    """LightGCN (SIGIR 2020): ID embeddings propagated on the user-item graph, layer mean.
+
+    ``n_layers`` symmetric-normalised layers (swappable ``ui_block``), mean of layers 0..L.
 
     Loss: BPR on the propagated embeddings + ``reg_weight`` x L2 of the batch's ego embeddings.
     The layer is the block named by ``ui_block`` (slot ``ui_conv``, default ``lightgcn_conv``).

@@ -16,7 +16,10 @@ from graphrec.registry import register_model
 
 @register_model("mfbpr")
 class MFBPR(RecModel):
-    """Score ``<e_u, e_i>`` of free ID embeddings (U x d, N x d), BPR + L2 on the batch embeddings."""
+    """MF-BPR: matrix factorisation of ID embeddings trained with BPR.
+
+    Score ``<e_u, e_i>`` of free ID embeddings (U x d, N x d), BPR + L2 on the batch embeddings.
+    """
 
     name = "mfbpr"
     distributed_loss = "rows"  # BPR and L2 are means over the batch rows
