@@ -280,15 +280,18 @@ class DGMRec(RecModel):
         mods = self.modalities
         zero = zu.sum() * 0.0
         losses: dict[str, torch.Tensor] = {}
-        losses["bpr"] = bpr_loss((zu[u] * zi[p]).sum(1), (zu[u] * zi[n]).sum(1))
-        reg = float(cfg["id_reg"]) * (_fro(f["ue"][u]) + _fro(f["ie"][p]) + _fro(f["ie"][n])) / B
+        # index each batch side once (every index op costs a full-size zero fill in backward)
+        zu_u = zu[u]
+        ue_u, ie_p = f["ue"][u], f["ie"][p]
+        losses["bpr"] = bpr_loss((zu_u * zi[p]).sum(1), (zu_u * zi[n]).sum(1))
+        reg = float(cfg["id_reg"]) * (_fro(ue_u) + _fro(ie_p) + _fro(f["ie"][n])) / B
         reg = reg + float(cfg["reg"]) * sum(_fro((f["G"][m] + f["S"][m])[p]) for m in mods) / B
         losses["reg"] = reg
         items = torch.unique(torch.cat([p, n]))
         obs = self.observed[items]  # (|I_B|, M)
         all_obs = items[obs.all(dim=1)]
-        sum_GU = sum(f["GU"][m] for m in mods)
-        sum_G = sum(f["G"][m] for m in mods)
+        sum_GU_u = sum(f["GU"][m][u] for m in mods)
+        sum_G_p = sum(f["G"][m][p] for m in mods)
 
         w = float(cfg["interModal"])
         if w > 0 and len(mods) > 1:
@@ -303,13 +306,13 @@ class DGMRec(RecModel):
         w = float(cfg["intraModal"])
         if w > 0:
             ti, tg = float(cfg["intraModalTemp"]), float(cfg["interModalTemp"])
-            ui = infonce(f["ue"][u], f["ie"][p], ti) + infonce(sum_GU[u], sum_G[p], tg)
+            ui = infonce(ue_u, ie_p, ti) + infonce(sum_GU_u, sum_G_p, tg)
             ui = ui + sum(infonce(f["SU"][m][u], f["S"][m][p], ti) for m in mods)
             losses["align_ui"] = w * ui
         w = float(cfg["alignBM"])
         if w > 0:
             tb = float(cfg["alignBMTemp"])
-            losses["align_bm"] = w * (infonce(f["ie"][p], sum_G[p], tb) + infonce(f["ue"][u], sum_GU[u], tb))
+            losses["align_bm"] = w * (infonce(ie_p, sum_G_p, tb) + infonce(ue_u, sum_GU_u, tb))
         w = float(cfg["additive"])
         if w > 0 and cfg["generation"] and self.observed is not None and (~self.observed).any():
             losses["gen"] = w * self._generation_loss(f, items, obs, all_obs)
