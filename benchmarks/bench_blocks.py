@@ -60,12 +60,6 @@ def run_one(spec: dict) -> dict:
     }
 
 
-def _fmt(vals: list[float], digits: int = 4) -> str:
-    if len(vals) == 1:
-        return f"{vals[0]:.{digits}f}"
-    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="dgmrec")
@@ -127,6 +121,8 @@ def report(records: list[dict], args: argparse.Namespace) -> dict:
     from rich.console import Console
     from rich.table import Table
 
+    from graphrec.bench.report import fmt
+
     cols = ("block", "recall@20", "ndcg@20", "best epoch", "s/epoch", "params")
     title = (f"{args.model}: {args.key} on {records[0]['dataset']}, {args.epochs} epochs max, "
              f"mean ± std over {args.seeds} seed(s)")
@@ -139,7 +135,7 @@ def report(records: list[dict], args: argparse.Namespace) -> dict:
         rec, ndcg = [r["test"]["recall@20"] for r in rs], [r["test"]["ndcg@20"] for r in rs]
         spe = [r["seconds_per_epoch"] for r in rs]
         summary[b] = {"recall@20": statistics.mean(rec), "ndcg@20": statistics.mean(ndcg), "seconds_per_epoch": statistics.mean(spe)}
-        row = [b, _fmt(rec), _fmt(ndcg), f"{statistics.mean(r['best_epoch'] for r in rs):.0f}", _fmt(spe, 2),
+        row = [b, fmt(rec), fmt(ndcg), f"{statistics.mean(r['best_epoch'] for r in rs):.0f}", fmt(spe, 2),
                str(rs[0]["trainable_parameters"])]
         table.add_row(*row)
         rows.append(row)

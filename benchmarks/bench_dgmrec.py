@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 # DGMRec Table 4 variants; shared with `graphrec bench --protocol ablation`
 from graphrec.bench.ablations import DGMREC_ABLATIONS as ABLATIONS  # noqa: E402
+from graphrec.bench.report import fmt  # noqa: E402
 
 
 def run_one(spec: dict) -> dict:
@@ -34,7 +35,7 @@ def run_one(spec: dict) -> dict:
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
     from graphrec.registry import MODELS, load_builtin
-    from graphrec.train.trainer import Callback, Trainer
+    from graphrec.train.trainer import Trainer
 
     torch.set_num_threads(spec.get("threads", 2))
     load_builtin()
@@ -58,9 +59,6 @@ def run_one(spec: dict) -> dict:
         model.refine = timed_refine
 
     eval_times: list[float] = []
-
-    class EvalTimer(Callback):
-        pass
 
     trainer = Trainer(model, ds, cfg, progress=False)
     original_eval = trainer.evaluate
@@ -91,14 +89,6 @@ def run_one(spec: dict) -> dict:
         "seconds_build": build_s,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }
-
-
-def _fmt(vals: list[float]) -> str:
-    if not vals:
-        return "-"
-    if len(vals) == 1:
-        return f"{vals[0]:.4f}"
-    return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}"
 
 
 def main() -> None:
@@ -169,7 +159,7 @@ def main() -> None:
         evs = [r["seconds_per_eval"] for r in rs if r["seconds_per_eval"] is not None]
         rss = max(r["peak_rss_mb"] for r in rs)
         summary[v] = {k: statistics.mean(x) for k, x in row.items()} | {"seconds_per_epoch": spe, "peak_rss_mb": rss}
-        table.add_row(v, _fmt(row["recall@20"]), _fmt(row["ndcg@20"]), _fmt(row["recall@10"]),
+        table.add_row(v, fmt(row["recall@20"]), fmt(row["ndcg@20"]), fmt(row["recall@10"]),
                       f"{statistics.mean(r['best_epoch'] for r in rs):.0f}", f"{spe:.3f}",
                       f"{statistics.mean(refs):.3f}" if refs else "-", f"{statistics.mean(evs):.3f}" if evs else "-", f"{rss:.0f}")
     console.print(table)

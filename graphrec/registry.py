@@ -130,7 +130,7 @@ PLUGIN_MODULES: list[str] = []
 def load_builtin() -> None:
     """Import the built-in models and blocks, then the installed plugins' entry points."""
     import graphrec.blocks  # noqa: F401
-    import graphrec.models  # noqa: F401
+    import graphrec.models  # noqa: F401  (registers the built-in models)
 
     load_entry_points()
 
