@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -41,11 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-
-def peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+from graphrec.bench.worker import peak_rss_mb  # noqa: E402
 
 
 def _random_graph(n: int, k: int, rows, rng):
@@ -80,7 +75,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     missing = rng.random(n) < args.refine_fraction
     refresh = np.flatnonzero(missing)
-    rss_data = peak_rss_mib()
+    rss_data = peak_rss_mb()
     step = block_rows(args.chunk_size, n)
     n_blocks, n_refine_blocks = math.ceil(n / step), math.ceil(len(refresh) / step)
     rec: dict[str, Any] = {
@@ -128,7 +123,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
             refine_s_projected=round(per_refine_block * n_refine_blocks + refine_sparse, 1),
             graph_nnz=int(graph.nnz), refined_nnz=int(refined.nnz),
         )
-    rec["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    rec["peak_rss_mib"] = round(peak_rss_mb(), 1)
     return rec
 
 

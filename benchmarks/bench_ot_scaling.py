@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,10 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def peak_rss_mib() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20  # Linux: KiB
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from graphrec.bench.worker import peak_rss_mb  # noqa: E402
 
 
 def current_rss_mib() -> float:
@@ -96,7 +93,7 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
         "s_per_plan_all": times,
         "s_per_batch_2_modalities": 2 * per_plan,
         "rss_before_mib": round(rss_before, 1),
-        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "peak_rss_mib": round(peak_rss_mb(), 1),
         "n2_float32_mib": n * n * 4 / 2**20,
         "threads": args.threads,
     }
