@@ -50,7 +50,7 @@ from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import build_heterograph
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
-from graphrec.models.base import RecModel, Scorer
+from graphrec.models.base import RecModel
 from graphrec.registry import register_model
 
 
@@ -458,11 +458,6 @@ class DGMRec(RecModel):
             if lam > 0:  # lam = 0 blends nothing in: the rows keep their knn edges, no refinement edges
                 refined[m][rows] = True
         self._rebuild_graphs()
-
-    @torch.no_grad()
-    def scorer(self) -> Scorer:
-        user, item = self.representations()
-        return Scorer(user, item)
 
     # ------------------------------------------------------------------ export (refine-graph, retrieval)
     @torch.no_grad()
