@@ -6,11 +6,17 @@
 * :func:`write_inter_file` / :func:`write_mmrec_dir`: write tiny MMRec-format folders.
 * :func:`make_dataset`: a :class:`RecDataset` from explicit (user, item, label) rows.
 * :func:`small_config`: a resolved config on a small synthetic dataset (fast on 2 CPU cores).
+* a watchdog: a test that runs longer than ``$GRAPHREC_TEST_TIMEOUT`` seconds (default 300; the
+  slowest test takes a few seconds) fails with a ``TimeoutError`` where it stands; if it is stuck
+  in native code, every thread's stack is dumped and the run exits, so a hang never eats CI's time.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
+import sys
 
 # one CPU thread per test process unless told otherwise: the tensors here are tiny, and
 # OpenMP spinning on a busy 2-core machine makes multi-threaded runs several times slower
@@ -39,6 +45,31 @@ settings.register_profile(
     "graphrec", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "graphrec"))
+
+
+# ----------------------------------------------------------------------------- watchdog
+TEST_TIMEOUT_S = float(os.environ.get("GRAPHREC_TEST_TIMEOUT", "300"))
+
+
+def _on_alarm(signum, frame):  # pragma: no cover - only on a hang
+    raise TimeoutError(f"test ran longer than {TEST_TIMEOUT_S:g} s (GRAPHREC_TEST_TIMEOUT)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    armed = TEST_TIMEOUT_S > 0 and hasattr(signal, "SIGALRM")
+    if armed:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_S)
+        # backstop for a hang in native code, where the alarm's exception never gets to run
+        faulthandler.dump_traceback_later(TEST_TIMEOUT_S + 60, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            faulthandler.cancel_dump_traceback_later()
 
 
 # ----------------------------------------------------------------------------- real data

@@ -163,3 +163,34 @@ def test_cli_fit_distributed_writes_once(tmp_path):
     # a problem on rank 0 (non-empty --out) is one error line for the whole group
     bad = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "two"), "--distributed", "--nproc", "2"])
     assert bad.exit_code == 2 and "not empty" in bad.output
+
+
+def _rank1_hangs() -> None:
+    import os
+    import time
+
+    if os.environ["RANK"] == "1":
+        time.sleep(120)
+
+
+def _rank0_crashes() -> None:
+    import os
+
+    if os.environ["RANK"] == "0":
+        raise ValueError("boom")
+
+
+def test_spawn_local_stops_a_rank_left_behind():
+    import time
+
+    from graphrec.errors import GraphrecError
+
+    t0 = time.monotonic()
+    with pytest.raises(GraphrecError, match=r"rank\(s\) \[1\] still running"):
+        spawn_local(_rank1_hangs, 2, straggler_s=2, timeout_s=100)
+    assert time.monotonic() - t0 < 60  # stopped by the straggler bound, not the overall timeout
+
+
+def test_spawn_local_reports_a_crash_and_stops_the_rest():
+    with pytest.raises(RuntimeError, match="a distributed rank failed"):
+        spawn_local(_rank0_crashes, 2, timeout_s=100)

@@ -275,26 +275,39 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
         "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
     })
+    # every rank is on this machine: gloo talks over loopback instead of resolving the host name
+    if "GLOO_SOCKET_IFNAME" not in os.environ and Path("/sys/class/net/lo").exists():
+        os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    code = 0
     try:
         fn(*args)
     except GraphrecError as exc:
         Path(errdir, f"rank{local_rank}.err").write_text(str(exc))
-        sys.exit(2)
-    # the work is done and written; skip interpreter teardown, where gloo's threads can block
+        code = 2
+    except BaseException:  # noqa: BLE001 - reported here, then the process ends
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    # the work is done and written (or reported); skip interpreter teardown in every case, since
+    # gloo's threads can block it forever when another rank has already gone
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
-def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | None = None) -> None:
+def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | None = None,
+                straggler_s: float = 120.0) -> None:
     """Run ``fn(*args)`` in ``nproc`` fresh processes on this machine as ranks 0..nproc-1.
 
     The env vars are those torchrun sets (``MASTER_ADDR=127.0.0.1`` and a free loopback port), so
     ``fn`` calls :func:`init_distributed` as under torchrun. ``fn`` must be importable (module
     level). A :class:`GraphrecError` in a rank is re-raised here (rank 0's first); any other failure
-    stops every rank and raises; ``timeout_s`` bounds the whole run (the ranks are terminated).
+    stops every rank and raises. ``timeout_s`` bounds the whole run; ``straggler_s`` bounds how long
+    the other ranks may go on once one rank has finished (they all end within a barrier of each
+    other, so a rank still running long after is stuck). Either way the ranks are terminated.
     """
     import torch.multiprocessing as mp
 
@@ -304,10 +317,20 @@ def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | N
         ctx = mp.start_processes(_entry, args=(fn, nproc, free_port(), errdir, args), nprocs=nproc, join=False,
                                  start_method="spawn")
         deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+        first_done: float | None = None
         try:
             while not ctx.join(timeout=0.5):
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     raise GraphrecError(f"distributed run did not finish within {timeout_s:g} s; its processes were stopped")
+                if first_done is None and any(not p.is_alive() for p in ctx.processes):
+                    first_done = now
+                if first_done is not None and now - first_done > straggler_s:
+                    stuck = [i for i, p in enumerate(ctx.processes) if p.is_alive()]
+                    raise GraphrecError(
+                        f"rank(s) {stuck} still running {straggler_s:g} s after another rank finished; their processes "
+                        "were stopped (a lost collective: see docs/scaling.md)"
+                    )
         except (mp.ProcessExitedException, mp.ProcessRaisedException) as exc:
             errs = sorted(Path(errdir).glob("rank*.err"), key=lambda p: int(p.stem[4:]))
             if errs:
@@ -320,3 +343,4 @@ def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | N
                     p.join(5)
                     if p.is_alive():
                         p.kill()
+                        p.join(5)
