@@ -145,6 +145,24 @@ def test_inter_modal_generation_is_transport_of_the_target():
     torch.testing.assert_close(out["Q_hat"][0], plan @ q_img, atol=1e-5, rtol=1e-5)
 
 
+def test_intra_only_skips_the_transport(monkeypatch):
+    """``inter_modal: false`` (Table 3's "intra only"): Q̂ = Q and no Sinkhorn plan is computed."""
+    model, ds = _model(inter_modal=False)
+    model.eval()
+
+    def no_transport(*args, **kwargs):
+        raise AssertionError("the transport plan was computed")
+
+    monkeypatch.setattr(model.transport, "forward", no_transport)
+    with torch.no_grad():
+        out = model.compute()
+    for q, q_hat in zip(out["Q"], out["Q_hat"]):
+        torch.testing.assert_close(q_hat, q)
+    model.train()
+    model.loss(_batch(ds))["loss"].backward()  # still trains (ΔT gets no gradient)
+    assert model.delta(0).grad is None
+
+
 # ----------------------------------------------------------------------------- losses and gradients
 def test_gradients_reach_every_parameter_including_delta():
     model, ds = _model()

@@ -82,6 +82,8 @@ class CI2MG(RecModel):
         "ot_iterations": 10,
         # 0 = full N x N plan over all items (spec); S > 0 = plan onto S random target items per batch
         "ot_batch_items": 0,
+        # false = no inter-modal generation (Table 3's "intra only"): Q̂_m = Q_m, no transport plan
+        "inter_modal": True,
         # losses (spec 5.3): L = L_rec + lamb_1 L_s + lamb_2 L_bpr ("code" weighting)
         "lamb_1": 1.0,
         "lamb_2": 1.0,
@@ -138,6 +140,7 @@ class CI2MG(RecModel):
                     self.register_parameter(f"delta_{k}", nn.Parameter(delta))
         self.bn = nn.BatchNorm1d(d)  # one instance shared by all modalities (spec 5.1)
         self.transport = SinkhornTransport(float(config["ot_epsilon"]), int(config["ot_iterations"]))
+        self.use_inter_modal = bool(config["inter_modal"])
         self.ot_batch_items = int(config["ot_batch_items"])
         if 0 < self.ot_batch_items < n:
             gen = torch.Generator().manual_seed(int(config.get("seed", 0)))
@@ -167,10 +170,11 @@ class CI2MG(RecModel):
 
         The plan is a constant (no gradient); gradients flow into ``Q_m`` through the
         product and into ``ΔT_m`` (a row-broadcast length-N vector, so ``ΔT_m Q_m`` adds
-        one vector to every item). One modality: no partner, ``Q̂ = Q``.
+        one vector to every item). One modality (no partner) or ``inter_modal: false``
+        (the "intra only" ablation): ``Q̂ = Q``.
         """
-        if len(q) == 1:
-            return [q[0]]
+        if len(q) == 1 or not self.use_inter_modal:
+            return list(q)
         cols = self._ot_columns()
         out = []
         for k, qm in enumerate(q):
