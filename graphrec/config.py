@@ -59,6 +59,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "synth_items": 1000,
     "synth_modalities": ["image", "text"],
     "synth_seed": 0,
+    # mean interactions per user (density = this / synth_items); lower = sparser, where modalities matter more
+    "synth_interactions": 25,
     # missing-modality protocol of the synthetic set: 'even' (1/(M+1) of items per
     # number of missing modalities) or a ratio in [0, 1) for the nested sweep
     "synth_missing": "even",

@@ -289,3 +289,15 @@ def test_tiktok_new_item_runtime_sizes(shared_data, tmp_path):
     assert len(ds.valid) == 5668 and len(np.unique(ds.valid[:, 0])) == 5668
     assert len(ds.test) == 13238 and len(np.unique(ds.test[:, 0])) == 4316
     assert not ds.new_items[ds.train[:, 1]].any()
+
+
+def test_synth_interactions_sets_the_density():
+    from conftest import small_config
+
+    dense = load_dataset(small_config())
+    sparse = load_dataset(small_config(synth_interactions=8))
+    n_dense, n_sparse = (len(d.train) + len(d.valid) + len(d.test) for d in (dense, sparse))
+    assert n_sparse < 0.5 * n_dense  # 8 vs 25 interactions per user on average
+    assert 6 <= n_sparse / dense.n_users <= 10
+    with pytest.raises(GraphrecError, match="synth_interactions"):
+        load_dataset(small_config(synth_interactions=3))
