@@ -668,6 +668,11 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
         raise GraphrecError(f"{len(failed)} of {len(p.specs)} runs failed: {', '.join(failed)} (logs in {out / 'logs'})")
 
 
+from graphrec.cli.featurize import featurize  # noqa: E402 - after `cli` exists; featurize.py does not import main
+
+cli.add_command(featurize)
+
+
 def main() -> None:
     cli(prog_name="graphrec")
 
