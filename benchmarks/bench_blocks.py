@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
 
 
 def run_one(spec: dict) -> dict:
@@ -56,7 +57,7 @@ def run_one(spec: dict) -> dict:
         "seconds_per_epoch": statistics.mean(epoch_s[1:] or epoch_s),
         "epoch_seconds": epoch_s,
         "trainable_parameters": n_params,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -99,16 +100,14 @@ def main() -> None:
     from rich.console import Console
 
     console = Console()
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     records = []
     for i, spec in enumerate(specs, 1):
         console.print(f"[{i}/{len(specs)}] {args.key}={spec['block']} seed {spec['overrides']['seed']}")
-        out = subprocess.run([sys.executable, __file__, "--single", json.dumps(spec)], capture_output=True, text=True,
-                             env=env, cwd=os.getcwd())
-        if out.returncode != 0:
-            console.print(out.stderr[-2000:])
-            raise SystemExit(f"run failed: {spec}")
-        records.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        try:
+            records.append(run_json_child([sys.executable, __file__, "--single", json.dumps(spec)], args.threads, os.getcwd()))
+        except ChildRunFailed as exc:
+            console.print(exc.stderr)
+            raise SystemExit(f"run failed: {spec}") from None
 
     summary = report(records, args)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 # DGMRec Table 4 variants; shared with `graphrec bench --protocol ablation`
 from graphrec.bench.ablations import DGMREC_ABLATIONS as ABLATIONS  # noqa: E402
 from graphrec.bench.report import fmt  # noqa: E402
+from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
 
 
 def run_one(spec: dict) -> dict:
@@ -87,7 +86,7 @@ def run_one(spec: dict) -> dict:
         "seconds_per_refinement": statistics.mean(refine_times) if refine_times else None,
         "seconds_load": load_s,
         "seconds_build": build_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -132,11 +131,11 @@ def main() -> None:
     records = []
     for i, spec in enumerate(specs, 1):
         console.print(f"[{i}/{len(specs)}] {spec['variant']} seed {spec['overrides']['seed']}")
-        out = subprocess.run([sys.executable, __file__, "--single", json.dumps(spec)], capture_output=True, text=True)
-        if out.returncode != 0:
-            console.print(out.stderr[-2000:])
-            raise SystemExit(f"run failed: {spec}")
-        records.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        try:
+            records.append(run_json_child([sys.executable, __file__, "--single", json.dumps(spec)]))
+        except ChildRunFailed as exc:
+            console.print(exc.stderr)
+            raise SystemExit(f"run failed: {spec}") from None
     if "dgmrec" in args.models and not args.no_ablations:
         for r in records:
             if r["variant"] == "dgmrec":

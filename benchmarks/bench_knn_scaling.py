@@ -33,14 +33,13 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from graphrec.bench.worker import peak_rss_mb  # noqa: E402
+from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
 
 
 def _random_graph(n: int, k: int, rows, rng):
@@ -168,15 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                "--chunk-size", str(args.chunk_size), "--refine-fraction", str(args.refine_fraction), "--lam", str(args.lam),
                "--sample-chunks", str(args.sample_chunks), "--full-limit", str(args.full_limit), "--threads", str(args.threads),
                "--seed", str(args.seed)] + (["--sample-only"] if args.sample_only else [])
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         with console.status(f"N = {n:,}"):
             t = time.perf_counter()
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            console.print(f"[red]N = {n:,} failed[/]:\n{out.stderr[-2000:]}")
-            records.append({"n_items": n, "error": out.stderr[-2000:]})
-            continue
-        rec = json.loads(out.stdout.strip().splitlines()[-1])
+            try:
+                rec = run_json_child(cmd, args.threads)
+            except ChildRunFailed as exc:
+                console.print(f"[red]N = {n:,} failed[/]:\n{exc.stderr}")
+                records.append({"n_items": n, "error": exc.stderr})
+                continue
         rec["wall_s"] = round(time.perf_counter() - t, 1)
         records.append(rec)
 

@@ -34,14 +34,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from graphrec.bench.worker import peak_rss_mb  # noqa: E402
+from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
 
 
 def current_rss_mib() -> float:
@@ -136,15 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--iters", str(args.iters),
                "--eps", str(args.eps), "--repeats", str(args.repeats), "--threads", str(args.threads), "--seed", str(args.seed)] + (["--log-domain"] if args.log_domain else [])
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         with console.status(f"N = {n:,}"):
             t = time.perf_counter()
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode != 0:
-            console.print(f"[red]N = {n:,} failed[/]:\n{out.stderr[-2000:]}")
-            records.append({"n_items": n, "error": out.stderr[-2000:]})
-            continue
-        rec = json.loads(out.stdout.strip().splitlines()[-1])
+            try:
+                rec = run_json_child(cmd, args.threads)
+            except ChildRunFailed as exc:
+                console.print(f"[red]N = {n:,} failed[/]:\n{exc.stderr}")
+                records.append({"n_items": n, "error": exc.stderr})
+                continue
         rec["wall_s"] = round(time.perf_counter() - t, 1)
         records.append(rec)
         last = rec

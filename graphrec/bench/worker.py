@@ -35,6 +35,30 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+class ChildRunFailed(RuntimeError):
+    """A measuring child process exited non-zero; ``stderr`` holds the tail of what it printed."""
+
+    def __init__(self, cmd: list[str], returncode: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(cmd[:3])} ... exited {returncode}:\n{stderr}")
+        self.stderr = stderr
+
+
+def run_json_child(cmd: list[str], threads: int | None = None, cwd: str | None = None) -> dict[str, Any]:
+    """Run a measuring child process (its own peak RSS, its own thread count) and parse its result.
+
+    The child prints one JSON object as its last stdout line. ``threads`` sets ``OMP_NUM_THREADS``
+    for it. Raises :class:`ChildRunFailed` (with the last 2,000 characters of stderr) on a
+    non-zero exit. Used by the scripts in ``benchmarks/``.
+    """
+    import subprocess
+
+    env = dict(os.environ) if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if out.returncode != 0:
+        raise ChildRunFailed(cmd, out.returncode, out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @contextmanager
 def timed_knn(bucket: list[float]) -> Iterator[None]:
     """Add the seconds of every ``knn_topk`` call made inside the block to ``bucket``.
