@@ -68,3 +68,22 @@ def test_empty_relation(n_edges):
                         num_nodes_dict={"user": 3, "item": 2})
     g.edges[REL].data["w"] = torch.zeros(0)
     assert u_mul_e_sum(g, REL, torch.ones(3, 4), g.edges[REL].data["w"]).shape == (2, 4)
+
+
+def test_two_weights_on_one_relation_stay_cached(monkeypatch):
+    """A model that alternates two weights on one relation (DGMRec: ``w`` and ``w_mean``) builds
+    each CSR pair once, and each product uses its own weights."""
+    import graphrec.graph.spmm as spmm
+
+    g = _graph(7, 6, 25, 3)
+    g.edges[REL].data["w2"] = torch.rand(25, generator=torch.Generator().manual_seed(9))
+    h = torch.randn(7, 3)
+    builds = []
+    real = torch.Tensor.coalesce
+    monkeypatch.setattr(torch.Tensor, "coalesce", lambda self: builds.append(1) or real(self))
+    for _ in range(3):
+        for name in ("w", "w2"):
+            w = g.edges[REL].data[name]
+            torch.testing.assert_close(u_mul_e_sum(g, REL, h, w), dgl.ops.u_mul_e_sum(g[REL], h, w), atol=1e-5, rtol=1e-5)
+    assert len(builds) == 2 * 2  # A and Aᵀ per weight, once
+    assert len(spmm._CACHE[g]) == 2

@@ -34,12 +34,17 @@ class _CSRMatmul(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.at, grad.contiguous())
 
 
+#: cached weight tensors per (graph, relation); a model may propagate one relation with several
+#: weights (DGMRec: symmetric LightGCN weights and mean-aggregation weights on ``ui``/``iu``)
+MAX_WEIGHTS_PER_RELATION = 4
+
+
 def _matrices(g: dgl.DGLGraph, etype, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     per_graph = _CACHE.setdefault(g, {})
     key = (etype, weight.data_ptr(), weight._version, weight.device)
     hit = per_graph.get(key)
     if hit is not None:
-        return hit
+        return hit[0], hit[1]
     src, dst = g.edges(etype=etype)
     srctype, _, dsttype = g.to_canonical_etype(etype)
     n_src, n_dst = g.num_nodes(srctype), g.num_nodes(dsttype)
@@ -48,10 +53,13 @@ def _matrices(g: dgl.DGLGraph, etype, weight: torch.Tensor) -> tuple[torch.Tenso
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         a = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n_dst, n_src)).coalesce().to_sparse_csr()
         at = torch.sparse_coo_tensor(torch.stack([src, dst]), w, (n_src, n_dst)).coalesce().to_sparse_csr()
-    # keep only the latest weights of this relation
-    for k in [k for k in per_graph if k[0] == etype]:
-        del per_graph[k]
-    per_graph[key] = (a, at)
+    # drop older versions of the same weight tensor, and the oldest weights beyond the cap
+    same = [k for k in per_graph if k[0] == etype]
+    for k in [k for k in same if k[1] == key[1]] + [k for k in same if k[1] != key[1]][: max(0, len(same) - MAX_WEIGHTS_PER_RELATION + 1)]:
+        per_graph.pop(k, None)
+    # the entry holds the weight tensor itself, so its memory cannot be reused by another tensor
+    # (whose data_ptr would then match this key) while the entry lives
+    per_graph[key] = (a, at, weight.detach())
     return a, at
 
 
