@@ -62,8 +62,8 @@ def test_refine_graph_writes_generated_features(refined_dir, loaded):
         # generated rows differ from the imputed mean, every one of them
         assert (np.abs(feats[miss] - dataset.features[m][miss]).max(axis=1) > 1e-4).all()
         assert len(np.unique(feats[miss].round(5), axis=0)) > 1  # not one shared vector
-        # observed rows are the model's raw table, unchanged
-        np.testing.assert_array_equal(feats[~miss], payload["state_dict"][f"raw.{m}"].numpy()[~miss])
+        # observed rows are the dataset's own features, untouched (--observed-rows input, the default)
+        np.testing.assert_array_equal(feats[~miss], dataset.features[m][~miss].astype(np.float32))
         # generation is noise-free: the file equals the model's generated features
         gen = model.generated_features()[m]
         np.testing.assert_allclose(feats[miss], gen[miss], rtol=1e-5, atol=1e-6)
@@ -72,6 +72,20 @@ def test_refine_graph_writes_generated_features(refined_dir, loaded):
     for m, v in summary["modalities"].items():
         assert v["generated_rows"] == int(dataset.missing.missing[m].sum())
         assert 0 < v["refinement_edges"] < v["edges"]
+
+
+def test_refine_graph_observed_rows_trained(run_dir, loaded, tmp_path):
+    """``--observed-rows trained``: observed rows are the model's trained raw table (it moved in training)."""
+    _, dataset, payload = loaded
+    r = invoke("refine-graph", run_dir, "--out", tmp_path / "t", "--observed-rows", "trained")
+    assert r.exit_code == 0, r.output
+    m = dataset.modalities[0]
+    miss = dataset.missing.missing[m]
+    feats = np.load(tmp_path / "t" / f"{m}_feat_generated.npy")
+    trained = payload["state_dict"][f"raw.{m}"].numpy()
+    np.testing.assert_array_equal(feats[~miss], trained[~miss])
+    assert not np.allclose(trained[~miss], dataset.features[m][~miss])  # so the two options differ
+    assert json.loads((tmp_path / "t" / "refine_summary.json").read_text())["observed_rows"] == "trained"
 
 
 def test_refine_graph_edges_point_into_generated_items(refined_dir, loaded):

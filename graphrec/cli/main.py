@@ -471,13 +471,17 @@ def _load_generator(checkpoint: Path):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the generated features and refined graphs.")
 @click.option("--lambda", "lam", type=float, help="Blending weight of the refreshed rows (default: the model's avg_lambda).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
+@click.option("--observed-rows", type=click.Choice(["input", "trained"]), default="input", show_default=True,
+              help="Rows of items that have the modality in <m>_feat_generated.npy: the dataset's own features "
+                   "(input) or the model's trained raw table (trained; DGMRec trains it, train_raw_features).")
 @plugin_option
-def refine_graph(checkpoint, out, lam, overwrite, plugins) -> None:
+def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> None:
     """Generate missing modality features with a trained model and refine its item-item graphs.
 
     \b
     Writes, per modality m:
-      <m>_feat_generated.npy   (N, d_m) features; rows of items missing m are generated
+      <m>_feat_generated.npy   (N, d_m) features; rows of items missing m are generated, the
+                               others are the dataset's own (--observed-rows trained: the model's)
       <m>_generated_mask.npy   (N,) bool, True where the row was generated
       <m>_item_graph.npz       refined graph as an edge list (src, dst, weight, refinement, n_items);
                                refinement edges point from neighbours into items missing m
@@ -496,12 +500,15 @@ def refine_graph(checkpoint, out, lam, overwrite, plugins) -> None:
         result = model.export_refined(lam)
     summary = {}
     for m, r in result.items():
-        atomic_save_npy(out_dir / f"{m}_feat_generated.npy", r["features"].astype(np.float32))
+        feats = r["features"].astype(np.float32)
+        if observed_rows == "input":  # the user's observed features, untouched; the graph rows are the model's
+            feats[~r["generated"]] = np.asarray(dataset.features[m], dtype=np.float32)[~r["generated"]]
+        atomic_save_npy(out_dir / f"{m}_feat_generated.npy", feats)
         atomic_save_npy(out_dir / f"{m}_generated_mask.npy", r["generated"])
         save_item_graph(out_dir / f"{m}_item_graph.npz", r["graph"], r["refined"])
         refined_edges = int(r["refined"][r["graph"].tocoo().row].sum())
         summary[m] = {"generated_rows": int(r["generated"].sum()), "edges": int(r["graph"].nnz), "refinement_edges": refined_edges}
-    _write_json(out_dir / "refine_summary.json", {"checkpoint": str(checkpoint), "modalities": summary})
+    _write_json(out_dir / "refine_summary.json", {"checkpoint": str(checkpoint), "observed_rows": observed_rows, "modalities": summary})
     table = Table(title=f"refined graphs of {dataset.name}")
     for col in ("modality", "generated rows", "edges", "refinement edges"):
         table.add_column(col, justify="right" if col != "modality" else "left")
