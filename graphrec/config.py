@@ -27,6 +27,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "eval_step": 1,
     "stopping_step": 20,
+    # early stopping may end a run only from this epoch on (0 = any time): rules out a stop on an
+    # early validation peak, which CI2MG shows on the synthetic set (docs/models/ci2mg.md)
+    "stopping_min_epochs": 0,
     "valid_metric": "recall@20",
     "topk": [10, 20, 50],
     "eval_batch_size": 2048,

@@ -123,6 +123,14 @@ def test_early_stopping_when_metric_is_flat():
     assert result.epochs_run == 6  # evaluations at epochs 2 (best), 4, 6 -> counter 2 > 1
 
 
+def test_stopping_min_epochs_rules_out_an_early_stop():
+    # the same flat run as above, but early stopping may act only from epoch 10 on
+    _, result = run(epochs=30, learning_rate=0.0, stopping_step=1, eval_step=2, stopping_min_epochs=10)
+    assert result.stopped_early
+    assert result.best_epoch == 2
+    assert result.epochs_run == 10
+
+
 def test_no_early_stop_without_stalling():
     _, result = run(epochs=3, stopping_step=10)
     assert not result.stopped_early and result.epochs_run == 3 and len(result.history) == 3

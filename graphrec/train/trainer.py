@@ -5,7 +5,7 @@ Per epoch: model hook ``on_epoch_start`` -> callbacks -> shuffled BPR batches
 step -> every ``eval_step`` epochs ``before_evaluation`` + validation. Early
 stopping counts evaluations whose validation ``valid_metric`` (rounded to 4
 decimals) is not strictly better than the best; it stops when the counter exceeds
-``stopping_step``. At the end the best state is restored and evaluated on test
+``stopping_step`` (and not before epoch ``stopping_min_epochs``). At the end the best state is restored and evaluated on test
 (this equals the authors' "test metrics at the best validation epoch", since the
 whole model state, graphs included, is restored).
 
@@ -198,6 +198,7 @@ class Trainer:
         epochs = int(cfg["epochs"])
         eval_step = max(1, int(cfg.get("eval_step", 1)))
         stopping_step = int(cfg.get("stopping_step", 20))
+        min_epochs = int(cfg.get("stopping_min_epochs", 0))
         best_score, best_epoch, best_state, best_valid = -math.inf, -1, None, None
         counter, stopped, history = 0, False, []
         t0 = time.perf_counter()
@@ -234,7 +235,7 @@ class Trainer:
                     progress.update(epoch_task, info=f"{self.valid_metric} {score:.4f} (best {best_score:.4f} @ {best_epoch})")
                 history.append(record)
                 progress.update(epoch_task, advance=1, loss=logs.get("loss", float("nan")))
-                if counter > stopping_step:
+                if counter > stopping_step and epoch + 1 >= min_epochs:
                     stopped = True
                     break
         if best_state is not None:
