@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
+from graphrec.bench.worker import peak_rss_mb, timed_json_child  # noqa: E402
 
 
 def _random_graph(n: int, k: int, rows, rng):
@@ -167,15 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                "--chunk-size", str(args.chunk_size), "--refine-fraction", str(args.refine_fraction), "--lam", str(args.lam),
                "--sample-chunks", str(args.sample_chunks), "--full-limit", str(args.full_limit), "--threads", str(args.threads),
                "--seed", str(args.seed)] + (["--sample-only"] if args.sample_only else [])
-        with console.status(f"N = {n:,}"):
-            t = time.perf_counter()
-            try:
-                rec = run_json_child(cmd, args.threads)
-            except ChildRunFailed as exc:
-                console.print(f"[red]N = {n:,} failed[/]:\n{exc.stderr}")
-                records.append({"n_items": n, "error": exc.stderr})
-                continue
-        rec["wall_s"] = round(time.perf_counter() - t, 1)
+        rec = timed_json_child(cmd, args.threads, console, f"N = {n:,}")
+        if "error" in rec:
+            records.append({"n_items": n, **rec})
+            continue
         records.append(rec)
 
     table = Table(title=f"kNN graph construction, d = {args.dim}, k = {args.k}, {args.threads} thread(s), "

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
+from graphrec.bench.worker import peak_rss_mb, timed_json_child  # noqa: E402
 
 
 def current_rss_mib() -> float:
@@ -135,15 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(args.dim), "--iters", str(args.iters),
                "--eps", str(args.eps), "--repeats", str(args.repeats), "--threads", str(args.threads), "--seed", str(args.seed)] + (["--log-domain"] if args.log_domain else [])
-        with console.status(f"N = {n:,}"):
-            t = time.perf_counter()
-            try:
-                rec = run_json_child(cmd, args.threads)
-            except ChildRunFailed as exc:
-                console.print(f"[red]N = {n:,} failed[/]:\n{exc.stderr}")
-                records.append({"n_items": n, "error": exc.stderr})
-                continue
-        rec["wall_s"] = round(time.perf_counter() - t, 1)
+        rec = timed_json_child(cmd, args.threads, console, f"N = {n:,}")
+        if "error" in rec:
+            records.append({"n_items": n, **rec})
+            continue
         records.append(rec)
         last = rec
 

@@ -59,6 +59,22 @@ def run_json_child(cmd: list[str], threads: int | None = None, cwd: str | None =
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def timed_json_child(cmd: list[str], threads: int | None, console: Any, label: str) -> dict[str, Any]:
+    """:func:`run_json_child` under a rich status line ``label``, with its wall time as ``wall_s``.
+
+    A failed child is printed (red, with its stderr) and returned as ``{"error": stderr}``.
+    """
+    with console.status(label):
+        t = time.perf_counter()
+        try:
+            rec = run_json_child(cmd, threads)
+        except ChildRunFailed as exc:
+            console.print(f"[red]{label} failed[/]:\n{exc.stderr}")
+            return {"error": exc.stderr}
+    rec["wall_s"] = round(time.perf_counter() - t, 1)
+    return rec
+
+
 @contextmanager
 def timed_knn(bucket: list[float]) -> Iterator[None]:
     """Add the seconds of every ``knn_topk`` call made inside the block to ``bucket``.
