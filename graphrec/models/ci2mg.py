@@ -66,11 +66,13 @@ class CI2MG(RecModel):
 
     name = "ci2mg"
     default_config: dict[str, Any] = {
-        # trainer keys (spec 5.5; eval_step 3 on Amazon in the presets)
-        "train_batch_size": 2048,
-        "learning_rate": 1e-3,
+        # trainer keys. The authors' values (batch 2048, lr 1e-3, stopping 25; spec 5.5) are in the
+        # presets configs/ci2mg/*.yaml. These defaults converge in ~200 epochs on the embedded set and
+        # get past its early validation peak (docs/models/ci2mg.md): batch 1024, lr 3e-3, stopping 50.
+        "train_batch_size": 1024,
+        "learning_rate": 3e-3,
         "learning_rate_scheduler": [1.0, 50],
-        "stopping_step": 25,
+        "stopping_step": 50,
         "eval_step": 1,
         "eval_batch_size": 4096,
         # architecture
