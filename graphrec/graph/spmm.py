@@ -53,10 +53,11 @@ def _matrices(g: dgl.DGLGraph, etype, weight: torch.Tensor) -> tuple[torch.Tenso
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         a = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n_dst, n_src)).coalesce().to_sparse_csr()
         at = torch.sparse_coo_tensor(torch.stack([src, dst]), w, (n_src, n_dst)).coalesce().to_sparse_csr()
-    # drop older versions of the same weight tensor, and the oldest weights beyond the cap
-    same = [k for k in per_graph if k[0] == etype]
-    for k in [k for k in same if k[1] == key[1]] + [k for k in same if k[1] != key[1]][: max(0, len(same) - MAX_WEIGHTS_PER_RELATION + 1)]:
-        per_graph.pop(k, None)
+    for k in [k for k in per_graph if k[0] == etype and k[1] == key[1]]:
+        del per_graph[k]  # older versions of this weight tensor
+    others = [k for k in per_graph if k[0] == etype]  # insertion order: oldest first
+    for k in others[: max(0, len(others) - MAX_WEIGHTS_PER_RELATION + 1)]:
+        del per_graph[k]  # the oldest weights beyond the cap
     # the entry holds the weight tensor itself, so its memory cannot be reused by another tensor
     # (whose data_ptr would then match this key) while the entry lives
     per_graph[key] = (a, at, weight.detach())
