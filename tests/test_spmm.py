@@ -87,3 +87,16 @@ def test_two_weights_on_one_relation_stay_cached(monkeypatch):
             torch.testing.assert_close(u_mul_e_sum(g, REL, h, w), dgl.ops.u_mul_e_sum(g[REL], h, w), atol=1e-5, rtol=1e-5)
     assert len(builds) == 2 * 2  # A and Aᵀ per weight, once
     assert len(spmm._CACHE[g]) == 2
+
+
+def test_cache_keeps_at_most_the_cap_per_relation():
+    import graphrec.graph.spmm as spmm
+
+    g = _graph(5, 4, 12, 4)
+    h = torch.randn(5, 2)
+    weights = [torch.rand(12, generator=torch.Generator().manual_seed(i)) for i in range(spmm.MAX_WEIGHTS_PER_RELATION + 2)]
+    for w in weights:
+        torch.testing.assert_close(u_mul_e_sum(g, REL, h, w), dgl.ops.u_mul_e_sum(g[REL], h, w), atol=1e-5, rtol=1e-5)
+    kept = list(spmm._CACHE[g])
+    assert len(kept) == spmm.MAX_WEIGHTS_PER_RELATION
+    assert [k[1] for k in kept] == [w.data_ptr() for w in weights[-spmm.MAX_WEIGHTS_PER_RELATION:]]  # the newest
