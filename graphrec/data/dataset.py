@@ -183,12 +183,12 @@ def load_dataset(config: dict[str, Any]) -> RecDataset:
 
 def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDataset:
     mods = list(config.get("synth_modalities") or ["image", "text"])
-    if int(config.get("synth_interactions", 25)) < 5:
-        raise GraphrecError(f"'synth_interactions' must be >= 5 (every synthetic user has at least 5 items), "
-                            f"got {config['synth_interactions']!r}")
+    per_user = int(config.get("synth_interactions", 25))
+    if per_user < 5:
+        raise GraphrecError(f"'synth_interactions' must be >= 5 (every synthetic user has at least 5 items), got {per_user}")
     syn = make_synthetic(
         n_users=int(config["synth_users"]), n_items=int(config["synth_items"]), modalities=mods, seed=int(config["synth_seed"]),
-        mean_interactions=int(config.get("synth_interactions", 25)),
+        mean_interactions=per_user,
     )
     inter = syn.inter
     new_items = None

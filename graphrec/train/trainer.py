@@ -5,9 +5,9 @@ Per epoch: model hook ``on_epoch_start`` -> callbacks -> shuffled BPR batches
 step -> every ``eval_step`` epochs ``before_evaluation`` + validation. Early
 stopping counts evaluations whose validation ``valid_metric`` (rounded to 4
 decimals) is not strictly better than the best; it stops when the counter exceeds
-``stopping_step`` (and not before epoch ``stopping_min_epochs``). At the end the best state is restored and evaluated on test
-(this equals the authors' "test metrics at the best validation epoch", since the
-whole model state, graphs included, is restored).
+``stopping_step`` (and not before epoch ``stopping_min_epochs``). At the end the best
+state is restored and evaluated on test (this equals the authors' "test metrics at the
+best validation epoch", since the whole model state, graphs included, is restored).
 
 Data-parallel (``dist`` with ``world_size > 1``, :mod:`graphrec.train.distributed`): every rank
 draws the same global batches and back-propagates its share of each batch's loss; one
