@@ -309,3 +309,30 @@ def test_cli_fit_and_evaluate(tmp_path):
     assert res.exit_code == 0, res.output
     again = json.loads(res.output.strip().splitlines()[-1])
     assert math.isclose(again["metrics"]["recall@20"], metrics["test"]["metrics"]["recall@20"], abs_tol=1e-6)
+
+
+def test_channel_diagnostic_reads_a_checkpoint(tmp_path):
+    """benchmarks/diag_ci2mg_channel.py: 'full' is the model's own evaluation; other models are refused."""
+    import importlib.util
+
+    from graphrec.cli.main import cli
+
+    spec = importlib.util.spec_from_file_location("diag_ci2mg_channel", REPO / "benchmarks" / "diag_ci2mg_channel.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    runner = CliRunner()
+    sets = ["--set", "synth_users=60", "--set", "synth_items=90", "--set", "embedding_size=8", "--set", "n_prototypes=4"]
+    out = tmp_path / "ci2mg"
+    assert runner.invoke(cli, ["fit", "ci2mg", "--epochs", "2", "--quiet", "--out", str(out), *sets]).exit_code == 0
+    row = diag.diagnose(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert math.isclose(row["recall@20"]["full"]["test"], metrics["test"]["metrics"]["recall@20"], abs_tol=1e-6)
+    assert set(row["recall@20"]) == {"full", "id_only", "per_modality_bn"}
+    assert set(row["modalities"]) == {"image", "text"}
+    for stats in row["modalities"].values():
+        assert stats["item_part_spread"] >= 0 and -1 - 1e-6 <= stats["user_mean_cosine"] <= 1 + 1e-6
+        assert 0 <= stats["q_saturated"] <= 1
+    other = tmp_path / "lightgcn"
+    assert runner.invoke(cli, ["fit", "lightgcn", "--epochs", "1", "--quiet", "--out", str(other), *sets[:4]]).exit_code == 0
+    with pytest.raises(SystemExit, match="lightgcn checkpoint"):
+        diag.diagnose(other)
