@@ -16,6 +16,8 @@ evaluates, on the validation and test splits (full ranking, the run's own protoc
   over all N items (what training mode computes) instead of the running statistics,
   which the one shared BatchNorm mixes across modalities.
 
+the **score spread** of the two parts (per user, the standard deviation over all items of
+the ID part's scores and of the modality parts' scores, averaged over up to 200 users),
 and, per modality, what the channel carries: the spread across items of the item part
 ``norm(Z_m)`` (mean over dimensions of the per-dimension standard deviation; 0 means
 every item gets the same vector), the same for the user part ``norm(F^U_m)``, the mean
@@ -87,9 +89,15 @@ def diagnose(checkpoint: Path) -> dict[str, Any]:
                 "q_saturated": float(((q < 1e-4) | (q > 1 - 1e-4)).float().mean()),
             }
         bn_mean = float(bn.running_mean.abs().max())
+        # how far apart the two parts place one user's items: per-user std of the scores, mean over users
+        users = torch.arange(0, out["user"].shape[0], max(1, out["user"].shape[0] // 200))
+        score_spread = {
+            "id": float((user_id[users] @ item_id.T).std(1).mean()),
+            "modalities": float((out["user"][users, d:] @ out["item"][:, d:].T).std(1).mean()),
+        }
     return {"checkpoint": str(checkpoint), "config": {k: cfg.get(k) for k in (
         "seed", "synth_missing", "reference_compat", "ci2mg_contrastive", "ci2mg_loss_weighting", "lamb_1", "lamb_2", "temp")},
-        "recall@20": recall, "modalities": modalities, "bn_running_mean_absmax": bn_mean}
+        "recall@20": recall, "score_spread": score_spread, "modalities": modalities, "bn_running_mean_absmax": bn_mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     torch.set_num_threads(args.threads)
-    rows = [diagnose(c) for c in args.checkpoints]
+    from graphrec.errors import GraphrecError
+
+    try:
+        rows = [diagnose(c) for c in args.checkpoints]
+    except GraphrecError as e:
+        raise SystemExit(f"error: {e}") from None
     table = Table(title="CI2MG modality channel: Recall@20 (valid / test) and what the channel carries")
-    for col in ("run", "full", "ID only", "per-modality BN", "modality", "item spread", "item spread (per-mod BN)",
+    for col in ("run", "full", "ID only", "per-modality BN", "score spread ID / mod", "modality", "item spread", "item spread (per-mod BN)",
                 "user spread", "user mean cos", "Q saturated", "|BN running mean|"):
         table.add_column(col, justify="left" if col in ("run", "modality") else "right")
     for r in rows:
@@ -114,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         for m, s in r["modalities"].items():
             cells = [Path(r["checkpoint"]).name if first else ""]
             cells += [f"{rec[v]['valid']:.4f} / {rec[v]['test']:.4f}" if first else "" for v in ("full", "id_only", "per_modality_bn")]
+            spread = r["score_spread"]
+            cells += [f"{spread['id']:.3g} / {spread['modalities']:.3g}" if first else ""]
             cells += [m, f"{s['item_part_spread']:.2e}", f"{s['item_part_spread_per_modality_bn']:.2e}",
                       f"{s['user_part_spread']:.2e}", f"{s['user_mean_cosine']:.4f}", f"{s['q_saturated']:.2f}",
                       f"{r['bn_running_mean_absmax']:.3g}" if first else ""]

@@ -336,3 +336,18 @@ def test_channel_diagnostic_reads_a_checkpoint(tmp_path):
     assert runner.invoke(cli, ["fit", "lightgcn", "--epochs", "1", "--quiet", "--out", str(other), *sets[:4]]).exit_code == 0
     with pytest.raises(SystemExit, match="lightgcn checkpoint"):
         diag.diagnose(other)
+
+
+def test_checkpoint_without_a_later_key_loads_with_its_default(tmp_path):
+    """A checkpoint written before a key existed (``inter_modal``, new on 2026-11-23) loads with its default."""
+    from graphrec.cli.main import cli
+    from graphrec.train.checkpoint import load_model
+
+    out = tmp_path / "run"
+    sets = ["--set", "synth_users=60", "--set", "synth_items=90", "--set", "embedding_size=8", "--set", "n_prototypes=4"]
+    assert CliRunner().invoke(cli, ["fit", "ci2mg", "--epochs", "1", "--quiet", "--out", str(out), *sets]).exit_code == 0
+    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    del payload["config"]["inter_modal"]
+    torch.save(payload, out / "model.pt")
+    model, _, _ = load_model(out)
+    assert model.use_inter_modal is True

@@ -141,12 +141,15 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     """Rebuild the model of a checkpoint (and its dataset, unless given) and load its weights.
 
     Plugin modules recorded in the checkpoint are imported first (:func:`require_plugins`).
+    Config keys the checkpoint lacks (added to the model later) take the model's defaults.
     """
     load_builtin()
     payload = read_checkpoint(path)
     require_plugins(payload)
-    config = {**payload["config"], **(overrides or {})}
     cls = MODELS.get(payload["model"])
+    # keys added to the model after the checkpoint was written take their defaults (which keep
+    # the earlier behaviour); the checkpoint's own values and then the overrides win
+    config = {**getattr(cls, "default_config", {}), **payload["config"], **(overrides or {})}
     ds = dataset if dataset is not None else load_dataset(config)
     model = cls(ds, config)
     try:
