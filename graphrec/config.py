@@ -9,12 +9,33 @@ trainer/data defaults -> the model's ``default_config`` -> YAML files (in order)
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
 
 from graphrec.errors import GraphrecError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, plus YAML 1.2 floats without a dot (``1e-3``, ``5E+2``).
+
+    PyYAML reads ``learning_rate: 1e-3`` as the *string* ``'1e-3'``; configs and ``--set``
+    are read with this loader so that it is the number 0.001.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 #: Trainer settings (spec section 2.1/2.2). Models may override any of them.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -107,7 +128,7 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw
     return out
@@ -119,7 +140,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise GraphrecError(f"config file '{p}' does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -89,6 +89,19 @@ def test_parse_set_reads_yaml_values():
     assert out == {"a": 0.1, "b": True, "c": [1, 2], "d": "text", "e": None, "f": "x=y"}
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML alone reads ``1e-3`` as a string; configs and --set read it as 0.001."""
+    import yaml
+
+    assert parse_set(["lr=1e-3", "n=-2E+2", "x=1.5e-3", "s=1e-3x", "i=2024"]) == {
+        "lr": 0.001, "n": -200.0, "x": 0.0015, "s": "1e-3x", "i": 2024}
+    f = tmp_path / "c.yaml"
+    f.write_text("learning_rate: 1e-3\nweight_decay: 1E-4\n")
+    cfg = resolve_config("toy", {"reg_weight": 1e-4}, [f], overrides=parse_set(["reg_weight=5e-5"]))
+    assert cfg["learning_rate"] == 0.001 and cfg["weight_decay"] == 0.0001 and cfg["reg_weight"] == 5e-5
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # the global loader is untouched
+
+
 def test_parse_set_without_equals():
     with pytest.raises(GraphrecError, match="key=value.*'novalue'"):
         parse_set(["novalue"])
