@@ -92,6 +92,40 @@ DATA_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _positive_ints(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v)
+
+
+#: Allowed ranges of the shared keys (checked after the type): key -> (test, what is allowed).
+#: Models check their own keys when they are built.
+RANGES: dict[str, tuple[Any, str]] = {
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
+    "epochs": (lambda v: v >= 0, ">= 0"),
+    "train_batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval_step": (lambda v: v >= 1, ">= 1"),
+    "stopping_step": (lambda v: v >= 0, ">= 0"),
+    "stopping_min_epochs": (lambda v: v >= 0, ">= 0"),
+    "eval_item_chunk": (lambda v: v >= 0, ">= 0 (0 = all items at once)"),
+    "learning_rate": (lambda v: v >= 0, ">= 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "embedding_size": (lambda v: v >= 1, ">= 1"),
+    "topk": (_positive_ints, "a non-empty list of positive integers, e.g. [10, 20]"),
+    "synth_users": (lambda v: v >= 2, ">= 2"),
+    "synth_items": (lambda v: v >= 2, ">= 2"),
+    "synth_interactions": (lambda v: v >= 1, ">= 1"),
+}
+
+
+def _check_range(key: str, value: Any, source: str) -> None:
+    rule = RANGES.get(key)
+    if rule is None or value is None:
+        return
+    test, allowed = rule
+    if not test(value):
+        raise GraphrecError(f"{source}: '{key}' must be {allowed}, got {value!r}")
+
+
 def _close(key: str, known: Iterable[str]) -> str:
     m = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean '{m[0]}'?)" if m else ""
@@ -177,5 +211,6 @@ def resolve_config(
                     f"run 'graphrec models {model_name}' to list the keys"
                 )
             config[key] = _check_type(key, value, defaults[key], source)
+            _check_range(key, config[key], source)
     config["model"] = model_name
     return config

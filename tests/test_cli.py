@@ -274,6 +274,33 @@ def case_wrong_type(tmp):
     return ["fit", "lightgcn", "--set", "train_batch_size=many"], ["'train_batch_size' must be an integer", "many"]
 
 
+def case_zero_batch(tmp):
+    return ["fit", "lightgcn", "--set", "train_batch_size=0"], ["'train_batch_size' must be >= 1, got 0"]
+
+
+def case_bad_topk(tmp):
+    return ["fit", "lightgcn", "--set", "topk=[0]"], ["'topk' must be a non-empty list of positive integers"]
+
+
+def case_zero_eval_step(tmp):
+    return ["fit", "lightgcn", "--set", "eval_step=0"], ["'eval_step' must be >= 1"]
+
+
+def case_bad_modality_name(tmp):
+    return ["fit", "lightgcn", "--set", "synth_modalities=[image, a/b]"], ["synth_modalities", "'a/b'"]
+
+
+def case_duplicate_modality(tmp):
+    return ["datasets", "synth", "--out", tmp / "out", "--modalities", "image,image"], ["'image' is listed more than once"]
+
+
+def case_evaluate_bad_override(tmp):
+    ck = tmp / "ck"
+    tiny = ["--set", "synth_users=30", "--set", "synth_items=40"]
+    assert invoke("fit", "mfbpr", "--epochs", "1", "--quiet", "--out", ck, *tiny).exit_code == 0
+    return ["evaluate", ck, "--set", "topk=[0]"], ["'topk' must be a non-empty list of positive integers"]
+
+
 def case_wrong_type_bool(tmp):
     return ["fit", "lightgcn", "--set", "filter_cold_users=maybe"], ["'filter_cold_users' must be true or false"]
 
@@ -326,6 +353,12 @@ def case_unknown_model_keys(tmp):
 
 
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
+
+
+@pytest.mark.parametrize("args", [["--seed", "-5"], ["--epochs", "-1"]])
+def test_out_of_range_options_are_usage_errors(args):
+    r = invoke("fit", "lightgcn", *args, "--quiet")
+    assert r.exit_code == 2 and f"Invalid value for '{args[0]}'" in r.output and args[1] in r.output
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])

@@ -75,6 +75,38 @@ def test_wrong_value_types(key, value, pattern):
         resolve_config("toy", MODEL_DEFAULTS, overrides={key: value})
 
 
+@pytest.mark.parametrize(
+    "key,value,pattern",
+    [
+        ("train_batch_size", 0, r"'train_batch_size' must be >= 1, got 0"),
+        ("eval_batch_size", -1, r"'eval_batch_size' must be >= 1"),
+        ("eval_step", 0, r"'eval_step' must be >= 1"),
+        ("epochs", -1, r"'epochs' must be >= 0"),
+        ("seed", -5, r"'seed' must be an integer in \[0, 2\^32\)"),
+        ("seed", 2**32, r"'seed' must be"),
+        ("learning_rate", -0.1, r"'learning_rate' must be >= 0"),
+        ("weight_decay", -1e-4, r"'weight_decay' must be >= 0"),
+        ("topk", [0], r"'topk' must be a non-empty list of positive integers"),
+        ("topk", [], r"'topk' must be a non-empty list"),
+        ("topk", [10, 2.5], r"'topk' must be a non-empty list"),
+        ("synth_items", 1, r"'synth_items' must be >= 2"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(key, value, pattern, tmp_path):
+    with pytest.raises(GraphrecError, match="^--set: " + pattern):
+        resolve_config("toy", MODEL_DEFAULTS, overrides={key: value})
+    f = tmp_path / "c.yaml"
+    f.write_text(f"{key}: {value}\n")
+    with pytest.raises(GraphrecError, match=f"^config file '{f}': " + pattern):
+        resolve_config("toy", MODEL_DEFAULTS, [f])
+
+
+def test_boundary_values_are_accepted():
+    cfg = resolve_config("toy", MODEL_DEFAULTS, overrides={
+        "epochs": 0, "seed": 0, "stopping_step": 0, "eval_item_chunk": 0, "weight_decay": 0, "topk": [1]})
+    assert cfg["epochs"] == 0 and cfg["topk"] == [1]
+
+
 def test_value_coercions():
     cfg = resolve_config("toy", MODEL_DEFAULTS, overrides={"epochs": 3.0, "learning_rate": 1, "data_dir": "x"})
     assert cfg["epochs"] == 3 and isinstance(cfg["epochs"], int)

@@ -140,8 +140,8 @@ def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[
 @click.option("--data-dir", type=click.Path(path_type=Path), help="MMRec-format folder (<name>.inter, <modality>_feat.npy, masks). Default: the embedded synthetic dataset.")
 @click.option("--config", "config_files", multiple=True, type=click.Path(), help="YAML file(s) of config overrides, applied in order (e.g. configs/dgmrec/baby.yaml).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable), e.g. --set knn_k=20 --set recon=0.")
-@click.option("--epochs", type=int, help="Maximum number of epochs (early stopping may end sooner).")
-@click.option("--seed", type=int, help="Random seed (python, numpy, torch, DGL).")
+@click.option("--epochs", type=click.IntRange(min=0), help="Maximum number of epochs (early stopping may end sooner).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (python, numpy, torch, DGL).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder for config.yaml, metrics.json and model.pt. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
@@ -340,7 +340,7 @@ def datasets() -> None:
 @click.option("--users", type=int, default=800, show_default=True)
 @click.option("--items", type=int, default=1000, show_default=True)
 @click.option("--modalities", default="image,text", show_default=True, help="Comma-separated modality names.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--mask/--no-mask", default=True, show_default=True, help="Also write missing_items_even.npy (1/(M+1) of items per number of missing modalities).")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty folder.")
 def datasets_synth(out, users, items, modalities, seed, mask, overwrite) -> None:
@@ -353,7 +353,9 @@ def datasets_synth(out, users, items, modalities, seed, mask, overwrite) -> None
     from graphrec.data.masks import generate_missing, save_mask_file
     from graphrec.data.synthetic import make_synthetic
 
-    mods = [m.strip() for m in modalities.split(",") if m.strip()]
+    from graphrec.data.features import check_modality_names
+
+    mods = check_modality_names([m.strip() for m in modalities.split(",") if m.strip()], "--modalities")
     if not mods:
         raise GraphrecError("--modalities needs at least one name")
     if users < 10 or items < 20:
@@ -416,7 +418,7 @@ def datasets_prepare(name, source, out, overwrite, min_rating, valid_seed) -> No
 @click.option("--ratio", "ratios", multiple=True, required=True, help="Missing ratio in [0, 1) (repeatable: nested masks), or 'even' for 1/(M+1) of items per number of missing modalities.")
 @click.option("--modalities", help="Comma-separated modality names (default: every <modality>_feat.npy).")
 @click.option("--dataset", help="Name of the <dataset>.inter file when the folder holds several.")
-@click.option("--seed", type=int, default=1225, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1225, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing mask files.")
 def mask(data_dir, ratios, modalities, dataset, seed, overwrite) -> None:
     """Write missing-modality masks missing_items_<ratio>.npy (authors' dict format).

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from graphrec.data.features import FEATURE_SUFFIX, discover_modalities, load_features
+from graphrec.data.features import FEATURE_SUFFIX, check_modality_names, discover_modalities, load_features
 from graphrec.data.imputation import impute
 from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions, read_inter
 from graphrec.data.masks import MissingModalities, generate_missing, load_mask_file
@@ -182,7 +182,7 @@ def load_dataset(config: dict[str, Any]) -> RecDataset:
 
 
 def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDataset:
-    mods = list(config.get("synth_modalities") or ["image", "text"])
+    mods = check_modality_names(list(config.get("synth_modalities") or ["image", "text"]), "synth_modalities")
     per_user = int(config.get("synth_interactions", 25))
     if per_user < 5:
         raise GraphrecError(f"'synth_interactions' must be >= 5 (every synthetic user has at least 5 items), got {per_user}")
@@ -239,7 +239,7 @@ def _load_directory(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
     new_items = None
     if config.get("new_items"):
         inter, new_items = _new_item_interactions(data_dir, name, inter)
-    mods = config.get("modalities") or discover_modalities(data_dir)
+    mods = check_modality_names(list(config["modalities"]), "modalities") if config.get("modalities") else discover_modalities(data_dir)
     # mask first: rows of missing items may legitimately hold NaN in the feature files
     missing = _load_mask(config, data_dir, mods, inter.n_items)
     features = {}

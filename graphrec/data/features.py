@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,20 @@ import numpy as np
 from graphrec.errors import GraphrecError
 
 FEATURE_SUFFIX = "_feat.npy"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_modality_names(names: list[str], source: str) -> list[str]:
+    """Modality names become file names (``<m>_feat.npy``) and graph relations (``knn_<m>``):
+    letters, digits, ``_``, ``.`` and ``-``, starting with a letter or digit, no duplicates.
+    Returns ``names``."""
+    for m in names:
+        if not isinstance(m, str) or not _NAME.fullmatch(m):
+            raise GraphrecError(f"{source}: modality name {m!r} must be letters, digits, _ . - and start with a letter or digit (e.g. image, text, audio)")
+    dup = sorted({m for m in names if names.count(m) > 1})
+    if dup:
+        raise GraphrecError(f"{source}: modality {dup[0]!r} is listed more than once")
+    return names
 
 
 def discover_modalities(data_dir: str | Path) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import graphrec
+from graphrec.config import resolve_config
 from graphrec.data.dataset import RecDataset, load_dataset
 from graphrec.data.interactions import atomic_write_bytes
 from graphrec.errors import GraphrecError
@@ -149,7 +150,11 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     cls = MODELS.get(payload["model"])
     # keys added to the model after the checkpoint was written take their defaults (which keep
     # the earlier behaviour); the checkpoint's own values and then the overrides win
-    config = {**getattr(cls, "default_config", {}), **payload["config"], **(overrides or {})}
+    checked = {}
+    if overrides:  # unknown keys, wrong types and out-of-range values are one-line errors
+        resolved = resolve_config(payload["model"], getattr(cls, "default_config", {}), overrides=overrides)
+        checked = {k: resolved[k] for k in overrides}
+    config = {**getattr(cls, "default_config", {}), **payload["config"], **checked}
     ds = dataset if dataset is not None else load_dataset(config)
     model = cls(ds, config)
     try:
