@@ -234,6 +234,17 @@ def case_header_only(tmp):
     return ["fit", "lightgcn", "--data-dir", _write(tmp, "userID\titemID\tx_label\n")], ["toy.inter", "no interaction rows"]
 
 
+def case_feature_no_columns(tmp):
+    d = write_mmrec_dir(tmp / "d", tiny_rows(), features={"image": np.zeros((15, 0), np.float32)})
+    return ["fit", "lightgcn", "--data-dir", d], ["image_feat.npy", "0 feature columns"]
+
+
+def case_feature_not_npy(tmp):
+    d = write_mmrec_dir(tmp / "d", tiny_rows(), features={"image": np.zeros((15, 2), np.float32)})
+    (d / "image_feat.npy").write_text("1,2\n3,4\n")
+    return ["fit", "lightgcn", "--data-dir", d], ["image_feat.npy", "is not a .npy file", "numpy.save"]
+
+
 def case_feature_rows(tmp):
     d = write_mmrec_dir(tmp / "d", tiny_rows(), features={"image": np.zeros((4, 3), np.float32)})
     return ["fit", "lightgcn", "--data-dir", d], ["image_feat.npy", "has 4 rows", "15 items"]

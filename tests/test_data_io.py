@@ -126,6 +126,10 @@ def test_feature_file_shape_and_dtype_errors(tmp_path):
     with pytest.raises(GraphrecError, match="numeric"):
         load_features(p, 4)
     p.write_bytes(b"not a numpy file")
+    with pytest.raises(GraphrecError, match="is not a .npy file"):
+        load_features(p, 4)
+    np.save(p, np.zeros((4, 2)))
+    p.write_bytes(p.read_bytes()[:-8])  # truncated: a .npy header, too little data
     with pytest.raises(GraphrecError, match="cannot be read"):
         load_features(p, 4)
     with pytest.raises(GraphrecError, match="does not exist"):

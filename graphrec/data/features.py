@@ -45,12 +45,17 @@ def load_features(path: str | Path, n_items: int, allow_nonfinite_rows: np.ndarr
     p = Path(path)
     if not p.is_file():
         raise GraphrecError(f"feature file '{p}' does not exist")
+    with open(p, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise GraphrecError(f"{p}: is not a .npy file (no .npy header); write features with numpy.save(path, array)")
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001
         raise GraphrecError(f"{p}: cannot be read as a .npy array ({type(exc).__name__}: {exc})") from None
     if arr.ndim != 2:
         raise GraphrecError(f"{p}: expected a 2-D array (items x dims), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise GraphrecError(f"{p}: has 0 feature columns (shape {arr.shape}); write at least one dimension per item or remove the file")
     if not np.issubdtype(arr.dtype, np.number):
         raise GraphrecError(f"{p}: expected numeric features, got dtype {arr.dtype}")
     if arr.shape[0] != n_items:
