@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import graphrec
-from graphrec.config import resolve_config
+from graphrec.config import DATA_DEFAULTS, TRAIN_DEFAULTS, resolve_config
 from graphrec.data.dataset import RecDataset, load_dataset
 from graphrec.data.interactions import atomic_write_bytes
 from graphrec.errors import GraphrecError
@@ -154,7 +154,8 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     if overrides:  # unknown keys, wrong types and out-of-range values are one-line errors
         resolved = resolve_config(payload["model"], getattr(cls, "default_config", {}), overrides=overrides)
         checked = {k: resolved[k] for k in overrides}
-    config = {**getattr(cls, "default_config", {}), **payload["config"], **checked}
+    defaults = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **getattr(cls, "default_config", {})}
+    config = {**defaults, **payload["config"], **checked}
     ds = dataset if dataset is not None else load_dataset(config)
     model = cls(ds, config)
     try:
