@@ -79,6 +79,21 @@ def test_single_conv_layer():
     assert "w" in LightGCNConv().extra_repr()
 
 
+def test_lightgcn_with_mean_conv_block_is_row_normalised():
+    """``ui_block=lightgcn_mean_conv``: LightGCN with CI2MG's ID propagation ``D^-1 A``."""
+    load_builtin()
+    ds = make_dataset(ROWS, n_users=U, n_items=N)
+    cfg = small_config("lightgcn", embedding_size=8, n_layers=2, ui_block="lightgcn_mean_conv")
+    model = LightGCN(ds, cfg)
+    user, item = model.representations()
+    e_u, e_i = model.user_emb.detach().numpy(), model.item_emb.detach().numpy()
+    ref_u, ref_i = dense_lightgcn(ds.train, U, N, e_u, e_i, 2, mode="rw")
+    np.testing.assert_allclose(user.detach().numpy(), ref_u, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(item.detach().numpy(), ref_i, rtol=1e-5, atol=1e-6)
+    sym_u, _ = dense_lightgcn(ds.train, U, N, e_u, e_i, 2, mode="sym")
+    assert not np.allclose(user.detach().numpy(), sym_u, atol=1e-4)
+
+
 def test_model_representations_and_gradients():
     load_builtin()
     assert MODELS.get("lightgcn") is LightGCN and BLOCKS.get("lightgcn") is LightGCNPropagation

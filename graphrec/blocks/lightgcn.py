@@ -38,6 +38,18 @@ class LightGCNConv(nn.Module):
         return f"weight={self.weight!r}"
 
 
+@register_block("lightgcn_mean_conv")
+class LightGCNMeanConv(LightGCNConv):
+    """A LightGCN layer with mean aggregation ``D^-1 A`` (edge weight ``w_mean``), CI2MG's ID graph.
+
+    ``graphrec fit lightgcn --set ui_block=lightgcn_mean_conv`` is CI2MG's ID branch (spec
+    9.2.1) trained on its own. Shapes: as :class:`LightGCNConv`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("w_mean")
+
+
 @register_block("lightgcn")
 class LightGCNPropagation(nn.Module):
     """``n_layers`` LightGCN layers; output = mean of layers ``0..L`` (L+1 terms).
