@@ -154,6 +154,7 @@ def test_intra_only_skips_the_transport(monkeypatch):
         raise AssertionError("the transport plan was computed")
 
     monkeypatch.setattr(model.transport, "forward", no_transport)
+    monkeypatch.setattr(model.transport, "from_cost", no_transport)
     with torch.no_grad():
         out = model.compute()
     for q, q_hat in zip(out["Q"], out["Q_hat"]):

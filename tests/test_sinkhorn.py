@@ -105,3 +105,14 @@ def test_both_paths_equal(log_domain):
     torch.manual_seed(0)
     cost = torch.rand(30, 30) * 20
     torch.testing.assert_close(sinkhorn(cost, 5.0, 10, log_domain=log_domain), sinkhorn_plain(cost, 5.0, 10), rtol=1e-4, atol=1e-7)
+
+
+@given(cost=_costs(max_value=60.0, square=False), eps=st.floats(0.5, 10.0), log_domain=st.sampled_from([None, True]))
+def test_transposed_view_gives_the_plan_of_the_transposed_cost(cost, eps, log_domain):
+    """CI2MG passes ``C.T`` (a view) for its second direction: same plan as a contiguous ``C.T``."""
+    got = sinkhorn(cost.T, eps, 10, log_domain=log_domain)
+    want = sinkhorn(cost.T.contiguous(), eps, 10, log_domain=log_domain)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    plain = sinkhorn_plain(cost.T.contiguous(), eps, 10)
+    if torch.isfinite(plain).all():
+        torch.testing.assert_close(got, plain, rtol=1e-4, atol=1e-6)

@@ -54,16 +54,20 @@ def sinkhorn(cost: torch.Tensor, epsilon: float = 5.0, n_iters: int = 10, log_do
     no kernel entry or scaling factor leaves the float32 range, and the log domain
     otherwise. Both equal :func:`sinkhorn_plain` (up to rounding) wherever it is finite.
     """
-    log_k = cost.detach().float() / (-float(epsilon))
-    r, c = log_k.shape
+    cost = cost.detach().float()
+    r, c = cost.shape
     log_r, log_c = math.log(r), math.log(c)
     if n_iters <= 0:
+        log_k = cost / (-float(epsilon))
         return torch.exp(log_k - torch.logsumexp(log_k.reshape(-1), 0) + log_r)
-    top = log_k.max()
+    # global min/max on a contiguous layout (a transposed cost, CI2MG's second direction, reduces
+    # several times slower in its own layout); the elements are the same
+    low, high = torch.aminmax(cost.T if cost.T.is_contiguous() and not cost.is_contiguous() else cost)
     if log_domain is None:
-        log_domain = not bool(top - log_k.min() <= SCALING_MAX_SPREAD)
+        log_domain = not bool((high - low) / float(epsilon) <= SCALING_MAX_SPREAD)
     if not log_domain:
-        k = (log_k - top).exp_()  # entries in [e^-40, 1]
+        # the max-shifted kernel exp(-(C - min C)/ε), entries in [e^-40, 1], built in one buffer
+        k = torch.sub(cost, low).mul_(-1.0 / float(epsilon)).exp_()
         v = torch.ones(c, dtype=k.dtype, device=k.device)
         for _ in range(int(n_iters)):
             u = 1.0 / (r * (k @ v))
@@ -71,6 +75,7 @@ def sinkhorn(cost: torch.Tensor, epsilon: float = 5.0, n_iters: int = 10, log_do
         k *= u.unsqueeze(1) * r
         k *= v.unsqueeze(0)
         return k
+    log_k = cost / (-float(epsilon))
     g = torch.zeros(c, dtype=log_k.dtype, device=log_k.device)
     for _ in range(int(n_iters)):
         f = -torch.logsumexp(log_k + g.unsqueeze(0), dim=1) - log_r
@@ -112,7 +117,10 @@ class SinkhornTransport(nn.Module):
         self.log_domain = log_domain
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        cost = squared_cost(source.detach(), target.detach())
+        return self.from_cost(squared_cost(source.detach(), target.detach()))
+
+    def from_cost(self, cost: torch.Tensor) -> torch.Tensor:
+        """The plan for a given cost matrix ``(R, C)`` (e.g. the transpose of another direction's)."""
         return sinkhorn(cost, self.epsilon, self.n_iters, self.log_domain)
 
     def extra_repr(self) -> str:

@@ -34,7 +34,7 @@ from graphrec.blocks.hypergraph import HypergraphPrototypeConv
 from graphrec.blocks.infonce import infonce
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.modality_aggregation import ModalityAggregation
-from graphrec.blocks.sinkhorn import SinkhornTransport
+from graphrec.blocks.sinkhorn import SinkhornTransport, squared_cost
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
@@ -178,13 +178,19 @@ class CI2MG(RecModel):
         if len(q) == 1 or not self.use_inter_modal:
             return list(q)
         cols = self._ot_columns()
+        costs = None
+        if len(q) == 2 and cols is None:
+            # the two directions' costs are transposes of each other: compute the N x N matrix once
+            c10 = squared_cost(q[1].detach(), q[0].detach())  # source q_1 -> target q_0 (k = 0)
+            costs = [c10, c10.T]
         out = []
         for k, qm in enumerate(q):
             # 2 modalities: the other one; 3+: the sum of the others (spec 5.2 step 6)
             others = [x for j, x in enumerate(q) if j != k]
             source = others[0] if len(others) == 1 else torch.stack(others).sum(0)
             target = qm if cols is None else qm[cols]
-            plan = self.transport(source, target)  # (N, N) or (N, S), no grad
+            # (N, N) or (N, S), no grad
+            plan = self.transport.from_cost(costs[k]) if costs is not None else self.transport(source, target)
             q_hat = plan @ target
             delta = self.delta(k)
             if delta is not None and delta.requires_grad:  # the reference_compat buffer is always 0
