@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from hypothesis.extra.numpy import arrays
 
 from graphrec.blocks.sinkhorn import SCALING_MAX_SPREAD, SinkhornTransport, sinkhorn, sinkhorn_plain, squared_cost
 from graphrec.registry import BLOCKS, load_builtin
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _costs(max_side: int = 24, max_value: float = 1.0, square: bool = True):
@@ -116,3 +119,21 @@ def test_transposed_view_gives_the_plan_of_the_transposed_cost(cost, eps, log_do
     plain = sinkhorn_plain(cost.T.contiguous(), eps, 10)
     if torch.isfinite(plain).all():
         torch.testing.assert_close(got, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_ot_scaling_benchmark_runs(tmp_path):
+    """benchmarks/bench_ot_scaling.py: one subprocess per size, a JSON record per size."""
+    import importlib.util
+    import json
+
+    path = REPO / "benchmarks" / "bench_ot_scaling.py"
+    spec = importlib.util.spec_from_file_location("bench_ot_scaling", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "ot.json"
+    assert bench.main(["--sizes", "64", "96", "--repeats", "1", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [r["n_items"] for r in records] == [64, 96]
+    for r in records:
+        assert r["path"] == "scaling-vector" and r["s_per_plan"] > 0 and r["s_per_batch_2_modalities"] > 0
+        assert len(r["s_per_batch_2_modalities_all"]) == 1
