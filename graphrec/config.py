@@ -59,6 +59,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # exclude validation items when ranking for test (false = the authors' protocol, spec 2.4)
     "eval_mask_valid_in_test": True,
     "device": "auto",
+    # deterministic torch kernels: one seed and thread count give one result on CPU
+    # (graphrec.train.seed.set_deterministic); false allows nondeterministic ones
+    "deterministic": True,
     "embedding_size": 64,
 }
 

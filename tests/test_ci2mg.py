@@ -70,6 +70,8 @@ def test_registered_with_blocks_and_defaults():
     assert cfg["lamb_1"] == 1.0 and cfg["lamb_2"] == 1.0 and cfg["temp"] == 1.0
     assert cfg["ci2mg_contrastive"] == "paper" and cfg["ci2mg_loss_weighting"] == "code"
     assert cfg["reference_compat"] is False
+    # the settings of the documented comparisons (docs/models/ci2mg.md); the presets keep the authors'
+    assert (cfg["epochs"], cfg["train_batch_size"], cfg["learning_rate"], cfg["stopping_step"]) == (300, 1024, 3e-3, 50)
 
 
 @pytest.mark.parametrize("name", ["baby", "sports", "clothing", "tiktok"])

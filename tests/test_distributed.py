@@ -10,6 +10,7 @@ process on the same global batches. Collectives time out after 60 s and the laun
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -186,9 +187,15 @@ def test_spawn_local_stops_a_rank_left_behind():
     from graphrec.errors import GraphrecError
 
     t0 = time.monotonic()
-    with pytest.raises(GraphrecError, match=r"rank\(s\) \[1\] still running"):
+    with pytest.raises(GraphrecError, match=r"rank\(s\) \[1\] still running") as info:
         spawn_local(_rank1_hangs, 2, straggler_s=2, timeout_s=100)
     assert time.monotonic() - t0 < 60  # stopped by the straggler bound, not the overall timeout
+    # where the stuck rank was: its faulthandler stack, asked for before it was stopped
+    message = str(info.value)
+    assert "rank 1 was at File" in message and "_rank1_hangs" in message
+    kept = message.split("(all threads: ", 1)[1].split(")", 1)[0]
+    assert "time.sleep" in open(kept).read() or "_rank1_hangs" in open(kept).read()
+    os.unlink(kept)
 
 
 def test_spawn_local_reports_a_crash_and_stops_the_rest():

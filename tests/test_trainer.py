@@ -48,6 +48,37 @@ def test_same_seed_bit_identical():
         assert torch.equal(s1[k], s2[k]), k
 
 
+def test_deterministic_kernels_make_index_backward_reproducible():
+    """On CPU with 2 threads, x[idx]'s backward (repeated idx, as in every BPR loss) accumulates in a
+    varying order unless torch's deterministic kernels are on; the trainer turns them on."""
+    from graphrec.train.seed import set_deterministic
+
+    before, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x, idx = torch.randn(1000, 192, generator=gen), torch.randint(0, 1000, (1024,), generator=gen)
+        weights = torch.rand(1024, 192, generator=gen)
+
+        def grad():
+            xi = x.clone().requires_grad_(True)
+            (xi[idx] * weights).sum().backward()
+            return xi.grad
+
+        set_deterministic(True)
+        first = grad()
+        assert all(torch.equal(first, grad()) for _ in range(8))
+        _, _, cfg = build("lightgcn", epochs=1, deterministic=False)
+        set_deterministic(True)
+        Trainer(*build("lightgcn", epochs=1, deterministic=False)[:2], cfg, progress=False)
+        assert not torch.are_deterministic_algorithms_enabled()  # the key is honoured
+        Trainer(*build("lightgcn", epochs=1)[:3], progress=False)
+        assert torch.are_deterministic_algorithms_enabled()  # default: on
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.set_num_threads(threads)
+
+
 def test_different_seed_differs():
     t1, r1 = run(epochs=2, seed=5)
     t2, r2 = run(epochs=2, seed=6)

@@ -280,6 +280,13 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    # the launcher asks a stuck rank where it is (SIGUSR1) before stopping it
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        stack_file = open(Path(errdir, f"rank{local_rank}.stack"), "w")  # noqa: SIM115 - lives as long as the rank
+        faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     code = 0
     try:
         fn(*args)
@@ -296,6 +303,32 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _stuck_stacks(processes: list, ranks: list[int], errdir: str) -> str:
+    """Python stacks of the stuck ``ranks`` (their faulthandler output on SIGUSR1), as text for the
+    error message: the innermost frame of the main thread of each, plus the file holding them all."""
+    import signal
+
+    if not hasattr(signal, "SIGUSR1"):
+        return ""
+    for r in ranks:
+        try:
+            os.kill(processes[r].pid, signal.SIGUSR1)
+        except (OSError, AttributeError, TypeError):
+            pass
+    time.sleep(1.0)
+    parts = []
+    for r in ranks:
+        text = Path(errdir, f"rank{r}.stack").read_text() if Path(errdir, f"rank{r}.stack").exists() else ""
+        if not text.strip():
+            continue
+        keep = Path(tempfile.gettempdir(), f"graphrec-stuck-rank{r}-{os.getpid()}.txt")
+        keep.write_text(text)
+        current = text.split("Current thread", 1)[-1].splitlines()
+        frame = next((line.strip() for line in current if line.strip().startswith("File ")), "?")
+        parts.append(f"rank {r} was at {frame} (all threads: {keep})")
+    return ("; " + "; ".join(parts)) if parts else ""
 
 
 def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | None = None,
@@ -327,9 +360,10 @@ def spawn_local(fn: Callable, nproc: int, args: tuple = (), timeout_s: float | N
                     first_done = now
                 if first_done is not None and now - first_done > straggler_s:
                     stuck = [i for i, p in enumerate(ctx.processes) if p.is_alive()]
+                    where = _stuck_stacks(ctx.processes, stuck, errdir)
                     raise GraphrecError(
                         f"rank(s) {stuck} still running {straggler_s:g} s after another rank finished; their processes "
-                        "were stopped (a lost collective: see docs/scaling.md)"
+                        f"were stopped (a lost collective: see docs/scaling.md){where}"
                     )
         except (mp.ProcessExitedException, mp.ProcessRaisedException) as exc:
             errs = sorted(Path(errdir).glob("rank*.err"), key=lambda p: int(p.stem[4:]))

@@ -37,7 +37,7 @@ from graphrec.errors import GraphrecError
 from graphrec.eval.evaluator import EvalResult, EvalSums, Evaluator
 from graphrec.models.base import RecModel
 from graphrec.train.distributed import SINGLE, DistContext, all_gather, allreduce_gradients, broadcast_state, loss_contribution, run_on_main
-from graphrec.train.seed import resolve_device, set_seed
+from graphrec.train.seed import resolve_device, set_deterministic, set_seed
 
 
 class Callback:
@@ -113,6 +113,7 @@ class Trainer:
         self.console = console or Console(stderr=True)
         self.show_progress = progress and self.dist.is_main
         self.rng = set_seed_rng(config)
+        set_deterministic(bool(config.get("deterministic", True)))
         self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
         self.evaluator = Evaluator(
             dataset,
