@@ -201,3 +201,22 @@ def test_spawn_local_stops_a_rank_left_behind():
 def test_spawn_local_reports_a_crash_and_stops_the_rest():
     with pytest.raises(RuntimeError, match="a distributed rank failed"):
         spawn_local(_rank0_crashes, 2, timeout_s=100)
+
+
+@pytest.mark.parametrize("spawned", [True, False])
+def test_shutdown_skips_destroy_in_spawned_ranks(monkeypatch, spawned):
+    """gloo's destroy_process_group can block forever once the peer has exited: ranks started by
+    spawn_local (which end with os._exit) stop after the barrier; other processes destroy the group."""
+    import graphrec.train.distributed as D
+
+    calls = []
+    monkeypatch.setattr(D.dist, "is_available", lambda: True)
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(D.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(D.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    if spawned:
+        monkeypatch.setenv(D.SPAWNED_RANK_ENV, "1")
+    else:
+        monkeypatch.delenv(D.SPAWNED_RANK_ENV, raising=False)
+    D.shutdown()
+    assert calls == (["barrier"] if spawned else ["barrier", "destroy"])

@@ -122,15 +122,22 @@ def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S)
     return DistContext(rank, world, local, backend)
 
 
+#: Set in the ranks :func:`spawn_local` starts; they end with ``os._exit`` after their work.
+SPAWNED_RANK_ENV = "GRAPHREC_SPAWNED_RANK"
+
+
 def shutdown() -> None:
     """Leave the process group. All ranks first meet at a barrier, so none tears the group down
-    while another is still inside a collective (a gloo rank left alone in
-    ``destroy_process_group`` can wait forever)."""
+    while another is still inside a collective. Ranks started by :func:`spawn_local` stop there:
+    they end with ``os._exit`` right after, and gloo's ``destroy_process_group`` can block forever
+    (holding the GIL) in a rank whose peer has already exited, which happened in about 1 of 10
+    local 2-rank runs. Other processes (torchrun, the Python API) destroy the group."""
     if dist.is_available() and dist.is_initialized():
         try:
             dist.barrier()
         finally:
-            dist.destroy_process_group()
+            if os.environ.get(SPAWNED_RANK_ENV) != "1":
+                dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- batches and gradients
@@ -273,7 +280,7 @@ def free_port() -> int:
 def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, args: tuple) -> None:
     os.environ.update({
         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
-        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc), SPAWNED_RANK_ENV: "1",
     })
     # every rank is on this machine: gloo talks over loopback instead of resolving the host name
     if "GLOO_SOCKET_IFNAME" not in os.environ and Path("/sys/class/net/lo").exists():
