@@ -114,13 +114,14 @@ RANGES: dict[str, tuple[Any, str]] = {
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "embedding_size": (lambda v: v >= 1, ">= 1"),
     "topk": (_positive_ints, "a non-empty list of positive integers, e.g. [10, 20]"),
-    "synth_users": (lambda v: v >= 2, ">= 2"),
-    "synth_items": (lambda v: v >= 2, ">= 2"),
-    "synth_interactions": (lambda v: v >= 1, ">= 1"),
+    "synth_users": (lambda v: v >= 10, ">= 10"),
+    "synth_items": (lambda v: v >= 20, ">= 20"),
+    "synth_interactions": (lambda v: v >= 5, ">= 5 (every synthetic user has at least 5 items)"),
 }
 
 
-def _check_range(key: str, value: Any, source: str) -> None:
+def check_range(key: str, value: Any, source: str) -> None:
+    """One-line :class:`GraphrecError` if ``value`` is outside the allowed range of ``key`` (:data:`RANGES`)."""
     rule = RANGES.get(key)
     if rule is None or value is None:
         return
@@ -214,6 +215,6 @@ def resolve_config(
                     f"run 'graphrec models {model_name}' to list the keys"
                 )
             config[key] = _check_type(key, value, defaults[key], source)
-            _check_range(key, config[key], source)
+            check_range(key, config[key], source)
     config["model"] = model_name
     return config

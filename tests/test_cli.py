@@ -152,7 +152,7 @@ def test_datasets_synth_files(synth_dir):
     m = load_mask_file(synth_dir / "missing_items_even.npy", ["image", "text"], 120)
     np.testing.assert_array_equal(np.bincount(m.count()), [40, 40, 40])
     assert_user_error(invoke("datasets", "synth", "--out", synth_dir), "not empty")
-    assert_user_error(invoke("datasets", "synth", "--out", synth_dir / "x", "--users", "3"), "--users must be >= 10")
+    assert_user_error(invoke("datasets", "synth", "--out", synth_dir / "x", "--users", "3"), "--users: 'synth_users' must be >= 10")
 
 
 def test_fit_on_written_folder(synth_dir, tmp_path):

@@ -89,7 +89,8 @@ def test_wrong_value_types(key, value, pattern):
         ("topk", [0], r"'topk' must be a non-empty list of positive integers"),
         ("topk", [], r"'topk' must be a non-empty list"),
         ("topk", [10, 2.5], r"'topk' must be a non-empty list"),
-        ("synth_items", 1, r"'synth_items' must be >= 2"),
+        ("synth_items", 19, r"'synth_items' must be >= 20"),
+        ("synth_interactions", 4, r"'synth_interactions' must be >= 5 \(every synthetic user"),
     ],
 )
 def test_out_of_range_values_are_one_line_errors(key, value, pattern, tmp_path):

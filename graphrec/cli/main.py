@@ -358,8 +358,10 @@ def datasets_synth(out, users, items, modalities, seed, mask, overwrite) -> None
     mods = check_modality_names([m.strip() for m in modalities.split(",") if m.strip()], "--modalities")
     if not mods:
         raise GraphrecError("--modalities needs at least one name")
-    if users < 10 or items < 20:
-        raise GraphrecError("--users must be >= 10 and --items >= 20")
+    from graphrec.config import check_range
+
+    check_range("synth_users", users, "--users")
+    check_range("synth_items", items, "--items")
     out_dir = _prepare_out(out, "synth", "data", overwrite)
     syn = make_synthetic(n_users=users, n_items=items, modalities=mods, seed=seed)
     write_inter(out_dir / "synthetic.inter", syn.inter.users, syn.inter.items, syn.inter.labels)

@@ -183,9 +183,7 @@ def load_dataset(config: dict[str, Any]) -> RecDataset:
 
 def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDataset:
     mods = check_modality_names(list(config.get("synth_modalities") or ["image", "text"]), "synth_modalities")
-    per_user = int(config.get("synth_interactions", 25))
-    if per_user < 5:
-        raise GraphrecError(f"'synth_interactions' must be >= 5 (every synthetic user has at least 5 items), got {per_user}")
+    per_user = int(config.get("synth_interactions", 25))  # >= 5, checked with the config (RANGES)
     syn = make_synthetic(
         n_users=int(config["synth_users"]), n_items=int(config["synth_items"]), modalities=mods, seed=int(config["synth_seed"]),
         mean_interactions=per_user,
