@@ -150,12 +150,12 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     cls = MODELS.get(payload["model"])
     # keys added to the model after the checkpoint was written take their defaults (which keep
     # the earlier behaviour); the checkpoint's own values and then the overrides win
+    model_defaults = getattr(cls, "default_config", {})
     checked = {}
     if overrides:  # unknown keys, wrong types and out-of-range values are one-line errors
-        resolved = resolve_config(payload["model"], getattr(cls, "default_config", {}), overrides=overrides)
+        resolved = resolve_config(payload["model"], model_defaults, overrides=overrides)
         checked = {k: resolved[k] for k in overrides}
-    defaults = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **getattr(cls, "default_config", {})}
-    config = {**defaults, **payload["config"], **checked}
+    config = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **model_defaults, **payload["config"], **checked}
     ds = dataset if dataset is not None else load_dataset(config)
     model = cls(ds, config)
     try:

@@ -130,7 +130,7 @@ def shutdown() -> None:
     """Leave the process group. All ranks first meet at a barrier, so none tears the group down
     while another is still inside a collective. Ranks started by :func:`spawn_local` stop there:
     they end with ``os._exit`` right after, and gloo's ``destroy_process_group`` can block forever
-    (holding the GIL) in a rank whose peer has already exited, which happened in about 1 of 10
+    (holding the GIL) in a rank whose peer has already exited, which happened in 3 of about 45
     local 2-rank runs. Other processes (torchrun, the Python API) destroy the group."""
     if dist.is_available() and dist.is_initialized():
         try:
@@ -327,7 +327,8 @@ def _stuck_stacks(processes: list, ranks: list[int], errdir: str) -> str:
     time.sleep(1.0)
     parts = []
     for r in ranks:
-        text = Path(errdir, f"rank{r}.stack").read_text() if Path(errdir, f"rank{r}.stack").exists() else ""
+        stack = Path(errdir, f"rank{r}.stack")
+        text = stack.read_text() if stack.exists() else ""
         if not text.strip():
             continue
         keep = Path(tempfile.gettempdir(), f"graphrec-stuck-rank{r}-{os.getpid()}.txt")
