@@ -29,7 +29,6 @@ If "full" equals "ID only", the modality channel does not change any ranking.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -136,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             first = False
     Console(width=200).print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=2))
-        tmp.replace(args.json)
+        from graphrec.data.interactions import atomic_write_json
+
+        atomic_write_json(args.json, rows)
     return 0
 
 

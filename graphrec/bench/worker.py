@@ -103,30 +103,13 @@ def timed_knn(bucket: list[float]) -> Iterator[None]:
             m.knn_topk = original
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from graphrec.data.interactions import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
-def _json_default(o: Any):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[str, Any]:
     """Train ``spec``'s model, evaluate it (and its generated features for ``retrieval``) and measure."""
     import torch
 
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
+    from graphrec.data.interactions import atomic_write_json
     from graphrec.models.build import build_model
     from graphrec.registry import MODELS, import_plugins, load_builtin
     from graphrec.train.trainer import Callback, Trainer
@@ -163,7 +146,7 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[st
     class Progress(Callback):
         def on_epoch_end(self, trainer, epoch, logs) -> None:
             if progress_path is not None:
-                _write_json(progress_path, {"epoch": epoch + 1, "epochs": int(config["epochs"]), "loss": logs.get("loss")})
+                atomic_write_json(progress_path, {"epoch": epoch + 1, "epochs": int(config["epochs"]), "loss": logs.get("loss")})
 
     trainer = Trainer(model, dataset, config, callbacks=[Progress()], progress=False)
     eval_s: list[float] = []
@@ -251,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads(Path(args[0]).read_text())
     progress = Path(args[2]) if len(args) == 3 else None
+    from graphrec.data.interactions import atomic_write_json
     from graphrec.errors import GraphrecError
 
     try:
@@ -258,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except GraphrecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    _write_json(Path(args[1]), record)
+    atomic_write_json(Path(args[1]), record)
     return 0
 
 

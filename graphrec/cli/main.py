@@ -92,26 +92,10 @@ def _prepare_out(out: Path | None, model: str, dataset: str, overwrite: bool) ->
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from graphrec.data.interactions import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
-
-
 def _group_metrics(topk: list[int]) -> tuple[str, str]:
     """Columns of the per-group table: recall/ndcg at 20, or at the largest computed K."""
     k = 20 if 20 in topk else max(topk)
     return (f"recall@{k}", f"ndcg@{k}")
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[str, ...], **direct: Any) -> dict:
@@ -206,7 +190,7 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
         console.print(f"data-parallel: {dist.world_size} processes, backend {dist.backend}")
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
                   f"{len(dataset.train)} train rows, modalities {', '.join(dataset.modalities) or 'none'}")
-    from graphrec.data.interactions import atomic_write_bytes
+    from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
 
     if dist.is_main:
         atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
@@ -218,7 +202,7 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
         return
     extra = {"distributed": {"world_size": dist.world_size, "backend": dist.backend}} if dist.enabled else {}
     save_checkpoint(out_dir / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
-    _write_json(out_dir / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
+    atomic_write_json(out_dir / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:
         console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
@@ -241,6 +225,7 @@ def evaluate(checkpoint, split, data_dir, sets, as_json, plugins) -> None:
     Plugin modules recorded in the checkpoint are imported automatically.
     """
     from graphrec.config import parse_set
+    from graphrec.data.interactions import json_default
     from graphrec.eval.evaluator import Evaluator
     from graphrec.train.checkpoint import load_model
     from graphrec.train.trainer import groups_table
@@ -257,7 +242,7 @@ def evaluate(checkpoint, split, data_dir, sets, as_json, plugins) -> None:
                    item_chunk=int(cfg.get("eval_item_chunk", 0)))
     res = ev.evaluate(model.scorer(), split)
     if as_json:
-        click.echo(json.dumps({"model": payload["model"], **res.to_dict()}, default=_json_default))
+        click.echo(json.dumps({"model": payload["model"], **res.to_dict()}, default=json_default))
         return
     console = Console()
     table = Table(title=f"{payload['model']} on {dataset.name}: {split} ({res.n_users} users)")
@@ -491,7 +476,7 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> Non
                                refinement edges point from neighbours into items missing m
     Items missing every modality are generated too.
     """
-    from graphrec.data.interactions import atomic_save_npy
+    from graphrec.data.interactions import atomic_save_npy, atomic_write_json
     from graphrec.graph.io import save_item_graph
 
     if lam is not None and not 0.0 <= lam <= 1.0:
@@ -512,7 +497,7 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> Non
         save_item_graph(out_dir / f"{m}_item_graph.npz", r["graph"], r["refined"])
         refined_edges = int(r["refined"][r["graph"].tocoo().row].sum())
         summary[m] = {"generated_rows": int(r["generated"].sum()), "edges": int(r["graph"].nnz), "refinement_edges": refined_edges}
-    _write_json(out_dir / "refine_summary.json", {"checkpoint": str(checkpoint), "observed_rows": observed_rows, "modalities": summary})
+    atomic_write_json(out_dir / "refine_summary.json", {"checkpoint": str(checkpoint), "observed_rows": observed_rows, "modalities": summary})
     table = Table(title=f"refined graphs of {dataset.name}")
     for col in ("modality", "generated rows", "edges", "refinement edges"):
         table.add_column(col, justify="right" if col != "modality" else "left")

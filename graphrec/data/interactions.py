@@ -123,6 +123,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def json_default(o):
+    """``json.dumps`` ``default=``: numpy scalars and arrays as Python numbers and lists, else ``str``."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON (numpy values allowed, :func:`json_default`) atomically."""
+    import json
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=json_default) + "\n").encode())
+
+
 def atomic_save_npy(path: str | Path, array, allow_pickle: bool = False) -> None:
     """``np.save`` atomically (the file name is used exactly as given)."""
     import io
