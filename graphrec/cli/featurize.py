@@ -3,7 +3,6 @@
 Registered on the ``graphrec`` group by :mod:`graphrec.cli.main`, whose group turns a
 :class:`GraphrecError` into one ``Error: ...`` line (exit status 2). The encoders live in
 :mod:`graphrec.data.featurize`; their packages are the optional extra ``graphrec[featurize]``.
-This module does not import :mod:`graphrec.cli.main` (which imports it).
 """
 
 from __future__ import annotations
@@ -17,13 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from graphrec.cli.common import CONTEXT, _console
 from graphrec.errors import GraphrecError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _console(quiet: bool = False) -> Console:
-    return Console(stderr=True, quiet=quiet)
 
 
 @click.group(context_settings=CONTEXT)
@@ -138,9 +132,17 @@ def _read_ids(path: Path | None) -> list[str] | None:
 
 def _run(modality: str, encoder_name: str, items, source: dict[str, Any], *, out, item_ids, batch_size, chunk_size,
          device, threads, overwrite, restart, quiet) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    from graphrec.data.featurize import build_encoder, featurize as run_featurize, output_paths
+    from graphrec.data.featurize import build_encoder, output_paths
+    from graphrec.data.featurize import featurize as run_featurize
 
     console = _console(quiet)
     paths = output_paths(out)

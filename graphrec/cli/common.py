@@ -1,0 +1,92 @@
+"""Shared pieces of the ``graphrec`` command modules: the error group, the console, options and helpers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from graphrec.errors import GraphrecError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # one line, no usage block
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+class GraphrecGroup(click.Group):
+    """Turns :class:`GraphrecError` (and a few library errors) into one-line exit-2 errors."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GraphrecError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted") from None
+
+
+def _console(quiet: bool = False) -> Console:
+    return Console(stderr=True, quiet=quiet)
+
+
+PLUGIN_HELP = (
+    "Import this module first (repeatable; the current directory is importable), "
+    "e.g. --plugin examples.attention_block to register custom blocks or models."
+)
+
+
+def plugin_option(f):
+    """The ``--plugin MODULE`` option (repeatable) of the group and of several commands."""
+    return click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help=PLUGIN_HELP)(f)
+
+
+def _import_plugins(plugins: tuple[str, ...]) -> None:
+    from graphrec.registry import import_plugins
+
+    import_plugins(plugins)
+
+
+def _prepare_out(out: Path | None, model: str, dataset: str, overwrite: bool) -> Path:
+    if out is None:
+        out = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise GraphrecError(f"--out '{out}' is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise GraphrecError(f"output folder '{out}' is not empty; choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _group_metrics(topk: list[int]) -> tuple[str, str]:
+    """Columns of the per-group table: recall/ndcg at 20, or at the largest computed K."""
+    k = 20 if 20 in topk else max(topk)
+    return (f"recall@{k}", f"ndcg@{k}")
+
+
+def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[str, ...], **direct: Any) -> dict:
+    from graphrec.config import parse_set, resolve_config
+    from graphrec.registry import BLOCKS, MODELS, load_builtin
+
+    load_builtin()
+    cls = MODELS.get(model)
+    overrides = parse_set(sets)
+    overrides.update({k: v for k, v in direct.items() if v is not None})
+    config = resolve_config(model, cls.default_config, config_files, overrides)
+    for key in getattr(cls, "block_slots", {}):  # fail before loading data; full checks at build
+        name = config.get(key)
+        if isinstance(name, str) and name not in BLOCKS:
+            try:
+                BLOCKS.get(name)
+            except GraphrecError as exc:
+                raise GraphrecError(f"config key '{key}': {exc}; pass --plugin MODULE if a plugin registers it") from None
+    return config
+
+
