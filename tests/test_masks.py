@@ -15,6 +15,7 @@ from graphrec.data.masks import (
     MissingModalities,
     generate_missing,
     load_mask_file,
+    mask_file_keys,
     mask_file_name,
     save_mask_file,
 )
@@ -97,21 +98,72 @@ def test_mask_file_round_trip_and_errors(tmp_path):
     assert p.name == "missing_items_0.6.npy"
     assert mask_file_name(0.666) == "missing_items_0.666.npy"
     save_mask_file(p, m)
-    raw = np.load(p, allow_pickle=True).item()  # the authors' loader works on our files
-    assert isinstance(raw, dict) and set(raw) == set(m.to_key_dict()) == {"v", "t", "a", "vt", "va", "ta", "all"}
+    raw = np.load(p, allow_pickle=False)  # graphrec's format needs no pickle: one bool field per modality
+    assert raw.dtype.names == ("image", "text", "audio") and raw.shape == (50,)
+    np.testing.assert_array_equal(raw["text"], m.missing["text"])
     back = load_mask_file(p, ["image", "text", "audio"], 50)
     np.testing.assert_array_equal(as_matrix(back), as_matrix(m))
+    assert set(mask_file_keys(p)) == set(m.to_key_dict()) == {"v", "t", "a", "vt", "va", "ta", "all"}
+    # fields of modalities the dataset does not load are ignored; a modality without a field misses nothing
+    two = load_mask_file(p, ["image", "video"], 50)
+    np.testing.assert_array_equal(two.missing["image"], m.missing["image"])
+    assert not two.missing["video"].any()
 
     with pytest.raises(GraphrecError, match="does not exist"):
         load_mask_file(tmp_path / "missing_items_0.1.npy", ["image"], 5)
+    with pytest.raises(GraphrecError, match="has 50 rows but the dataset has 49 items"):
+        load_mask_file(p, ["image", "text", "audio"], 49)
+    with pytest.raises(GraphrecError, match="none of this dataset's"):
+        load_mask_file(p, ["video"], 50)
     arr = tmp_path / "missing_items_arr.npy"
     np.save(arr, np.arange(3))
-    with pytest.raises(GraphrecError, match=r"missing_items_arr\.npy: expected a pickled dict"):
+    with pytest.raises(GraphrecError, match=r"missing_items_arr\.npy: expected a mask"):
         load_mask_file(arr, ["image"], 5)
     junk = tmp_path / "missing_items_junk.npy"
     junk.write_bytes(b"garbage")
     with pytest.raises(GraphrecError, match=r"missing_items_junk\.npy: cannot be read"):
         load_mask_file(junk, ["image"], 5)
+    listed = tmp_path / "missing_items_list.npy"
+    np.save(listed, np.array([{"v": [1]}, 2], dtype=object), allow_pickle=True)
+    with pytest.raises(GraphrecError, match="expected a mask"):
+        load_mask_file(listed, ["image"], 5)
+
+
+def test_authors_pickled_dict_still_loads(tmp_path):
+    """The DGMRec authors' format (an np.save'd dict of id arrays, lists and ints too) loads without running code."""
+    p = tmp_path / "missing_items_0.5.npy"
+    np.save(p, np.array({"v": np.array([0, 3]), "t": [1], "all": np.int64(2)}, dtype=object), allow_pickle=True)
+    m = load_mask_file(p, ["image", "text"], 5)
+    np.testing.assert_array_equal(as_matrix(m), [[1, 0], [0, 1], [1, 1], [1, 0], [0, 0]])
+
+
+class _WritesAFile:
+    """Unpickling this object creates ``path`` (as a crafted mask or checkpoint would run any code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_mask_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "missing_items_0.6.npy"
+    np.save(p, np.array({"v": np.array([1]), "t": _WritesAFile(marker)}, dtype=object), allow_pickle=True)
+    np.load(p, allow_pickle=True)  # the plain numpy loader runs the payload: the test can fail
+    assert marker.exists()
+    marker.unlink()
+    with pytest.raises(GraphrecError) as info:
+        load_mask_file(p, ["image", "text"], 5)
+    msg = str(info.value)
+    assert "\n" not in msg and str(p) in msg and "io.open" in msg and "not plain data" in msg
+    assert not marker.exists()
+    # an array subclass is refused too (only numpy.ndarray is rebuilt)
+    sub = tmp_path / "missing_items_sub.npy"
+    np.save(sub, np.array({"v": np.ma.masked_array([1])}, dtype=object), allow_pickle=True)
+    with pytest.raises(GraphrecError, match="not plain data"):
+        load_mask_file(sub, ["image"], 5)
 
 
 # ----------------------------------------------------------------------------- generation protocol
@@ -202,7 +254,8 @@ def test_tiktok_mask_with_image_audio(shared_data):
     """tiktok 0.6 mask read with the modalities that have features (image/audio): 't' letters dropped."""
     p = shared_data / "dgmrec-masks" / "tiktok" / "missing_items_0.6.npy"
     require_files(p)
-    raw = np.load(p, allow_pickle=True).item()
+    raw = mask_file_keys(p)  # the restricted reader gives the same dict as np.load(allow_pickle=True)
+    assert all((raw[k] == v).all() for k, v in np.load(p, allow_pickle=True).item().items())
     sizes = {k: len(v) for k, v in raw.items()}
     assert sizes == {"t": 445, "v": 447, "a": 448, "tv": 447, "ta": 446, "va": 448, "all": 1343}  # spec 1.6
     three = load_mask_file(p, ["image", "text", "audio"], 6710)

@@ -1,10 +1,20 @@
-"""Missing-modality masks: the authors' ``missing_items_<ratio>.npy`` files and the papers' protocols.
+"""Missing-modality masks: ``missing_items_<ratio>.npy`` files and the papers' protocols.
 
-A mask file is a pickled ``dict`` of disjoint item-id arrays whose keys name the
-combination of missing modalities (spec 1.3): one letter per modality (``t`` text,
-``v`` image/visual, ``a`` audio), several letters for several (``tv``), and ``all``
-for every modality. Modalities without a one-letter code are written as names
-joined with ``+`` (``video+text``).
+Two file formats load everywhere a mask is read (``--set missing_ratio``, ``mask_file``, the
+only ``missing_items_*.npy`` of a data folder, ``bench``, ``datasets prepare``):
+
+* **graphrec's format** (written by ``graphrec mask``, ``datasets synth``, ``datasets prepare``):
+  a plain ``.npy`` holding a ``(N,)`` structured bool array with one field per modality,
+  ``True`` where the item misses that modality; it loads with
+  ``np.load(path, allow_pickle=False)`` (``arr["image"]``). Fields naming modalities the
+  dataset does not load are ignored; a dataset modality without a field misses nothing.
+* **the DGMRec authors' format**: a pickled ``dict`` of disjoint item-id arrays whose keys name
+  the combination of missing modalities (spec 1.3): one letter per modality (``t`` text,
+  ``v`` image/visual, ``a`` audio), several letters for several (``tv``), and ``all``
+  for every modality; modalities without a one-letter code are names joined with ``+``
+  (``video+text``). It is read by a restricted unpickler that builds only numpy arrays,
+  dicts, lists, tuples, numbers and strings: any other object in the pickle (the way a
+  crafted file would run code) is refused with a one-line :class:`GraphrecError`.
 
 :class:`MissingModalities` holds the per-item boolean view used everywhere else:
 ``missing[m]`` is Ω_m, :meth:`only` is Ω_m^1, :meth:`complete` is C.
@@ -13,8 +23,10 @@ joined with ``+`` (``video+text``).
 from __future__ import annotations
 
 import itertools
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,24 +141,157 @@ class MissingModalities:
                 missing[m][ids] = True
         return cls(list(modalities), missing)
 
+    # ----- graphrec's file format: a structured bool array, one field per modality -----
+    def to_field_array(self) -> np.ndarray:
+        """``(N,)`` structured bool array with one field per modality (graphrec's mask file)."""
+        if not self.modalities:
+            raise GraphrecError("a mask file needs at least one modality")
+        arr = np.zeros(self.n_items, dtype=[(m, np.bool_) for m in self.modalities])
+        for m in self.modalities:
+            arr[m] = self.missing[m]
+        return arr
 
-def load_mask_file(path: str | Path, modalities: list[str], n_items: int) -> MissingModalities:
-    """Read ``missing_items_<ratio>.npy`` (a pickled dict, spec 1.3)."""
+    @classmethod
+    def from_field_array(cls, arr: np.ndarray, modalities: list[str], n_items: int, source: str = "mask") -> "MissingModalities":
+        """Parse graphrec's mask array; the wrong length or no field of ``modalities`` are errors."""
+        names = list(arr.dtype.names or ())
+        if arr.ndim != 1 or not names or any(arr.dtype[n] != np.bool_ for n in names):
+            raise GraphrecError(f"{source}: expected a 1-D structured bool array (one field per modality), got {arr.dtype} of shape {arr.shape}")
+        if len(arr) != n_items:
+            raise GraphrecError(f"{source}: has {len(arr)} rows but the dataset has {n_items} items; the mask does not belong to this dataset")
+        if modalities and not set(names) & set(modalities):
+            raise GraphrecError(f"{source}: names modalities {', '.join(names)}, none of this dataset's ({', '.join(modalities)})")
+        missing = {m: np.array(arr[m], dtype=bool) if m in names else np.zeros(n_items, dtype=bool) for m in modalities}
+        return cls(list(modalities), missing)
+
+
+# ----------------------------------------------------------------------------- reading pickled masks safely
+class _Refused(Exception):
+    """A pickle asked for something that is not plain data."""
+
+
+def _only_ndarray(subtype, *args):
+    if subtype is not np.ndarray:
+        raise _Refused(f"array subclass {getattr(subtype, '__module__', '?')}.{getattr(subtype, '__name__', subtype)}")
+    return np.core.multiarray._reconstruct(subtype, *args)
+
+
+def _plain_dtype(*args):
+    if not args or not isinstance(args[0], str):
+        raise _Refused(f"numpy.dtype{args!r}")
+    return np.dtype(*args)
+
+
+def _plain_scalar(dtype, *args):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise _Refused("numpy object scalar")
+    return np.core.multiarray.scalar(dtype, *args)
+
+
+def _plain_frombuffer(buf, dtype, shape, order):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise _Refused("numpy object buffer")
+    return np.core.numeric._frombuffer(buf, dtype, shape, order)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs.encode")
+    return text.encode("latin1")
+
+
+#: the only globals a mask pickle may name: what numpy needs to rebuild arrays (numpy 1 and 2 names)
+_MASK_GLOBALS: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _plain_dtype,
+                                             ("_codecs", "encode"): _latin1_encode}
+for _core in ("numpy.core", "numpy._core"):
+    _MASK_GLOBALS[(f"{_core}.multiarray", "_reconstruct")] = _only_ndarray
+    _MASK_GLOBALS[(f"{_core}.multiarray", "scalar")] = _plain_scalar
+    _MASK_GLOBALS[(f"{_core}.numeric", "_frombuffer")] = _plain_frombuffer
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, dicts, lists, tuples, numbers and strings; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _MASK_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused("a persistent id")
+
+
+def _read_pickled_npy(p: Path) -> Any:
+    """The object of an ``np.save(..., allow_pickle=True)`` file, through :class:`_PlainDataUnpickler`."""
+    with open(p, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        _, _, dtype = np.lib.format._read_array_header(fh, version)
+        if not dtype.hasobject:
+            raise ValueError("not an object array")
+        return _PlainDataUnpickler(fh, encoding="latin1").load()
+
+
+def read_mask_array(path: str | Path) -> dict | np.ndarray:
+    """The raw content of a mask file: graphrec's structured array, or the authors' ``dict``.
+
+    Never runs code: plain ``.npy`` arrays load without pickle, pickled ones through the
+    restricted unpickler (any other object is a one-line :class:`GraphrecError` naming the file).
+    """
     p = Path(path)
     if not p.is_file():
         raise GraphrecError(f"mask file '{p}' does not exist")
+    expected = "expected a mask: a structured bool array (one field per modality) or the authors' pickled dict of item-id arrays"
     try:
-        obj = np.load(p, allow_pickle=True)
-        d = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object else None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        raise GraphrecError(f"{p}: cannot be read as a mask file ({type(exc).__name__}); expected np.save of a dict") from None
-    if not isinstance(d, dict):
-        raise GraphrecError(f"{p}: expected a pickled dict of item-id arrays (keys like 't', 'v', 'all')")
-    return MissingModalities.from_key_dict(d, modalities, n_items, source=str(p))
+        arr = np.load(p, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise GraphrecError(f"{p}: cannot be read as a mask file (ValueError); {expected}") from None
+        try:
+            obj = _read_pickled_npy(p)
+        except _Refused as exc:
+            raise GraphrecError(
+                f"{p}: refused: its pickle asks for {exc}, which is not plain data (a mask holds only arrays, dicts, "
+                "lists, numbers and strings); a file like this can run code when loaded"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+            raise GraphrecError(f"{p}: cannot be read as a mask file ({type(exc).__name__}); {expected}") from None
+        d = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object and obj.size == 1 else obj
+        if not isinstance(d, dict) or not all(isinstance(k, str) for k in d):
+            raise GraphrecError(f"{p}: {expected} (keys like 't', 'v', 'all'); found {type(d).__name__}")
+        return d
+    except Exception as exc:  # noqa: BLE001
+        raise GraphrecError(f"{p}: cannot be read as a mask file ({type(exc).__name__}); {expected}") from None
+    if arr.dtype.names is None:
+        raise GraphrecError(f"{p}: {expected}; found a {arr.dtype} array of shape {arr.shape}")
+    return arr
+
+
+def load_mask_file(path: str | Path, modalities: list[str], n_items: int) -> MissingModalities:
+    """Read a mask file of either format (module docstring) for a dataset's modalities and items."""
+    raw = read_mask_array(path)
+    if isinstance(raw, dict):
+        try:
+            return MissingModalities.from_key_dict(raw, modalities, n_items, source=str(path))
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, GraphrecError):
+                raise
+            raise GraphrecError(f"{path}: the mask's values are not arrays of item ids ({type(exc).__name__})") from None
+    return MissingModalities.from_field_array(raw, modalities, n_items, source=str(path))
+
+
+def mask_file_keys(path: str | Path) -> dict[str, np.ndarray]:
+    """The authors' key dict of a mask file of either format (``{"v": ids, "all": ids, ...}``)."""
+    raw = read_mask_array(path)
+    if isinstance(raw, dict):
+        return {k: np.asarray(v).ravel() for k, v in raw.items()}
+    names = list(raw.dtype.names)
+    return MissingModalities(names, {m: np.asarray(raw[m], dtype=bool) for m in names}).to_key_dict()
 
 
 def save_mask_file(path: str | Path, mask: MissingModalities) -> None:
-    atomic_save_npy(path, np.array(mask.to_key_dict(), dtype=object), allow_pickle=True)
+    """Write graphrec's mask format (a structured bool ``.npy``; no pickle), atomically."""
+    atomic_save_npy(path, mask.to_field_array())
 
 
 def mask_file_name(ratio: float | str) -> str:

@@ -136,7 +136,7 @@ def prepare(root: Path, min_rating: int = 0) -> Prepared:
         "missingness": {
             "definition": "natural: image missing = no poster (has_poster false), text missing = no IMDb description "
             "(has_imdb_desc false; the row still encodes title + genres but is treated as missing, per SOURCE.md)",
-            "mask_file": "missing_items_natural.npy (keys v image-only, t text-only, all both)",
+            "mask_file": "missing_items_natural.npy (graphrec mask format, one bool field per modality; in key terms v image-only, t text-only, all both)",
             "missing": miss,
             "keys": {k: int(len(v)) for k, v in mask.to_key_dict().items()},
         },

@@ -148,7 +148,7 @@ def prepare(root: Path, valid_seed: int = DEFAULT_VALID_SEED) -> Prepared:
         "missingness": {
             "definition": "natural: image missing = no poster (has_poster false); text (title + genres from movies.dat) "
             "exists for every item",
-            "mask_file": "missing_items_natural.npy (key v)",
+            "mask_file": "missing_items_natural.npy (graphrec mask format, one bool field per modality; in key terms v)",
             "missing": miss,
             "items_without_poster": no_poster,
         },

@@ -30,7 +30,7 @@ from graphrec.data.adapters._common import (
     source_record,
 )
 from graphrec.data.interactions import TRAIN, Interactions, read_inter
-from graphrec.data.masks import load_mask_file
+from graphrec.data.masks import load_mask_file, mask_file_keys
 from graphrec.data.new_items import apply_new_items, derive_new_items, select_new_items
 from graphrec.errors import GraphrecError
 
@@ -97,7 +97,7 @@ def prepare(root: Path) -> Prepared:
     masks = {}
     for f in MASK_FILES:
         parsed = load_mask_file(src[f], MODALITIES, n)  # validates ids and disjointness
-        keys = np.load(src[f], allow_pickle=True).item()
+        keys = mask_file_keys(src[f])
         masks[f] = {"keys": {k: int(len(v)) for k, v in keys.items()}, "missing": mask_counts(parsed)}
 
     # ---- new items (spec 1.5)
