@@ -249,7 +249,7 @@ def test_attention_block_starts_as_the_default_conv(repo_cwd):
 
 
 def test_attention_block_tutorial_commands(repo_cwd, tmp_path):
-    """The tutorial's commands: fit with --plugin, then evaluate and refine-graph without it."""
+    """The tutorial's commands: fit, evaluate and refine-graph, each with --plugin."""
     out = tmp_path / "att"
     r = invoke("--plugin", "examples.attention_block", "fit", "dgmrec", "--set", "item_graph_block=attention_item_conv",
                "--epochs", "1", "--quiet", "--out", out, *SMALL)
@@ -258,9 +258,9 @@ def test_attention_block_tutorial_commands(repo_cwd, tmp_path):
     assert payload["blocks"] == {"ui_block": "lightgcn_conv", "item_graph_block": "attention_item_conv"}
     assert payload["plugins"] == ["examples.attention_block"]
     assert "item_propagation.conv.att_src.image" in payload["state_dict"]
-    r = invoke("evaluate", out, "--json")
+    r = invoke("--plugin", "examples.attention_block", "evaluate", out, "--json")
     assert r.exit_code == 0, r.output
-    r = invoke("refine-graph", out, "--out", tmp_path / "refined")
+    r = invoke("refine-graph", out, "--plugin", "examples.attention_block", "--out", tmp_path / "refined")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "refined" / "image_item_graph.npz").is_file()
 
@@ -292,13 +292,16 @@ def test_checkpoint_names_the_missing_plugin(tmp_path, monkeypatch):
         sys.path[:] = clean_path
         monkeypatch.chdir(tmp_path)
         msg = ("checkpoint needs plugin module 'graphrec_ckpt_plugin' (block 'ckpt_item_conv'); "
-               "make it importable or pass --plugin")
-        assert_user_error(invoke("evaluate", run), msg, "No module named 'graphrec_ckpt_plugin'")
+               "pass --plugin graphrec_ckpt_plugin (plugins named in a checkpoint are never imported by themselves)")
+        assert_user_error(invoke("evaluate", run), msg)
         assert_user_error(invoke("refine-graph", run, "--out", tmp_path / "ref"), msg)
         assert not (tmp_path / "ref").exists()
-        # run from the plugin's folder: the recorded module is re-imported by itself
+        # even where the recorded module is importable, the checkpoint does not import it
         monkeypatch.chdir(plug)
-        r = invoke("evaluate", run, "--json")
+        assert_user_error(invoke("evaluate", run), msg)
+        assert_user_error(invoke("retrieval-eval", run), msg)
+        assert "graphrec_ckpt_plugin" not in sys.modules and "ckpt_item_conv" not in BLOCKS
+        r = invoke("--plugin", "graphrec_ckpt_plugin", "evaluate", run, "--json")  # the group option
         assert r.exit_code == 0, r.output
         assert "ckpt_item_conv" in BLOCKS
         # or name it with --plugin (subcommand option)

@@ -48,6 +48,17 @@ def plugin_option(f):
     return click.option("--plugin", "plugins", multiple=True, metavar="MODULE", help=PLUGIN_HELP)(f)
 
 
+TRUST_HELP = (
+    "Load a checkpoint that holds pickled Python objects (one written by an earlier graphrec) the old "
+    "way, which can run code: only for files you trust. 'graphrec checkpoint convert' re-saves one as plain data."
+)
+
+
+def trust_option(f):
+    """The ``--trust-checkpoint`` flag of every command that reads a checkpoint."""
+    return click.option("--trust-checkpoint", "trust", is_flag=True, help=TRUST_HELP)(f)
+
+
 def _import_plugins(plugins: tuple[str, ...]) -> None:
     from graphrec.registry import import_plugins
 

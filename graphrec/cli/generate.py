@@ -16,14 +16,16 @@ from graphrec.cli.common import (
     _import_plugins,
     _prepare_out,
     plugin_option,
+    trust_option,
 )
 from graphrec.errors import GraphrecError
 
 
-def _load_generator(checkpoint: Path):
+def _load_generator(checkpoint: Path, plugins: tuple[str, ...] = (), trust: bool = False):
     from graphrec.train.checkpoint import load_model
 
-    model, dataset, payload = load_model(checkpoint)
+    _import_plugins(plugins)
+    model, dataset, payload = load_model(checkpoint, trust=trust)
     if not hasattr(model, "generated_features"):
         raise GraphrecError(
             f"model '{payload['model']}' does not generate missing modalities; train a generating model such as dgmrec"
@@ -41,7 +43,8 @@ def _load_generator(checkpoint: Path):
               help="Rows of items that have the modality in <m>_feat_generated.npy: the dataset's own features "
                    "(input) or the model's trained raw table (trained; DGMRec trains it, train_raw_features).")
 @plugin_option
-def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> None:
+@trust_option
+def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins, trust) -> None:
     """Generate missing modality features with a trained model and refine its item-item graphs.
 
     \b
@@ -58,9 +61,8 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> Non
 
     if lam is not None and not 0.0 <= lam <= 1.0:
         raise GraphrecError(f"--lambda must be in [0, 1], got {lam}")
-    _import_plugins(plugins)
     console = _console()
-    model, dataset, payload = _load_generator(checkpoint)
+    model, dataset, payload = _load_generator(checkpoint, plugins, trust)
     out_dir = _prepare_out(out, "refine", dataset.name, overwrite)
     with console.status("generating features and refining graphs"):
         result = model.export_refined(lam)
@@ -90,7 +92,9 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins) -> Non
 @click.option("--modality", "modality", required=True, help="Modality to generate and search in (e.g. image).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Number of items to return.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ranking as JSON.")
-def retrieve(checkpoint, item, modality, k, as_json) -> None:
+@plugin_option
+@trust_option
+def retrieve(checkpoint, item, modality, k, as_json, plugins, trust) -> None:
     """Cross-modal retrieval: rank items by similarity of ITEM's generated MODALITY feature.
 
     The item's feature of the modality is generated from its other modalities and its
@@ -100,7 +104,7 @@ def retrieve(checkpoint, item, modality, k, as_json) -> None:
 
     from graphrec.eval.retrieval import rank_by_cosine
 
-    model, dataset, _ = _load_generator(checkpoint)
+    model, dataset, _ = _load_generator(checkpoint, plugins, trust)
     if modality not in dataset.modalities:
         raise GraphrecError(f"unknown modality '{modality}'; this dataset has {', '.join(dataset.modalities)}")
     if not 0 <= item < dataset.n_items:
@@ -133,7 +137,9 @@ def retrieve(checkpoint, item, modality, k, as_json) -> None:
 @click.command("retrieval-eval", context_settings=CONTEXT)
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
-def retrieval_eval(checkpoint, as_json) -> None:
+@plugin_option
+@trust_option
+def retrieval_eval(checkpoint, as_json, plugins, trust) -> None:
     """Table 3 protocol: Hit@10/20 of retrieving items from their generated modality vs nearest neighbours.
 
     For items whose modality m is masked, the generated m feature is compared with the
@@ -142,7 +148,7 @@ def retrieval_eval(checkpoint, as_json) -> None:
     """
     from graphrec.eval.retrieval import evaluate_retrieval
 
-    model, dataset, payload = _load_generator(checkpoint)
+    model, dataset, payload = _load_generator(checkpoint, plugins, trust)
     rows = evaluate_retrieval(model.generated_features(), dataset)
     if as_json:
         click.echo(json.dumps(rows))

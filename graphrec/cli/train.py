@@ -18,6 +18,7 @@ from graphrec.cli.common import (
     _prepare_out,
     plugin_option,
     resolve_model_config,
+    trust_option,
 )
 
 
@@ -118,25 +119,28 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Evaluate on this folder instead of the training data (same ids).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override evaluation keys, e.g. --set topk=[5,10].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override evaluation keys (topk, eval_batch_size, eval_item_chunk, eval_mask_valid_in_test, device, data_dir, dataset, missing_ratio, mask_file), e.g. --set topk=[5,10].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @plugin_option
-def evaluate(checkpoint, split, data_dir, sets, as_json, plugins) -> None:
+@trust_option
+def evaluate(checkpoint, split, data_dir, sets, as_json, plugins, trust) -> None:
     """Evaluate a trained CHECKPOINT (model.pt or its run folder) with full ranking.
 
-    Plugin modules recorded in the checkpoint are imported automatically.
+    A checkpoint that needs a plugin (a custom model or block) says which --plugin to pass;
+    plugins are never imported from a checkpoint. The data must be the data it was trained on.
     """
     from graphrec.config import parse_set
     from graphrec.data.interactions import json_default
     from graphrec.eval.evaluator import Evaluator
-    from graphrec.train.checkpoint import load_model
+    from graphrec.train.checkpoint import check_eval_overrides, load_model
     from graphrec.train.trainer import groups_table
 
     _import_plugins(plugins)
     overrides = parse_set(sets)
+    check_eval_overrides(overrides)
     if data_dir:
         overrides["data_dir"] = str(data_dir)
-    model, dataset, payload = load_model(checkpoint, overrides=overrides)
+    model, dataset, payload = load_model(checkpoint, overrides=overrides, trust=trust)
     cfg = {**payload["config"], **overrides}
     model.eval()
     ev = Evaluator(dataset, topk=cfg.get("topk", [10, 20, 50]), batch_size=int(cfg.get("eval_batch_size", 2048)),

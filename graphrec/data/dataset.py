@@ -8,6 +8,7 @@ missing-modality mask (spec 1.3), the new-item setting (spec 1.5) and imputation
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,16 @@ class RecDataset:
             groups["new"] = self.new_items.copy()
             groups["old"] = ~self.new_items
         return groups
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the training data: sizes, feature dims and a hash of the train pairs.
+
+        Checkpoints record it; evaluating a model on data with another fingerprint is an error.
+        """
+        train = np.ascontiguousarray(np.asarray(self.train, dtype=np.int64))
+        return {"users": int(self.n_users), "items": int(self.n_items), "train_rows": int(len(train)),
+                "train_sha256": hashlib.sha256(train.tobytes()).hexdigest()[:16],
+                "modalities": {m: int(x.shape[1]) for m, x in self.features.items()}}
 
     def summary(self) -> dict[str, Any]:
         return {

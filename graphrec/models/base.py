@@ -68,6 +68,8 @@ class RecModel(nn.Module):
         self.n_items = dataset.n_items
         self.embedding_size = int(config.get("embedding_size", 64))
         self.dataset_modalities = list(dataset.modalities)
+        #: the training data's identity, recorded in checkpoints (RecDataset.fingerprint)
+        self.data_fingerprint = dataset.fingerprint()
         self.graph: dgl.DGLGraph = self.build_graph(dataset)
 
     # ----- blocks -----
