@@ -103,7 +103,7 @@ def _positive_ints(v: Any) -> bool:
 #: Models check their own keys when they are built.
 RANGES: dict[str, tuple[Any, str]] = {
     "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2^32)"),
-    "epochs": (lambda v: v >= 0, ">= 0"),
+    "epochs": (lambda v: v >= 1, ">= 1 (at least one epoch of training)"),
     "train_batch_size": (lambda v: v >= 1, ">= 1"),
     "eval_batch_size": (lambda v: v >= 1, ">= 1"),
     "eval_step": (lambda v: v >= 1, ">= 1"),

@@ -16,11 +16,13 @@ Third-party code registers the same way and is found in two ways (see ``docs/ext
   ``name = "pkg.module"`` imports the module, whose decorators must register ``name``.
   :func:`load_builtin` loads them (:func:`load_entry_points`); set
   ``GRAPHREC_DISABLE_ENTRY_POINTS=1`` to skip them.
-* **plugin modules** imported by name (:func:`import_plugin`, ``graphrec --plugin MODULE``);
-  the current directory is put on ``sys.path`` first, so local files work.
+* **plugin modules** imported by name or file path (:func:`import_plugin`, ``graphrec --plugin
+  MODULE|FILE.py``); the current directory is put on ``sys.path`` first, so local files work, and a
+  file outside it (absolute or ``../`` path) is imported from its own folder.
 
 Every registered name remembers the module that registered it (:meth:`Registry.origin`), so a
-checkpoint can record which plugin modules it needs.
+checkpoint can record which plugin modules it needs (loading one never imports them: it names
+the ``--plugin`` to pass).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Generic, Iterator, TypeVar
 
 from graphrec.errors import GraphrecError
@@ -197,18 +200,45 @@ def ensure_cwd_importable() -> None:
     importlib.invalidate_caches()
 
 
-def import_plugin(module: str) -> None:
-    """Import the plugin module ``module`` (dotted name; ``path/to/file.py`` is read as ``path.to.file``).
+def _plugin_module_name(spec: str) -> str:
+    """The module name of a ``--plugin`` value: a dotted name, or a ``.py`` file path.
 
-    The current directory is put on ``sys.path`` first. Any failure is a one-line
-    :class:`GraphrecError`.
+    A file inside the current directory keeps its package path (``examples/attention_block.py``
+    is ``examples.attention_block``); a file elsewhere (absolute, ``../``) is imported by its stem
+    with its folder put on ``sys.path``.
     """
-    name = module.strip()
-    if name.endswith(".py"):
-        name = name[:-3].replace(os.sep, ".").replace("/", ".").lstrip(".")
-    if not name:
-        raise GraphrecError("--plugin needs a module name such as 'examples.attention_block'")
+    name = spec.strip()
+    if not (name.endswith(".py") or "/" in name or os.sep in name):
+        return name
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise GraphrecError(f"plugin file '{spec}' does not exist")
+    path = path.resolve()
+    try:
+        rel = path.relative_to(Path.cwd().resolve())
+        return ".".join(rel.with_suffix("").parts)
+    except ValueError:
+        pass
+    stem, folder = path.stem, str(path.parent)
+    loaded = sys.modules.get(stem)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != path:
+        raise GraphrecError(f"plugin file '{spec}': a module named '{stem}' is already imported from elsewhere; rename the file")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return stem
+
+
+def import_plugin(module: str) -> None:
+    """Import the plugin module ``module``: a dotted name, or a ``.py`` file (relative, ``../`` or absolute).
+
+    The current directory is put on ``sys.path`` first (so are the folders of files outside it).
+    Any failure is a one-line :class:`GraphrecError`.
+    """
     ensure_cwd_importable()
+    name = _plugin_module_name(module)
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise GraphrecError(f"--plugin needs a module name such as 'examples.attention_block' or a .py file, got '{module}'")
+    importlib.invalidate_caches()
     try:
         importlib.import_module(name)
     except GraphrecError as exc:

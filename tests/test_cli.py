@@ -366,10 +366,14 @@ def case_unknown_model_keys(tmp):
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 
-@pytest.mark.parametrize("args", [["--seed", "-5"], ["--epochs", "-1"]])
-def test_out_of_range_options_are_usage_errors(args):
-    r = invoke("fit", "lightgcn", *args, "--quiet")
-    assert r.exit_code == 2 and f"Invalid value for '{args[0]}'" in r.output and args[1] in r.output
+@pytest.mark.parametrize("args", [["--seed", "-5"], ["--epochs", "-1"], ["--epochs", "0"]])
+def test_out_of_range_options_are_usage_errors(args, tmp_path):
+    line = assert_user_error(invoke("fit", "lightgcn", *args, "--quiet", "--out", tmp_path / "o"), f"Invalid value for '{args[0]}'",
+                             args[1], "see 'cli fit --help'")
+    assert not (tmp_path / "o").exists()
+    if args == ["--epochs", "0"]:
+        assert "x>=1" in line
+        assert_user_error(invoke("fit", "lightgcn", "--set", "epochs=0", "--quiet"), "'epochs' must be >= 1")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])

@@ -81,7 +81,8 @@ def test_wrong_value_types(key, value, pattern):
         ("train_batch_size", 0, r"'train_batch_size' must be >= 1, got 0"),
         ("eval_batch_size", -1, r"'eval_batch_size' must be >= 1"),
         ("eval_step", 0, r"'eval_step' must be >= 1"),
-        ("epochs", -1, r"'epochs' must be >= 0"),
+        ("epochs", -1, r"'epochs' must be >= 1"),
+        ("epochs", 0, r"'epochs' must be >= 1 \(at least one epoch of training\)"),
         ("seed", -5, r"'seed' must be an integer in \[0, 2\^32\)"),
         ("seed", 2**32, r"'seed' must be"),
         ("learning_rate", -0.1, r"'learning_rate' must be >= 0"),
@@ -104,8 +105,8 @@ def test_out_of_range_values_are_one_line_errors(key, value, pattern, tmp_path):
 
 def test_boundary_values_are_accepted():
     cfg = resolve_config("toy", MODEL_DEFAULTS, overrides={
-        "epochs": 0, "seed": 0, "stopping_step": 0, "eval_item_chunk": 0, "weight_decay": 0, "topk": [1]})
-    assert cfg["epochs"] == 0 and cfg["topk"] == [1]
+        "epochs": 1, "seed": 0, "stopping_step": 0, "eval_item_chunk": 0, "weight_decay": 0, "topk": [1]})
+    assert cfg["epochs"] == 1 and cfg["topk"] == [1]
 
 
 def test_value_coercions():

@@ -10,6 +10,7 @@ from graphrec.cli.common import (
     CONTEXT,
     _console,
     _import_plugins,
+    check_writable_dir,
     plugin_option,
 )
 from graphrec.errors import GraphrecError
@@ -70,6 +71,8 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     out = out or Path("bench-out") / protocol
     if out.exists() and not out.is_dir():
         raise GraphrecError(f"--out '{out}' is a file, not a folder")
+    if not dry_run:
+        check_writable_dir(out)
     console = _console(quiet)
     p = plan(
         models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, GraphrecWarning
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -21,16 +24,49 @@ class UserError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for a file-system error: what failed, on which path (e.g. a read-only or missing folder)."""
+    what = exc.strerror or type(exc).__name__
+    where = f" '{exc.filename}'" + (f" -> '{exc.filename2}'" if exc.filename2 else "") if exc.filename else ""
+    hint = {errno.EACCES: "; choose a folder you can write to", errno.EPERM: "; choose a folder you can write to",
+            errno.EROFS: "; choose a writable folder", errno.ENOSPC: "; free some space or choose another folder",
+            errno.ENOTDIR: "; a part of the path is a file, not a folder"}.get(exc.errno or 0, "")
+    return f"{what}:{where}{hint}" if where else f"{what} ({exc}){hint}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 class GraphrecGroup(click.Group):
-    """Turns :class:`GraphrecError` (and a few library errors) into one-line exit-2 errors."""
+    """Turns :class:`GraphrecError` and file-system errors into one-line exit-2 errors, and shows
+    :class:`GraphrecWarning` s as one ``warning: ...`` line each."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except GraphrecError as exc:
-            raise UserError(str(exc)) from None
-        except KeyboardInterrupt:
-            raise UserError("interrupted") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", GraphrecWarning)
+            default_show = warnings.showwarning
+
+            def show(message, category, *args, **kwargs):
+                if issubclass(category, GraphrecWarning):
+                    return _show_warning(message, category, *args, **kwargs)
+                return default_show(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            try:
+                return super().invoke(ctx)
+            except GraphrecError as exc:
+                raise UserError(str(exc)) from None
+            except KeyboardInterrupt:
+                raise UserError("interrupted") from None
+            except click.UsageError as exc:  # a bad option value of a subcommand: one line too
+                if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or exc.ctx is None:
+                    raise
+                raise UserError(f"{exc.format_message()} (see '{exc.ctx.command_path} --help')") from None
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # unwritable --out, a file where a folder should be, a full disk ...
+                raise UserError(os_error_line(exc)) from None
 
 
 def _console(quiet: bool = False) -> Console:
@@ -38,8 +74,8 @@ def _console(quiet: bool = False) -> Console:
 
 
 PLUGIN_HELP = (
-    "Import this module first (repeatable; the current directory is importable), "
-    "e.g. --plugin examples.attention_block to register custom blocks or models."
+    "Import this module or .py file first (repeatable; the current directory is importable; absolute and ../ "
+    "paths work), e.g. --plugin examples.attention_block to register custom blocks or models."
 )
 
 
@@ -65,14 +101,31 @@ def _import_plugins(plugins: tuple[str, ...]) -> None:
     import_plugins(plugins)
 
 
+def check_writable_dir(folder: Path, what: str = "output folder") -> None:
+    """Create ``folder`` (with parents) and check a file can be written there; a one-line error otherwise.
+
+    Run before long work, so that an unwritable --out fails at once, not after hours.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".graphrec-write-check"):
+            pass
+    except OSError as exc:
+        raise GraphrecError(f"cannot write to {what} '{folder}': {os_error_line(exc)}") from None
+
+
 def _prepare_out(out: Path | None, model: str, dataset: str, overwrite: bool) -> Path:
     if out is None:
         out = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and not out.is_dir():
         raise GraphrecError(f"--out '{out}' is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    try:
+        not_empty = out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        raise GraphrecError(f"cannot read output folder '{out}': {os_error_line(exc)}") from None
+    if not_empty and not overwrite:
         raise GraphrecError(f"output folder '{out}' is not empty; choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out)
     return out
 
 

@@ -103,26 +103,45 @@ def datasets_prepare(name, source, out, overwrite, min_rating, valid_seed) -> No
 
 @click.command(context_settings=CONTEXT)
 @click.option("--data-dir", type=click.Path(path_type=Path), required=True, help="MMRec-format folder.")
-@click.option("--ratio", "ratios", multiple=True, required=True, help="Missing ratio in [0, 1) (repeatable: nested masks), or 'even' for 1/(M+1) of items per number of missing modalities.")
+@click.option("--ratio", "ratios", multiple=True, help="Missing ratio in [0, 1) (repeatable: nested masks), or 'even' for 1/(M+1) of items per number of missing modalities.")
+@click.option("--has", "has_files", multiple=True, metavar="MODALITY=FILE", help="Instead of --ratio: the natural mask from 'graphrec featurize' sidecars, e.g. --has image=image_feat.has.npy (repeatable; False = missing).")
+@click.option("--name", default="natural", show_default=True, help="With --has: write missing_items_<name>.npy.")
 @click.option("--modalities", help="Comma-separated modality names (default: every <modality>_feat.npy).")
 @click.option("--dataset", help="Name of the <dataset>.inter file when the folder holds several.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1225, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing mask files.")
-def mask(data_dir, ratios, modalities, dataset, seed, overwrite) -> None:
-    """Write missing-modality masks missing_items_<ratio>.npy (authors' dict format).
+def mask(data_dir, ratios, has_files, name, modalities, dataset, seed, overwrite) -> None:
+    """Write missing-modality masks missing_items_<ratio>.npy (graphrec's mask format, docs/datasets.md).
 
     Masks of several ratios made with the same seed are nested: an item missing a
-    modality at 0.2 misses the same modalities at 0.4.
+    modality at 0.2 misses the same modalities at 0.4. With --has, the mask says which items
+    had no input when their features were made ('graphrec featurize' writes <stem>.has.npy;
+    its rows must be in the dataset's item order, as --item-ids gives them).
     """
     from graphrec.data.dataset import find_inter_file
-    from graphrec.data.features import discover_modalities
+    from graphrec.data.features import check_modality_names, discover_modalities
     from graphrec.data.interactions import read_inter
-    from graphrec.data.masks import generate_missing, mask_file_name, save_mask_file
+    from graphrec.data.masks import MissingModalities, generate_missing, mask_file_name, save_mask_file
 
     if not data_dir.is_dir():
         raise GraphrecError(f"data directory '{data_dir}' does not exist")
+    if bool(ratios) == bool(has_files):
+        raise GraphrecError("pass --ratio R (generated masks) or --has MODALITY=FILE (natural mask), not both or neither")
     _, inter_path = find_inter_file(data_dir, dataset)
     n_items = read_inter(inter_path).n_items
+    if has_files:
+        specs = [spec.partition("=") for spec in has_files]
+        bad = next((a + b + c for a, b, c in specs if not b or not c), None)
+        if bad is not None:
+            raise GraphrecError(f"--has '{bad}': expected MODALITY=FILE, e.g. image=image_feat.has.npy")
+        check_modality_names([m for m, _, _ in specs], "--has")
+        missing = {m: ~_read_has(Path(f), n_items) for m, _, f in specs}
+        path = data_dir / mask_file_name(name)
+        if path.exists() and not overwrite:
+            raise GraphrecError(f"'{path}' exists; pass --overwrite to replace it")
+        save_mask_file(path, MissingModalities(list(missing), missing))
+        click.echo(f"wrote {path}: " + ", ".join(f"{m} missing: {int(v.sum())}" for m, v in missing.items()))
+        return
     mods = [m.strip() for m in modalities.split(",")] if modalities else discover_modalities(data_dir)
     if not mods:
         raise GraphrecError(f"no <modality>_feat.npy in '{data_dir}'; name the modalities with --modalities image,text")
@@ -141,3 +160,18 @@ def mask(data_dir, ratios, modalities, dataset, seed, overwrite) -> None:
         save_mask_file(path, m)
         counts = np.bincount(m.count(), minlength=len(mods) + 1)
         click.echo(f"wrote {path}: " + ", ".join(f"{k} missing: {c}" for k, c in enumerate(counts)))
+
+
+def _read_has(path: Path, n_items: int) -> np.ndarray:
+    """A featurize ``.has.npy``: ``(N,)`` bool, True = the item had input."""
+    if not path.is_file():
+        raise GraphrecError(f"--has file '{path}' does not exist")
+    try:
+        has = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001
+        raise GraphrecError(f"--has file '{path}' cannot be read as a .npy array ({type(exc).__name__})") from None
+    if has.dtype != np.bool_ or has.ndim != 1:
+        raise GraphrecError(f"--has file '{path}': expected a 1-D bool array (a featurize .has.npy), got {has.dtype} of shape {has.shape}")
+    if len(has) != n_items:
+        raise GraphrecError(f"--has file '{path}' has {len(has)} rows but the dataset has {n_items} items; featurize with --item-ids in the dataset's item order")
+    return has

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graphrec.cli.common import CONTEXT, _console
+from graphrec.cli.common import CONTEXT, _console, check_writable_dir
 from graphrec.errors import GraphrecError
 
 
@@ -148,6 +148,7 @@ def _run(modality: str, encoder_name: str, items, source: dict[str, Any], *, out
     paths = output_paths(out)
     if paths["features"].exists() and not overwrite:  # before loading any model
         raise GraphrecError(f"'{paths['features']}' exists; pass --overwrite to replace it")
+    check_writable_dir(paths["features"].parent, "the --out folder")  # before hours of encoding
     if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"]) or None
     if item_ids is not None:

@@ -27,7 +27,7 @@ from graphrec.cli.common import (
 @click.option("--data-dir", type=click.Path(path_type=Path), help="MMRec-format folder (<name>.inter, <modality>_feat.npy, masks). Default: the embedded synthetic dataset.")
 @click.option("--config", "config_files", multiple=True, type=click.Path(), help="YAML file(s) of config overrides, applied in order (e.g. configs/dgmrec/baby.yaml).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable), e.g. --set knn_k=20 --set recon=0.")
-@click.option("--epochs", type=click.IntRange(min=0), help="Maximum number of epochs (early stopping may end sooner).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum number of epochs, at least 1 (early stopping may end sooner).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (python, numpy, torch, DGL).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder for config.yaml, metrics.json and model.pt. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")

@@ -9,6 +9,7 @@ missing-modality mask (spec 1.3), the new-item setting (spec 1.5) and imputation
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions, read_in
 from graphrec.data.masks import MissingModalities, generate_missing, load_mask_file
 from graphrec.data.new_items import apply_new_items, derive_new_items, select_new_items
 from graphrec.data.synthetic import make_synthetic
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, GraphrecWarning
 
 
 @dataclass
@@ -149,6 +150,7 @@ def build_dataset(
             )
     if is_new.any() and is_new[train[:, 1]].any():
         raise GraphrecError(f"{origin}: new items must not have train rows (new-item setting)")
+    _warn_train_overlap(train, {"valid (x_label 1)": valid, "test (x_label 2)": test}, inter.n_items, origin)
     imputed = impute(features, missing, imputation, reference=~is_new) if features else {}
     return RecDataset(
         name=name,
@@ -163,6 +165,19 @@ def build_dataset(
         new_items=is_new,
         source=dict(source or {}),
     )
+
+
+def _warn_train_overlap(train: np.ndarray, held_out: dict[str, np.ndarray], n_items: int, origin: str) -> None:
+    """A :class:`GraphrecWarning` with the count of held-out (user, item) pairs that are train pairs too:
+    full ranking excludes train items, so they can never be hit."""
+    keys = train[:, 0] * np.int64(n_items) + train[:, 1]
+    for split, pairs in held_out.items():
+        both = int(np.isin(np.unique(pairs[:, 0] * np.int64(n_items) + pairs[:, 1]), keys).sum())
+        if both:
+            warnings.warn(
+                f"{origin}: {both} (user, item) pair(s) of the {split} split are train pairs too; they can never be "
+                "ranked (train items are excluded), so the metrics are lower than they should be: fix the split",
+                GraphrecWarning, stacklevel=3)
 
 
 SOURCE_KEYS = (

@@ -27,12 +27,19 @@ def check_modality_names(names: list[str], source: str) -> list[str]:
 
 
 def discover_modalities(data_dir: str | Path) -> list[str]:
-    """Modality names of every ``<modality>_feat.npy`` in ``data_dir`` (sorted; generated files excluded)."""
+    """Modality names of every ``<modality>_feat.npy`` in ``data_dir`` (sorted; generated files excluded).
+
+    A file name without a valid modality name before ``_feat.npy`` (e.g. ``_feat.npy``) is an error.
+    """
     names = []
     for p in sorted(Path(data_dir).glob(f"*{FEATURE_SUFFIX}")):
         name = p.name[: -len(FEATURE_SUFFIX)]
-        if not name.endswith("_generated"):
-            names.append(name)
+        if name.endswith("_generated"):
+            continue
+        if not name:
+            raise GraphrecError(f"'{p}': a feature file needs a modality name before {FEATURE_SUFFIX}, e.g. image{FEATURE_SUFFIX}; rename or remove it")
+        check_modality_names([name], f"'{p}'")
+        names.append(name)
     return names
 
 

@@ -352,10 +352,11 @@ def read_text_items(path: str | Path, fmt: str = "auto", encoding: str | None = 
 
 
 def text_items(path: str | Path, fmt: str = "auto", item_ids: Sequence[str] | None = None, encoding: str | None = None) -> tuple[Items, str]:
-    """The texts of ``path`` in the order of ``item_ids`` (default: file order); empty texts are missing."""
+    """The texts of ``path`` in the order of ``item_ids`` (default: item-id order, numeric ids by
+    value, then other ids by name, whatever the file's order); empty texts are missing."""
     ids, texts, fmt = read_text_items(path, fmt, encoding)
     by_id = dict(zip(ids, texts))
-    order = list(item_ids) if item_ids is not None else ids
+    order = list(item_ids) if item_ids is not None else sorted(ids, key=_natural_key)
     raw = [t if t is not None and t.strip() else None for t in (by_id.get(i) for i in order)]
     unused = len(set(ids) - set(order)) if item_ids is not None else 0
     return Items(order, raw, unused=unused), fmt

@@ -19,6 +19,12 @@ from graphrec.errors import GraphrecError
 
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 TRAIN, VALID, TEST = 0, 1, 2
+#: the largest id an int64 holds
+MAX_ID = 2**63 - 1
+#: ids may leave gaps, but a count (max id + 1) above this many times the distinct ids is an error
+#: once one 64-d float32 table of that many rows would pass 1 GiB (a stray id like 500000000)
+SPARSE_ID_FACTOR = 10
+SPARSE_ID_MIN_BYTES = 2**30
 
 
 @dataclass
@@ -75,12 +81,16 @@ def read_inter(path: str | Path) -> Interactions:
                 raise GraphrecError(f"{p}:{lineno}: '{bad}' is not an integer id/label; ids must be 0-based integers") from None
             if u < 0 or i < 0:
                 raise GraphrecError(f"{p}:{lineno}: negative id ({u}, {i}); ids must be 0-based non-negative integers")
+            if u > MAX_ID or i > MAX_ID:
+                raise GraphrecError(f"{p}:{lineno}: id {max(u, i)} does not fit in 64 bits; ids must be 0-based integers 0..n-1")
             if lab not in (TRAIN, VALID, TEST):
                 raise GraphrecError(f"{p}:{lineno}: x_label {lab} is not 0 (train), 1 (valid) or 2 (test)")
             rows.append((u, i, lab))
     if not rows:
         raise GraphrecError(f"{p}: no interaction rows after the header")
     arr = np.asarray(rows, dtype=np.int64)
+    for col, kind in ((0, "user"), (1, "item")):
+        check_dense_ids(arr[:, col], kind, str(p))
     return Interactions(
         users=arr[:, 0].copy(),
         items=arr[:, 1].copy(),
@@ -88,6 +98,21 @@ def read_inter(path: str | Path) -> Interactions:
         n_users=int(arr[:, 0].max()) + 1,
         n_items=int(arr[:, 1].max()) + 1,
     )
+
+
+def check_dense_ids(ids: np.ndarray, kind: str, source: str) -> None:
+    """One-line :class:`GraphrecError`, before anything is allocated, when ``max(ids) + 1`` is far above
+    the number of distinct ids (:data:`SPARSE_ID_FACTOR`) and tables indexed by id would be large."""
+    n = int(ids.max()) + 1
+    table = n * 64 * 4  # one 64-d float32 row per id
+    if table <= SPARSE_ID_MIN_BYTES:
+        return
+    distinct = len(np.unique(ids))
+    if n > SPARSE_ID_FACTOR * distinct:
+        raise GraphrecError(
+            f"{source}: {kind} id {n - 1} makes {n:,} {kind}s (ids are 0-based: max id + 1) but only {distinct:,} distinct "
+            f"{kind} ids occur; one 64-d embedding table for them would take {table / 2**30:.1f} GiB: renumber the {kind} ids 0..{distinct - 1}"
+        )
 
 
 def _is_int(s: str) -> bool:

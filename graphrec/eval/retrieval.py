@@ -9,9 +9,13 @@ in a modality i does have (undefined for items with no modality left).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from graphrec.errors import GraphrecError, GraphrecWarning
 
 
 def rank_by_cosine(query: torch.Tensor, table: torch.Tensor, k: int, chunk_size: int = 1024) -> torch.Tensor:
@@ -64,17 +68,27 @@ def evaluate_retrieval(generated: dict[str, np.ndarray], dataset, ks=(10, 20)) -
     """Rows of the Table 3 protocol for every modality and group (missing only m / missing all).
 
     ``generated``: ``{m: (N, d_m)}`` generated features; ``dataset.raw_features`` are the truth.
+    Hidden items whose true row is all zero have no ground truth and are left out; a modality
+    whose feature file holds NaN/inf or whose hidden rows are all zero is skipped (a
+    :class:`GraphrecWarning`), and a :class:`GraphrecError` when no modality is left, instead of
+    reporting a meaningless Hit@K.
     """
     truth = dataset.raw_features
     miss = dataset.missing
     available = {m: ~miss.missing[m] for m in miss.modalities}
     rows = []
+    no_truth = []
     for m in miss.modalities:
-        if not np.isfinite(truth[m]).all():
-            continue  # no ground truth for masked rows
-        groups = {"missing 1": np.flatnonzero(miss.only(m))}
+        hidden = miss.missing[m]
+        if not hidden.any():
+            continue
+        has_truth = np.abs(np.nan_to_num(truth[m], nan=1.0)).sum(axis=1) > 0
+        if not np.isfinite(truth[m]).all() or not has_truth[hidden].any():
+            no_truth.append(m)
+            continue
+        groups = {"missing 1": np.flatnonzero(miss.only(m) & has_truth)}
         if len(miss.modalities) > 1:
-            groups["missing all"] = np.flatnonzero(miss.count() == len(miss.modalities))
+            groups["missing all"] = np.flatnonzero((miss.count() == len(miss.modalities)) & has_truth)
         for gname, items in groups.items():
             if not len(items):
                 continue
@@ -87,4 +101,13 @@ def evaluate_retrieval(generated: dict[str, np.ndarray], dataset, ks=(10, 20)) -
             else:
                 nn = {f"hit@{k}": None for k in ks}
             rows.append({"modality": m, "group": gname, "items": int(ok.sum()), "method": "nearest neighbours", **nn})
+    if no_truth:
+        what = (f"the feature rows of the items that miss {', '.join(no_truth)} are all zero or absent (NaN), so there is "
+                "no ground truth to retrieve")
+        if not rows:
+            raise GraphrecError(
+                f"retrieval-eval: {what}; it needs feature files that keep the true rows of masked items "
+                "(a mask made with 'graphrec mask' over complete features, or the synthetic set)"
+            )
+        warnings.warn(f"retrieval-eval: {what}; those modalities are left out", GraphrecWarning, stacklevel=2)
     return rows

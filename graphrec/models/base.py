@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar, TYPE_CHECKING
 
 import dgl
@@ -11,6 +12,7 @@ from torch import nn
 from graphrec.blocks.slots import build_block
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import build_heterograph
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +36,27 @@ class Scorer:
     def score_items(self, users: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """``(B, hi - lo)`` scores against items ``lo..hi-1`` (evaluation with ``eval_item_chunk``)."""
         return self.user[users] @ self.item[lo:hi].T
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (``None`` where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_table_memory(model: str, n_users: int, n_items: int, d: int) -> None:
+    """One-line :class:`GraphrecError`, before any allocation, when the ``(U + N) x d`` float32 embedding
+    tables with their gradients and Adam's two moments (4 copies) would not fit in this machine's RAM."""
+    need = (n_users + n_items) * d * 4 * 4
+    ram = physical_memory()
+    if ram is not None and need > ram:
+        raise GraphrecError(
+            f"{model} with embedding_size={d:,} on {n_users:,} users and {n_items:,} items needs at least {need / 2**30:,.1f} GiB "
+            f"for its embedding tables (weights, gradients, Adam state), more than this machine's {ram / 2**30:.1f} GiB; "
+            "lower embedding_size, or check that the ids are 0..n-1"
+        )
 
 
 class RecModel(nn.Module):
@@ -67,6 +90,7 @@ class RecModel(nn.Module):
         self.n_users = dataset.n_users
         self.n_items = dataset.n_items
         self.embedding_size = int(config.get("embedding_size", 64))
+        check_table_memory(type(self).__name__, self.n_users, self.n_items, self.embedding_size)
         self.dataset_modalities = list(dataset.modalities)
         #: the training data's identity, recorded in checkpoints (RecDataset.fingerprint)
         self.data_fingerprint = dataset.fingerprint()
