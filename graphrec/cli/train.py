@@ -116,10 +116,9 @@ def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
     from graphrec.train.resume import from_plain, read_resume
     from graphrec.train.distributed import SINGLE
-    from graphrec.train.run_folder import RunFolder, read_status
+    from graphrec.train.run_folder import RunFolder
 
-    read_status(resume_dir)  # a clear error for folders that are not runs
-    run = RunFolder.reopen(resume_dir)
+    run = RunFolder.reopen(resume_dir)  # one-line errors for non-runs, finished runs and live runs
     try:
         state = read_resume(run.path)
         config = from_plain(state["config"])
@@ -214,8 +213,8 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
         atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
         (run.path / RESUME_FILE).unlink(missing_ok=True)
-        run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
         out_dir = run.finish()
+        run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:
         console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
