@@ -56,8 +56,10 @@ def test_fit_overwrite_and_out_is_file(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "junk.txt").write_text("x")
+    # --overwrite replaces only a run folder: other folders are refused, their files untouched
     r = invoke("fit", "mfbpr", "--epochs", "1", "--out", out, "--overwrite", "--quiet", *SMALL)
-    assert r.exit_code == 0 and (out / "model.pt").is_file()
+    assert_user_error(r, str(out), "replaces only a graphrec run folder", "junk.txt")
+    assert [p.name for p in out.iterdir()] == ["junk.txt"]
     f = tmp_path / "file"
     f.write_text("x")
     assert_user_error(invoke("fit", "mfbpr", "--epochs", "1", "--out", f, "--quiet", *SMALL), "is a file")

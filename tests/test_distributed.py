@@ -158,7 +158,8 @@ def test_cli_fit_distributed_writes_once(tmp_path):
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert m2["distributed"] == {"world_size": 2, "backend": "gloo"}
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "metrics.json", "model.pt"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "config.yaml", "history.jsonl", "metrics.json", "model.pt", "run.json", "train.log"]  # no .lock, no resume.pt left
     for k, v in m1["test"]["metrics"].items():
         assert m2["test"]["metrics"][k] == pytest.approx(v, abs=1e-3), k
     # a problem on rank 0 (non-empty --out) is one error line for the whole group

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -15,103 +16,232 @@ from graphrec.cli.common import (
     _console,
     _group_metrics,
     _import_plugins,
-    _prepare_out,
     plugin_option,
     resolve_model_config,
     trust_option,
 )
+from graphrec.errors import GraphrecError
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="MMRec-format folder (<name>.inter, <modality>_feat.npy, masks). Default: the embedded synthetic dataset.")
 @click.option("--config", "config_files", multiple=True, type=click.Path(), help="YAML file(s) of config overrides, applied in order (e.g. configs/dgmrec/baby.yaml).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable), e.g. --set knn_k=20 --set recon=0.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum number of epochs, at least 1 (early stopping may end sooner).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (python, numpy, torch, DGL).")
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder for config.yaml, metrics.json and model.pt. Default: runs/<model>-<dataset>-<time>.")
-@click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
-@click.option("--quiet", is_flag=True, help="No progress bars or tables.")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder (config.yaml, run.json, train.log, history.jsonl, model.pt, metrics.json). Default: runs/<model>-<dataset>-<time>.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder in --out (the new run is swapped in when it finishes).")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), metavar="DIR", help="Continue the interrupted run in DIR from its last evaluation, with its own settings (MODEL may be omitted).")
+@click.option("--logger", type=click.Choice(["none", "tensorboard"]), default="none", show_default=True, help='Also log scalars to DIR/tensorboard (needs pip install -e ".[tensorboard]").')
+@click.option("--quiet", is_flag=True, help="No progress bars, lines or tables.")
 @plugin_option
 @click.option("--distributed", is_flag=True, help="Data-parallel training in --nproc local processes (gloo on CPU, nccl on GPU, 127.0.0.1). Under torchrun the process group comes from its env vars and this flag is not needed. See docs/scaling.md.")
 @click.option("--nproc", type=click.IntRange(min=1), default=2, show_default=True, help="Processes started by --distributed (ignored under torchrun).")
 @click.option("--dist-timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds a rank waits for the others (rank 0's per-epoch work included) before failing.")
-def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet, plugins, distributed, nproc, dist_timeout) -> None:
+def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resume_dir, logger, quiet, plugins, distributed, nproc, dist_timeout) -> None:
     """Train MODEL (see 'graphrec models') and evaluate it on the test split.
 
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
     stops early on valid_metric, restores the best epoch and reports test metrics.
+    After every evaluation the run folder holds the best-so-far model.pt and what
+    --resume needs; Ctrl-C or SIGTERM stops with exit code 130/143.
 
     \b
+    Interrupted runs:
+      graphrec fit --resume runs/dgmrec-baby-20250101-120000
     Data-parallel (docs/scaling.md):
       graphrec fit lightgcn --distributed --nproc 2
       torchrun --nproc_per_node 4 -m graphrec.cli.main fit dgmrec --config configs/dgmrec/baby.yaml
     """
     from graphrec.train.distributed import launched_env, spawn_local
+    from graphrec.train.interrupt import as_interrupted, handle_signals
 
     _import_plugins(plugins)
     console = _console(quiet)
-    config = resolve_model_config(
-        model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None
-    )
-    if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
-        root = click.get_current_context().find_root().params.get("plugins") or ()
-        spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))), dist_timeout))
-        return
-    _fit_run(model, config, out, overwrite, quiet, console, dist_timeout)
+    if logger == "tensorboard":
+        from graphrec.train.loggers import require_tensorboard
+
+        require_tensorboard()
+    try:
+        with handle_signals():
+            if resume_dir is not None:
+                given = {"--config": config_files, "--set": sets, "--epochs": epochs is not None, "--seed": seed is not None,
+                         "--data-dir": data_dir, "--out": out, "--overwrite": overwrite}
+                clash = [k for k, v in given.items() if v]
+                if clash:
+                    raise GraphrecError(f"--resume continues a run with its own settings; drop {', '.join(clash)}")
+                if distributed or launched_env() is not None:
+                    raise GraphrecError("--resume runs in one process (it continues the same global batches); "
+                                        "drop --distributed / do not start it under torchrun")
+                _fit_resume(model, resume_dir, logger, quiet, console)
+                return
+            if model is None:
+                raise GraphrecError("missing MODEL (see 'graphrec models'), or pass --resume DIR")
+            config = resolve_model_config(
+                model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None
+            )
+            if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
+                root = click.get_current_context().find_root().params.get("plugins") or ()
+                spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))),
+                                                 dist_timeout, logger))
+                return
+            _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger)
+    except KeyboardInterrupt as exc:  # before a run folder existed (after: _fit_body reports and exits)
+        intr = as_interrupted(exc)
+        click.echo(f"Interrupted by {intr.name}; no run folder was written", err=True)
+        sys.exit(intr.exit_code)
 
 
-def _fit_worker(model, config, out, overwrite, quiet, plugins, dist_timeout) -> None:
+def _fit_worker(model, config, out, overwrite, quiet, plugins, dist_timeout, logger="none") -> None:
     """One rank of ``graphrec fit --distributed`` (started by :func:`graphrec.train.distributed.spawn_local`)."""
+    from graphrec.train.interrupt import handle_signals
+
     _import_plugins(plugins)
-    _fit_run(model, config, out, overwrite, quiet, _console(quiet), dist_timeout)
+    with handle_signals():
+        _fit_run(model, config, out, overwrite, quiet, _console(quiet), dist_timeout, logger)
 
 
-def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout) -> None:
+def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger="none") -> None:
     """Train, evaluate and write the run folder; under torchrun/--distributed one rank of the group."""
     from graphrec.train.distributed import init_distributed, shutdown
 
     dist = init_distributed(str(config.get("device", "auto")), dist_timeout)
     try:
-        _fit_body(model, config, out, overwrite, quiet, console if dist.is_main else _console(True), dist)
+        _fit_body(model, config, out, overwrite, quiet, console if dist.is_main else _console(True), dist, logger=logger)
     finally:
         shutdown()
 
 
-def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
+def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
+    """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
+    from graphrec.train.resume import from_plain, read_resume
+    from graphrec.train.distributed import SINGLE
+    from graphrec.train.run_folder import RunFolder
+
+    run = RunFolder.reopen(resume_dir)  # one-line errors for non-runs, finished runs and live runs
+    try:
+        state = read_resume(run.path)
+        config = from_plain(state["config"])
+        if model is not None and model != config["model"]:
+            raise GraphrecError(f"run '{resume_dir}' trains '{config['model']}', not '{model}'")
+    except BaseException:
+        run.release()
+        raise
+    _fit_body(config["model"], config, None, False, quiet, console, SINGLE, run=run, resume_state=state, logger=logger)
+
+
+def _fit_body(model, config, out, overwrite, quiet, console, dist, run=None, resume_state=None, logger="none") -> None:
     from graphrec.data.dataset import load_dataset
+    from graphrec.train.distributed import share_from_main
+    from graphrec.train.run_folder import RunFolder
+
+    try:
+        with console.status("loading data"):
+            dataset = load_dataset(config)
+        if run is None:  # rank 0 prepares and locks the folder (and is the only writer); a problem there stops every rank
+            box: list = []
+
+            def create() -> str:
+                box.append(RunFolder.create(out, model, dataset.name, overwrite))
+                return str(box[0].final_path)
+
+            final = share_from_main(dist, create)
+            run = box[0] if box else None
+            if dist.enabled:
+                console.print(f"data-parallel: {dist.world_size} processes, backend {dist.backend}")
+        else:
+            final = str(run.final_path)
+        _train_in_folder(model, config, dataset, run, Path(final), quiet, console, dist, resume_state, logger)
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, resume_state, logger) -> None:
+    """Train into the locked ``run`` (``None`` on ranks other than 0), keeping it resumable; see graphrec.train.resume."""
+    from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
     from graphrec.models.build import build_model
     from graphrec.train.checkpoint import save_checkpoint
-    from graphrec.train.distributed import share_from_main
+    from graphrec.train.interrupt import Interrupted, as_interrupted, critical
+    from graphrec.train.loggers import LineLogger, TensorBoardLogger, summary_writer
+    from graphrec.train.resume import RESUME_FILE, RunCheckpointer, best_state_from_checkpoint, restore_trainer
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
-    with console.status("loading data"):
-        dataset = load_dataset(config)
-    # rank 0 prepares the folder (and is the only writer); a problem there stops every rank
-    out_dir = Path(share_from_main(dist, lambda: str(_prepare_out(out, model, dataset.name, overwrite))))
-    if dist.enabled:
-        console.print(f"data-parallel: {dist.world_size} processes, backend {dist.backend}")
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
                   f"{len(dataset.train)} train rows, modalities {', '.join(dataset.modalities) or 'none'}")
-    from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
-
-    if dist.is_main:
-        atomic_write_bytes(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
-    with console.status(f"building {model}"):
-        net = build_model(dataset, config)  # seeds first (spec 2.2)
-    trainer = Trainer(net, dataset, config, console=console, progress=not quiet, dist=dist)
-    result = trainer.fit()
-    if not dist.is_main:
+    callbacks = []
+    if run is not None:
+        checkpointer = RunCheckpointer(run, {"dataset": dataset.summary()})
+        callbacks += [checkpointer, LineLogger(run.log)]
+        if logger == "tensorboard":
+            purge = int(resume_state["loop"]["next_epoch"]) + 1 if resume_state else None
+            callbacks.append(TensorBoardLogger(summary_writer(run.path / "tensorboard", purge_step=purge)))
+        if resume_state is None:
+            atomic_write_bytes(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
+            run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
+                    f"valid_metric={trainer_metric(config)}")
+        run.write_status("running", model=model, dataset=dataset.name, out=str(final))
+    trainer = None
+    try:
+        with console.status(f"building {model}"):
+            net = build_model(dataset, config)  # seeds first (spec 2.2)
+        trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
+        if resume_state is not None:
+            loop = resume_state["loop"]
+            best = None if resume_state["best_is_current"] or loop["best_epoch"] < 1 else \
+                best_state_from_checkpoint(run.path / "model.pt", int(loop["best_epoch"]))
+            restore_trainer(trainer, resume_state, best)
+            if resume_state["best_is_current"]:  # model.pt may predate resume.pt (see graphrec.train.resume)
+                checkpointer.save_best(trainer)
+            run.log(f"resumed epoch={trainer.loop.next_epoch} best_epoch={trainer.loop.best_epoch}")
+            console.print(f"resuming {run.path} after epoch {trainer.loop.next_epoch} (best epoch {trainer.loop.best_epoch})")
+        result = trainer.fit()
+    except KeyboardInterrupt as exc:
+        intr = as_interrupted(exc)
+        if run is None:
+            raise
+        _report_interrupt(run, intr, trainer)
+        sys.exit(intr.exit_code)
+    except BaseException as exc:
+        if run is not None:
+            run.write_status("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+    if run is None:
         return
     extra = {"distributed": {"world_size": dist.world_size, "backend": dist.backend}} if dist.enabled else {}
-    save_checkpoint(out_dir / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
-    atomic_write_json(out_dir / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
+    with critical():
+        save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
+        atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
+        (run.path / RESUME_FILE).unlink(missing_ok=True)
+        out_dir = run.finish()
+        run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:
         console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
-    console.print(f"wrote {out_dir}/config.yaml, metrics.json, model.pt")
+    console.print(f"wrote {out_dir}: config.yaml, metrics.json, model.pt, history.jsonl, train.log, run.json")
     if quiet:
         click.echo(json.dumps({"out": str(out_dir), "test": result.test.metrics if result.test else None}))
+
+
+def trainer_metric(config) -> str:
+    return str(config.get("valid_metric", "recall@20")).lower()
+
+
+def _report_interrupt(run, intr, trainer) -> None:
+    """Mark ``run`` interrupted and print the one line that says how to continue it."""
+    from graphrec.train.resume import RESUME_FILE
+
+    loop = trainer.loop if trainer is not None else None
+    done = loop.next_epoch if loop is not None else 0
+    run.write_status("interrupted", signal=intr.name)
+    run.log(f"interrupted signal={intr.name} epochs_done={done}")
+    if (run.path / RESUME_FILE).is_file():
+        msg = (f"Interrupted by {intr.name} after {done} epoch(s); {run.path} keeps epoch {run.status.get('epoch')}: "
+               f"continue with 'graphrec fit --resume {run.path}'")
+    else:
+        msg = f"Interrupted by {intr.name} before the first evaluation; {run.path} holds nothing to resume"
+    click.echo(msg, err=True)
 
 
 # ----------------------------------------------------------------------------- evaluate

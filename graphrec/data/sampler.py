@@ -86,5 +86,13 @@ class BPRSampler:
                 torch.from_numpy(rows[sl, 0]), torch.from_numpy(rows[sl, 1]), torch.from_numpy(neg[sl])
             )
 
+    def get_rng_state(self) -> dict:
+        """The state of :attr:`rng` (its bit generator's, a dict of ints and strings), for resuming."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Continue :attr:`rng` from a :meth:`get_rng_state` of the same bit generator."""
+        self.rng.bit_generator.state = state
+
     def n_batches(self, batch_size: int) -> int:
         return (len(self.train) + batch_size - 1) // batch_size

@@ -300,6 +300,8 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
     except GraphrecError as exc:
         Path(errdir, f"rank{local_rank}.err").write_text(str(exc))
         code = 2
+    except SystemExit as exc:  # 'graphrec fit' interrupted: its line is printed, its exit code kept
+        code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported here, then the process ends
         import traceback
 

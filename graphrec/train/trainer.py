@@ -51,6 +51,10 @@ class Callback:
 
     def on_evaluate(self, trainer: "Trainer", epoch: int, result: EvalResult) -> None: ...
 
+    def on_epoch_logged(self, trainer: "Trainer", epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
+        """After the epoch's bookkeeping: ``record`` is its history row, :attr:`Trainer.loop` is complete
+        (the point a resumed run continues from); ``evaluated``/``improved``: validation ran / set a new best."""
+
     def on_train_end(self, trainer: "Trainer", result: "FitResult") -> None: ...
 
 
@@ -78,6 +82,35 @@ class FitResult:
         }
 
 
+@dataclass
+class LoopState:
+    """Where the epoch loop stands: everything besides model, optimiser and RNGs that a resumed run needs.
+
+    ``next_epoch``: epochs done (0-based index of the next one); ``best_score``/``best_epoch``/``best_valid``:
+    the best validation so far (``best_epoch`` 1-based, ``-1`` before the first evaluation); ``counter``:
+    evaluations without improvement (early stopping); ``elapsed``: training seconds so far.
+    """
+
+    next_epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_valid: EvalResult | None = None
+    counter: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0
+    stopped: bool = False
+
+
+def reseed_dgl(seed: int, epoch: int) -> None:
+    """Seed DGL's RNG from ``(seed, epoch)`` (DGL offers no way to save and restore its state)."""
+    try:
+        import dgl
+
+        dgl.seed((int(seed) * 1_000_003 + int(epoch)) % (2**31))
+    except Exception:  # noqa: BLE001 - best-effort, as in set_seed
+        pass
+
+
 def _metric_key(name: str) -> str:
     return name.lower()
 
@@ -88,7 +121,8 @@ class Trainer:
     Args:
         callbacks: extra :class:`Callback` s.
         console: rich console for progress and tables (``None`` = stderr).
-        progress: show a progress bar per epoch (rank 0 only when distributed).
+        progress: show progress (rank 0 only when distributed): bars when the console is a terminal,
+            else one plain line per evaluation (:mod:`graphrec.train.loggers`).
         dist: this process's place in a data-parallel group (default: a single process).
     """
 
@@ -111,7 +145,12 @@ class Trainer:
         self.model = model.to_device(self.device)
         self.callbacks = list(callbacks)
         self.console = console or Console(stderr=True)
-        self.show_progress = progress and self.dist.is_main
+        # progress bars on a terminal; elsewhere (redirected, nohup, batch jobs) one plain line per evaluation
+        self.show_progress = progress and self.dist.is_main and self.console.is_terminal
+        if progress and self.dist.is_main and not self.console.is_terminal:
+            from graphrec.train.loggers import LineLogger, console_sink
+
+            self.callbacks.append(LineLogger(console_sink(self.console)))
         self.rng = set_seed_rng(config)
         set_deterministic(bool(config.get("deterministic", True)))
         self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
@@ -132,6 +171,9 @@ class Trainer:
         a, b = (list(config.get("learning_rate_scheduler") or [1.0, 50]) + [50])[:2]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
         self.epoch = 0
+        self.loop = LoopState()
+        #: the model state at the best validation so far (restored at the end)
+        self.best_state: dict[str, Any] | None = None
         self.model.on_train_start(self)
         broadcast_state(self.model, self.dist)  # every rank starts from rank 0's weights
 
@@ -195,23 +237,26 @@ class Trainer:
         return {k: v / max(n, 1) for k, v in totals.items()}
 
     def fit(self) -> FitResult:
+        """Train from :attr:`loop` (epoch 0, or where a resumed run stopped) to the end; see the module docstring."""
         cfg = self.config
         epochs = int(cfg["epochs"])
         eval_step = max(1, int(cfg.get("eval_step", 1)))
         stopping_step = int(cfg.get("stopping_step", 20))
         min_epochs = int(cfg.get("stopping_min_epochs", 0))
-        best_score, best_epoch, best_state, best_valid = -math.inf, -1, None, None
-        counter, stopped, history = 0, False, []
-        t0 = time.perf_counter()
+        seed = int(cfg.get("seed", 2024))
+        st = self.loop
+        t0 = time.perf_counter() - st.elapsed
         for cb in self.callbacks:
             cb.on_train_start(self)
         progress = self._progress()
+        self.epoch = max(st.next_epoch - 1, 0)
         with progress:
-            epoch_task = progress.add_task("epochs", total=epochs, loss=float("nan"), info="")
+            epoch_task = progress.add_task("epochs", total=epochs, completed=st.next_epoch, loss=float("nan"), info="")
             batch_task = progress.add_task("batches", total=self.sampler.n_batches(int(cfg["train_batch_size"])), loss=float("nan"), info="")
-            for epoch in range(epochs):
+            for epoch in range(st.next_epoch, 0 if st.stopped else epochs):
                 self.epoch = epoch
                 te = time.perf_counter()
+                reseed_dgl(seed, epoch)  # DGL's RNG has no get/set state: a per-epoch seed makes resuming exact
                 self._model_hook("on_epoch_start", epoch)
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
@@ -221,32 +266,40 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in logs.items()}}
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, logs)
+                evaluated = improved = False
                 if (epoch + 1) % eval_step == 0:
+                    evaluated = True
                     self._model_hook("before_evaluation", "valid")
                     valid = self.evaluate("valid")
                     score = round(valid.metrics[self.valid_metric], 4)
                     record[f"valid_{self.valid_metric}"] = score
                     for cb in self.callbacks:
                         cb.on_evaluate(self, epoch, valid)
-                    if score > best_score:
-                        best_score, best_epoch, best_valid, counter = score, epoch + 1, valid, 0
-                        best_state = copy.deepcopy(self.model.state_dict())
+                    if score > st.best_score:
+                        improved = True
+                        st.best_score, st.best_epoch, st.best_valid, st.counter = score, epoch + 1, valid, 0
+                        self.best_state = copy.deepcopy(self.model.state_dict())
                     else:
-                        counter += 1
-                    progress.update(epoch_task, info=f"{self.valid_metric} {score:.4f} (best {best_score:.4f} @ {best_epoch})")
-                history.append(record)
+                        st.counter += 1
+                    progress.update(epoch_task, info=f"{self.valid_metric} {score:.4f} (best {st.best_score:.4f} @ {st.best_epoch})")
+                st.history.append(record)
+                st.next_epoch = epoch + 1
+                st.stopped = st.counter > stopping_step and epoch + 1 >= min_epochs
+                st.elapsed = time.perf_counter() - t0
+                for cb in self.callbacks:
+                    cb.on_epoch_logged(self, epoch, record, evaluated, improved)
                 progress.update(epoch_task, advance=1, loss=logs.get("loss", float("nan")))
-                if counter > stopping_step and epoch + 1 >= min_epochs:
-                    stopped = True
+                if st.stopped:
                     break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+            best_epoch, best_valid = st.best_epoch, st.best_valid
         else:  # no evaluation happened (epochs < eval_step): evaluate the final model
             self._model_hook("before_evaluation", "valid")
             best_valid = self.evaluate("valid")
             best_epoch = self.epoch + 1
         test = self.evaluate("test")
-        result = FitResult(best_epoch, best_valid, test, self.epoch + 1, stopped, history, time.perf_counter() - t0)
+        result = FitResult(best_epoch, best_valid, test, self.epoch + 1, st.stopped, list(st.history), time.perf_counter() - t0)
         for cb in self.callbacks:
             cb.on_train_end(self, result)
         return result

@@ -1,0 +1,72 @@
+"""SIGINT/SIGTERM during training: an :class:`Interrupted` exception, never in the middle of a checkpoint.
+
+:func:`handle_signals` turns SIGINT (Ctrl-C) and SIGTERM (``kill``, batch-job time limits) into
+:class:`Interrupted` for the duration of a run; inside :func:`critical` (the writes of one checkpoint)
+a signal is held back and raised when the block ends, so the run folder is never left half-written.
+Exit codes follow the shell's convention: ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+_state = {"depth": 0, "pending": None}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when SIGINT or SIGTERM arrives during a run."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _handler(signum, frame) -> None:
+    if _state["depth"] > 0:
+        _state["pending"] = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def handle_signals() -> Iterator[None]:
+    """Raise :class:`Interrupted` on SIGINT/SIGTERM inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back until the block is done, then raise :class:`Interrupted` for it."""
+    _state["depth"] += 1
+    try:
+        yield
+    finally:
+        _state["depth"] -= 1
+        pending = _state["pending"]
+        if _state["depth"] == 0 and pending is not None:
+            _state["pending"] = None
+            raise Interrupted(pending)
+
+
+def as_interrupted(exc: BaseException) -> Interrupted:
+    """A plain ``KeyboardInterrupt`` (no handler installed) counts as SIGINT."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)

@@ -1,0 +1,264 @@
+"""Resumable runs: the state ``graphrec fit --resume`` continues from, and the callback that writes it.
+
+After every evaluation :class:`RunCheckpointer` writes, atomically and with SIGINT/SIGTERM held back
+(:func:`graphrec.train.interrupt.critical`), in this order: ``history.jsonl``, ``resume.pt``, ``model.pt``
+(when the evaluation set a new best: the best-so-far checkpoint that ``graphrec evaluate`` reads) and
+``run.json``. ``resume.pt`` holds (:func:`trainer_state`)::
+
+    {"format": 1, "kind": "graphrec-resume", "graphrec_version", "config", "dataset",
+     "model": state_dict (the current epoch's; extra state as plain data),
+     "model_optimizers": {attribute: state_dict},     # optimisers the model keeps (DGMRec's CLUB Adam)
+     "model_resume": ...,                             # model.get_resume_state() where a model defines it
+     "optimizer", "scheduler",                        # the trainer's Adam and LR scheduler
+     "sampler_rng": numpy Generator state (BPR negatives and shuffling),
+     "rng": {"python", "numpy", "torch", "cuda"},     # global RNG states
+     "loop": {next_epoch, best_score, best_epoch, best_valid, counter, history, elapsed, stopped},
+     "best_is_current": bool}                         # else the best state is model.pt's
+
+Everything in it is a tensor or plain Python data, so it loads with ``torch.load(weights_only=True)``:
+numpy arrays become ``{"__ndarray__": tensor}`` (or a list and a dtype for dtypes torch lacks), integers
+beyond int64 ``{"__bigint__": str}`` (:func:`to_plain`, :func:`from_plain`). DGL's RNG has no state to
+save; the trainer reseeds it from ``(seed, epoch)`` at every epoch instead. With the same seed and
+thread count a resumed run ends with the same metrics, bit for bit, as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import graphrec
+from graphrec.errors import GraphrecError
+from graphrec.eval.evaluator import EvalResult
+from graphrec.train.interrupt import critical
+from graphrec.train.run_folder import RunFolder
+from graphrec.train.trainer import Callback, LoopState, Trainer
+
+FORMAT = 1
+KIND = "graphrec-resume"
+RESUME_FILE = "resume.pt"
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+# ----------------------------------------------------------------------------- plain data
+def to_plain(obj: Any, where: str = "state") -> Any:
+    """``obj`` with numpy arrays/scalars and huge ints replaced by tensors and plain data (see module docstring)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.ndarray):
+        try:
+            return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj)).clone()}
+        except TypeError:  # a dtype torch lacks (uint16/32/64, strings)
+            return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (float, str)):
+        return obj
+    if isinstance(obj, int):
+        return obj if _INT64[0] <= obj <= _INT64[1] else {"__bigint__": str(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(to_plain(v, where) for v in obj)
+    if isinstance(obj, list):
+        return [to_plain(v, where) for v in obj]
+    raise GraphrecError(f"cannot save {where} for resuming: {type(obj).__name__} is not a tensor, array or plain value")
+
+
+def from_plain(obj: Any) -> Any:
+    """The inverse of :func:`to_plain` (arrays come back as numpy arrays of their dtype)."""
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            value = obj["__ndarray__"]
+            return value.numpy().copy() if torch.is_tensor(value) else np.asarray(value, dtype=np.dtype(obj["dtype"]))
+        if "__bigint__" in obj and len(obj) == 1:
+            return int(obj["__bigint__"])
+        return {k: from_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(from_plain(v) for v in obj)
+    if isinstance(obj, list):
+        return [from_plain(v) for v in obj]
+    return obj
+
+
+def _state_dict_plain(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_plain(v, f"model state '{k}'") for k, v in state.items()}
+
+
+def _state_dict_from_plain(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if torch.is_tensor(v) else from_plain(v) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------- RNGs
+def rng_states() -> dict[str, Any]:
+    """python, numpy (global) and torch (CPU and CUDA) RNG states, as plain data."""
+    return {
+        "python": to_plain(random.getstate()),
+        "numpy": to_plain(np.random.get_state()),
+        "torch": torch.get_rng_state(),
+        "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    py = from_plain(states["python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(tuple(from_plain(states["numpy"])))
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ----------------------------------------------------------------------------- trainer state
+def _model_optimizers(model) -> dict[str, torch.optim.Optimizer]:
+    """Optimisers a model keeps as attributes (DGMRec's ``club_optimizer``)."""
+    return {k: v for k, v in vars(model).items() if isinstance(v, torch.optim.Optimizer)}
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """Everything a resumed run needs, after the epoch :attr:`Trainer.loop` ends at (module docstring)."""
+    st = trainer.loop
+    model = trainer.model
+    return {
+        "format": FORMAT,
+        "kind": KIND,
+        "graphrec_version": graphrec.__version__,
+        "config": to_plain(dict(trainer.config), "config"),
+        "dataset": to_plain(trainer.dataset.summary(), "dataset summary"),
+        "model": _state_dict_plain(model.state_dict()),
+        "model_optimizers": {k: to_plain(o.state_dict(), k) for k, o in _model_optimizers(model).items()},
+        "model_resume": to_plain(model.get_resume_state(), "model resume state") if hasattr(model, "get_resume_state") else None,
+        "optimizer": to_plain(trainer.optimizer.state_dict(), "optimizer"),
+        "scheduler": to_plain(trainer.scheduler.state_dict(), "LR scheduler"),
+        "sampler_rng": to_plain(trainer.sampler.get_rng_state(), "sampler RNG"),
+        "rng": rng_states(),
+        "loop": {
+            "next_epoch": st.next_epoch, "best_score": st.best_score, "best_epoch": st.best_epoch,
+            "best_valid": st.best_valid.to_dict() if st.best_valid is not None else None,
+            "counter": st.counter, "history": to_plain(st.history, "history"), "elapsed": st.elapsed, "stopped": st.stopped,
+        },
+        "best_is_current": st.best_epoch == st.next_epoch,
+    }
+
+
+def save_resume(path: str | Path, trainer: Trainer) -> None:
+    """Write :func:`trainer_state` to ``path`` atomically."""
+    from graphrec.data.interactions import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(trainer_state(trainer), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_resume(path: str | Path) -> dict[str, Any]:
+    """Load a ``resume.pt`` (``weights_only=True``); one-line errors for missing or foreign files."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESUME_FILE
+    if not p.is_file():
+        raise GraphrecError(
+            f"'{p.parent}' has no {RESUME_FILE}: the run ended before its first evaluation (start it again) "
+            "or was not written by 'graphrec fit'"
+        )
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise GraphrecError(f"{p}: not a graphrec resume file ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("kind") != KIND or state.get("format") != FORMAT:
+        raise GraphrecError(f"{p}: not a graphrec resume file (format {FORMAT} expected)")
+    return state
+
+
+def restore_trainer(trainer: Trainer, state: dict[str, Any], best_state: dict[str, Any] | None = None) -> None:
+    """Put ``trainer`` (built from the same config and data) where ``state`` was saved.
+
+    ``best_state``: the best epoch's model state (``model.pt``'s) when ``state["best_is_current"]`` is false.
+    The RNGs are set last, so nothing between this and :meth:`Trainer.fit` may draw from them.
+    """
+    summary = to_plain(trainer.dataset.summary())
+    if state["dataset"] != summary:
+        raise GraphrecError("the data differ from those the run was trained on (users, items or interactions); "
+                            "resume with the same --data-dir contents")
+    model = trainer.model
+    try:
+        model.load_state_dict(_state_dict_from_plain(state["model"]))
+    except RuntimeError as exc:
+        raise GraphrecError(f"the saved model state does not fit the model ({str(exc).splitlines()[0]})") from None
+    optimizers = _model_optimizers(model)
+    for name, sd in (state.get("model_optimizers") or {}).items():
+        if name not in optimizers:
+            raise GraphrecError(f"the saved run has model optimiser '{name}', which the model does not create")
+        optimizers[name].load_state_dict(from_plain(sd))
+    if state.get("model_resume") is not None:
+        model.set_resume_state(from_plain(state["model_resume"]))
+    trainer.optimizer.load_state_dict(from_plain(state["optimizer"]))
+    trainer.scheduler.load_state_dict(from_plain(state["scheduler"]))
+    trainer.sampler.set_rng_state(from_plain(state["sampler_rng"]))
+    loop = state["loop"]
+    bv = loop["best_valid"]
+    trainer.loop = LoopState(
+        next_epoch=int(loop["next_epoch"]), best_score=float(loop["best_score"]), best_epoch=int(loop["best_epoch"]),
+        best_valid=EvalResult(**bv) if bv is not None else None, counter=int(loop["counter"]),
+        history=from_plain(loop["history"]), elapsed=float(loop["elapsed"]), stopped=bool(loop["stopped"]),
+    )
+    if state["best_is_current"]:
+        trainer.best_state = copy.deepcopy(model.state_dict())
+    elif best_state is not None:
+        trainer.best_state = best_state
+    elif trainer.loop.best_epoch > 0:
+        raise GraphrecError("the best epoch's model state is missing (model.pt)")
+    trainer.epoch = max(trainer.loop.next_epoch - 1, 0)
+    set_rng_states(state["rng"])
+
+
+def best_state_from_checkpoint(path: Path, best_epoch: int) -> dict[str, Any]:
+    """The model state in the run's ``model.pt``, checked to be that of ``best_epoch``."""
+    from graphrec.train.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    saved = (payload.get("result") or {}).get("best_epoch")
+    if saved != best_epoch:
+        raise GraphrecError(f"{path} holds epoch {saved}, not the best epoch {best_epoch} that resume.pt expects; "
+                            "the run folder was changed by hand")
+    return payload["state_dict"]
+
+
+# ----------------------------------------------------------------------------- the callback
+class RunCheckpointer(Callback):
+    """Keeps a run folder resumable: ``history.jsonl`` every epoch; ``resume.pt``, the best-so-far
+    ``model.pt`` and ``run.json`` after every evaluation (module docstring).
+
+    Args:
+        run: the locked :class:`~graphrec.train.run_folder.RunFolder`.
+        checkpoint_extra: extra keys of ``model.pt`` (``{"dataset": summary}``).
+    """
+
+    def __init__(self, run: RunFolder, checkpoint_extra: dict[str, Any] | None = None) -> None:
+        self.run = run
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+
+    def save_best(self, trainer: Trainer) -> None:
+        """Write the current model as the best-so-far ``model.pt``."""
+        from graphrec.train.checkpoint import save_checkpoint
+
+        st = trainer.loop
+        result = {"best_epoch": st.best_epoch, "valid": st.best_valid.to_dict() if st.best_valid else None, "partial": True}
+        save_checkpoint(self.run.path / "model.pt", trainer.model, trainer.config, extra={**self.checkpoint_extra, "result": result})
+
+    def on_epoch_logged(self, trainer: Trainer, epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
+        st = trainer.loop
+        with critical():
+            self.run.write_history(st.history)
+            if not evaluated:
+                return
+            save_resume(self.run.path / RESUME_FILE, trainer)
+            if improved:
+                self.save_best(trainer)
+            self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
+                                  best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))

@@ -1,0 +1,261 @@
+"""Runs that survive interrupts: resume.pt, exact resumption, SIGINT/SIGTERM, locks, --overwrite swaps, run names."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, assert_user_error, invoke, small_config
+from graphrec.data.dataset import load_dataset
+from graphrec.errors import GraphrecError
+from graphrec.models.build import build_model
+from graphrec.train import run_folder
+from graphrec.train.interrupt import Interrupted
+from graphrec.train.resume import RunCheckpointer, best_state_from_checkpoint, from_plain, read_resume, restore_trainer, to_plain
+from graphrec.train.run_folder import RunFolder
+from graphrec.train.trainer import Callback, Trainer
+
+SMALL = ["--set", "synth_users=150", "--set", "synth_items=200"]
+SETTINGS = {
+    "lightgcn": {"epochs": 6, "seed": 3, "learning_rate": 0.05},  # validation rises, stalls and rises again
+    # refinement every 2 epochs and generation: the refined graphs, counters and CLUB optimiser must come back
+    "dgmrec": {"epochs": 5, "seed": 3, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "refine_every": 2,
+               "club_steps": 2},
+}
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def _trainer(name):
+    cfg = small_config(name, **SETTINGS[name])
+    ds = load_dataset(cfg)
+    return Trainer(build_model(ds, cfg), ds, cfg, progress=False), ds
+
+
+class _StopAfter(Callback):
+    """Interrupts after epoch ``k``'s bookkeeping (the checkpoint of that epoch is written)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
+        if epoch + 1 == self.k:
+            raise KeyboardInterrupt
+
+
+def _interrupt_and_resume(name, k, folder):
+    trainer, ds = _trainer(name)
+    run = RunFolder.create(folder, name, ds.name, False)
+    trainer.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), _StopAfter(k)]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    run.release()
+    raw = torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)  # plain data only
+    assert raw["loop"]["next_epoch"] == k
+    state = read_resume(folder)
+    trainer, _ = _trainer(name)
+    best = None if state["best_is_current"] else best_state_from_checkpoint(folder / "model.pt", state["loop"]["best_epoch"])
+    restore_trainer(trainer, state, best)
+    return trainer, trainer.fit(), state
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "dgmrec"])
+def test_resume_ends_like_an_uninterrupted_run(name, tmp_path):
+    full_trainer, _ = _trainer(name)
+    full = full_trainer.fit()
+    # one interrupt right after a new best (best state = current state) and one after an epoch without
+    # improvement (the best state then comes from model.pt)
+    best, improved_at, flat_at = -1.0, [], []
+    for h in full.history[:-1]:
+        score = h["valid_recall@20"]
+        (improved_at if score > best else flat_at).append(h["epoch"])
+        best = max(best, score)
+    assert improved_at and flat_at, full.history  # the settings must give both cases
+    for k in (improved_at[-1], flat_at[0]):
+        trainer, resumed, state = _interrupt_and_resume(name, k, tmp_path / f"run{k}")
+        assert state["best_is_current"] == (k in improved_at)
+        assert _strip(resumed.history) == _strip(full.history), k
+        assert (resumed.best_epoch, resumed.epochs_run, resumed.stopped_early) == (full.best_epoch, full.epochs_run, full.stopped_early)
+        assert resumed.best_valid.metrics == full.best_valid.metrics
+        assert resumed.test.metrics == full.test.metrics
+        s1, s2 = full_trainer.model.state_dict(), trainer.model.state_dict()
+        for key in s1:
+            if torch.is_tensor(s1[key]):
+                assert torch.equal(s1[key], s2[key]), (k, key)
+        assert resumed.seconds >= state["loop"]["elapsed"]
+
+
+def test_plain_encoding_round_trips_numpy_and_big_ints():
+    import numpy as np
+
+    obj = {"a": np.arange(5, dtype=np.int32), "b": np.array([1, 2], dtype=np.uint32), "c": (1, 2**100, [np.float32(1.5)]),
+           "d": np.zeros((2, 3), dtype=bool), "e": None}
+    back = from_plain(to_plain(obj))
+    assert back["a"].dtype == np.int32 and back["a"].tolist() == [0, 1, 2, 3, 4]
+    assert back["b"].dtype == np.uint32 and back["b"].tolist() == [1, 2]
+    assert back["c"] == (1, 2**100, [1.5]) and back["d"].shape == (2, 3) and back["e"] is None
+    with pytest.raises(GraphrecError, match="cannot save"):
+        to_plain({"f": object()})
+
+
+# ----------------------------------------------------------------------------- the CLI
+def _interrupting(monkeypatch, at_call: int, signum=signal.SIGTERM):
+    """Make the ``at_call``-th training epoch raise the interrupt a signal raises (epochs before it complete)."""
+    calls = {"n": 0}
+    original = Trainer.train_epoch
+
+    def train_epoch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise Interrupted(signum)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("model,extra", [("lightgcn", []), ("dgmrec", ["--set", "embedding_size=16", "--set", "refine_every=2"])])
+def test_cli_sigterm_then_resume_gives_the_uninterrupted_metrics(model, extra, tmp_path, monkeypatch):
+    args = ["fit", model, "--epochs", "5", "--seed", "4", "--quiet", *SMALL, *extra]
+    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupting(m, 4)
+        r = invoke(*args, "--out", out)
+    assert r.exit_code == 143
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Interrupted by SIGTERM after 3 epoch(s)"), r.stderr
+    assert f"graphrec fit --resume {out}" in lines[0] and "Traceback" not in r.output
+    status = json.loads((out / "run.json").read_text())
+    assert status["status"] == "interrupted" and status["epoch"] == 3 and status["signal"] == "SIGTERM"
+    assert not (out / ".lock").exists() and not (out / "metrics.json").exists()
+    assert len((out / "history.jsonl").read_text().splitlines()) == 3
+    r = invoke("fit", "--resume", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["test"] == full["test"] and got["valid"] == full["valid"] and got["best_epoch"] == full["best_epoch"]
+    assert _strip(got["history"]) == _strip(full["history"])
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert not (out / "resume.pt").exists() and not (out / ".lock").exists()
+    assert "resumed epoch=3" in (out / "train.log").read_text()
+    assert len((out / "history.jsonl").read_text().splitlines()) == 5
+    assert_user_error(invoke("fit", "--resume", out), "already finished")
+
+
+def test_interrupt_before_the_first_evaluation(tmp_path, monkeypatch):
+    _interrupting(monkeypatch, 1, signal.SIGINT)
+    r = invoke("fit", "lightgcn", "--epochs", "2", "--out", tmp_path / "r", "--quiet", *SMALL)
+    assert r.exit_code == 130 and r.stderr.strip().splitlines() == [
+        f"Interrupted by SIGINT before the first evaluation; {tmp_path / 'r'} holds nothing to resume"]
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
+    assert_user_error(invoke("fit", "--resume", tmp_path / "r"), "no resume.pt")
+
+
+def test_resume_refuses_other_settings_and_non_runs(tmp_path):
+    assert_user_error(invoke("fit", "--resume", tmp_path, "--set", "knn_k=3"), "--resume", "--set")
+    assert_user_error(invoke("fit", "--resume", tmp_path, "--epochs", "3", "--out", tmp_path), "--epochs", "--out")
+    assert_user_error(invoke("fit", "--resume", tmp_path), "no run.json")
+    assert_user_error(invoke("fit", "--resume", tmp_path / "nope"), "is not a folder")
+    assert_user_error(invoke("fit"), "missing MODEL")
+
+
+def test_sigint_in_a_real_process_exits_130_and_leaves_a_resumable_folder(tmp_path):
+    """A real signal: SIGINT while `graphrec fit` trains, in its own process."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    code = "from graphrec.cli.main import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "fit", "lightgcn", "--epochs", "400", "--set", "stopping_step=1000",
+                             "--out", str(out), "--quiet", *SMALL], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            h = out / "history.jsonl"
+            if h.exists() and len(h.read_text().splitlines()) >= 2 and (out / "resume.pt").exists():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("Interrupted by SIGINT after") and "Traceback" not in err
+    status = json.loads((out / "run.json").read_text())
+    assert status["status"] == "interrupted" and status["epoch"] >= 2
+    state = read_resume(out)
+    assert state["loop"]["next_epoch"] == status["epoch"] == len(state["loop"]["history"])
+    assert not (out / ".lock").exists()
+    assert not list(out.glob(".*.tmp"))  # no half-written files
+
+
+# ----------------------------------------------------------------------------- locks, names, overwrite
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_live_run_locks_its_folder_and_stale_locks_are_taken_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    r = invoke("fit", "lightgcn", "--epochs", "1", "--out", out, "--quiet", *SMALL)
+    assert_user_error(r, str(out), "in use by a live run", f"pid {os.getppid()}")
+    assert_user_error(invoke("fit", "lightgcn", "--epochs", "1", "--out", out, "--overwrite", *SMALL), "in use")
+    (out / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    r = invoke("fit", "lightgcn", "--epochs", "1", "--out", out, "--quiet", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert (out / "metrics.json").is_file() and not (out / ".lock").exists()
+
+
+def test_resume_of_a_folder_in_use_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"status": "running"}))
+    (out / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    assert_user_error(invoke("fit", "--resume", out), "in use by a live run")
+
+
+def test_default_names_never_collide_in_one_second(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_folder.time, "strftime", lambda fmt, *a: "20250101-000000")
+    runs = [RunFolder.create(None, "lightgcn", "synthetic", False) for _ in range(3)]
+    assert [r.path.name for r in runs] == ["lightgcn-synthetic-20250101-000000", "lightgcn-synthetic-20250101-000000-2",
+                                          "lightgcn-synthetic-20250101-000000-3"]
+    assert all((r.path / ".lock").is_file() for r in runs)
+    for r in runs:
+        r.release()
+        assert not (r.path / ".lock").exists()
+
+
+def test_overwrite_replaces_the_whole_folder_and_an_interrupted_overwrite_keeps_the_old_one(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert invoke("fit", "lightgcn", "--epochs", "1", "--out", out, "--quiet", *SMALL).exit_code == 0
+    (out / "notes-from-the-old-run.txt").write_text("old")
+    old_metrics = (out / "metrics.json").read_bytes()
+    with monkeypatch.context() as m:  # interrupted: the old folder is untouched, the staging folder resumable
+        _interrupting(m, 3)
+        r = invoke("fit", "lightgcn", "--epochs", "3", "--out", out, "--overwrite", "--quiet", *SMALL)
+    assert r.exit_code == 143
+    staging = out.with_name(f"run.new-{os.getpid()}")
+    assert f"--resume {staging}" in r.stderr
+    assert (out / "metrics.json").read_bytes() == old_metrics and (out / "notes-from-the-old-run.txt").exists()
+    assert json.loads((staging / "run.json").read_text())["target"] == str(out)
+    assert invoke("fit", "--resume", staging, "--quiet").exit_code == 0
+    assert not staging.exists() and not list(tmp_path.glob("run.old-*"))
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.jsonl", "metrics.json", "model.pt", "run.json", "train.log"]
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
+    assert "target" not in json.loads((out / "run.json").read_text())
