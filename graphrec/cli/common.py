@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -12,7 +10,12 @@ from typing import Any
 import click
 from rich.console import Console
 
-from graphrec.errors import GraphrecError, GraphrecWarning
+from graphrec.errors import (  # noqa: F401 (re-exported)
+    GraphrecError,
+    GraphrecWarning,
+    check_writable_dir,
+    os_error_line,
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -22,16 +25,6 @@ class UserError(click.ClickException):
 
     def show(self, file=None) -> None:  # one line, no usage block
         click.echo(f"Error: {self.format_message()}", err=True)
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for a file-system error: what failed, on which path (e.g. a read-only or missing folder)."""
-    what = exc.strerror or type(exc).__name__
-    where = f" '{exc.filename}'" + (f" -> '{exc.filename2}'" if exc.filename2 else "") if exc.filename else ""
-    hint = {errno.EACCES: "; choose a folder you can write to", errno.EPERM: "; choose a folder you can write to",
-            errno.EROFS: "; choose a writable folder", errno.ENOSPC: "; free some space or choose another folder",
-            errno.ENOTDIR: "; a part of the path is a file, not a folder"}.get(exc.errno or 0, "")
-    return f"{what}:{where}{hint}" if where else f"{what} ({exc}){hint}"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -99,19 +92,6 @@ def _import_plugins(plugins: tuple[str, ...]) -> None:
     from graphrec.registry import import_plugins
 
     import_plugins(plugins)
-
-
-def check_writable_dir(folder: Path, what: str = "output folder") -> None:
-    """Create ``folder`` (with parents) and check a file can be written there; a one-line error otherwise.
-
-    Run before long work, so that an unwritable --out fails at once, not after hours.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".graphrec-write-check"):
-            pass
-    except OSError as exc:
-        raise GraphrecError(f"cannot write to {what} '{folder}': {os_error_line(exc)}") from None
 
 
 def _prepare_out(out: Path | None, model: str, dataset: str, overwrite: bool) -> Path:

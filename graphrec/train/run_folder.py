@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, check_writable_dir
 
 LOCK = ".lock"
 STATUS = "run.json"
@@ -109,7 +109,7 @@ class RunFolder:
         """Make and lock a fresh run folder (``out`` or a unique default name); see the module docstring."""
         if out is None:
             base = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-            base.parent.mkdir(parents=True, exist_ok=True)
+            check_writable_dir(base.parent, "runs folder")
             for i in range(1, 1000):
                 path = base if i == 1 else base.with_name(f"{base.name}-{i}")
                 try:
@@ -143,9 +143,9 @@ class RunFolder:
                 staging = out.with_name(f"{out.name}.new-{os.getpid()}")
                 if staging.exists():
                     shutil.rmtree(staging)
-                staging.mkdir()
+                check_writable_dir(staging)
                 return cls(staging, target=out)._lock()
-        out.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(out)
         return cls(out)._lock()
 
     @classmethod
