@@ -38,6 +38,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"warning: {message}", err=True)
 
 
+def _one_line_usage(exc: click.UsageError) -> click.ClickException:
+    """A click usage error as one ``Error:`` line pointing at ``--help`` (help requests stay as they are)."""
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or exc.ctx is None:
+        return exc
+    return UserError(f"{exc.format_message().rstrip('.')} (see '{exc.ctx.command_path} --help')")
+
+
 class GraphrecGroup(click.Group):
     """Turns :class:`GraphrecError` and file-system errors into one-line exit-2 errors, and shows
     :class:`GraphrecWarning` s as one ``warning: ...`` line each."""
@@ -60,13 +67,17 @@ class GraphrecGroup(click.Group):
             except KeyboardInterrupt:
                 raise UserError("interrupted") from None
             except click.UsageError as exc:  # a bad option value of a subcommand: one line too
-                if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or exc.ctx is None:
-                    raise
-                raise UserError(f"{exc.format_message()} (see '{exc.ctx.command_path} --help')") from None
+                raise _one_line_usage(exc) from None
             except BrokenPipeError:
                 raise
             except OSError as exc:  # unwritable --out, a file where a folder should be, a full disk ...
                 raise UserError(os_error_line(exc)) from None
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the group's own options (graphrec --bogus)
+            raise _one_line_usage(exc) from None
 
 
 def _console(quiet: bool = False) -> Console:
