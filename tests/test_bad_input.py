@@ -179,3 +179,10 @@ def test_mask_from_featurize_has_files(tmp_path):
                       "has 14 rows but the dataset has 15 items")
     assert_user_error(invoke("mask", "--data-dir", d, "--has", f"image={tmp_path / 'image_feat.has.npy'}"), "exists; pass --overwrite")
     assert_user_error(invoke("mask", "--data-dir", d), "pass --ratio R")
+
+
+@pytest.mark.parametrize("args,fragment", [(["--bogus", "models"], "No such option '--bogus' (see 'cli --help')"),
+                                           (["fitt"], "No such command 'fitt'"),
+                                           (["datasets", "synth", "--users", "x", "--out", "o"], "Invalid value for '--users'")])
+def test_usage_errors_are_one_line(args, fragment):
+    assert_user_error(invoke(*args), fragment)

@@ -153,3 +153,28 @@ def test_evaluate_on_other_data_and_training_keys(run_dir, tmp_path):
         from graphrec.train.checkpoint import load_model
 
         load_model(run_dir, overrides={"data_dir": str(other)})
+
+
+def test_save_checkpoint_extra_round_trips(tmp_path):
+    """What the resume checkpoints store (optimizer and RNG states, numpy counters) comes back from read_checkpoint."""
+    from conftest import small_config
+    from graphrec.data.dataset import load_dataset
+    from graphrec.models.build import build_model
+    from graphrec.train.checkpoint import save_checkpoint
+
+    config = small_config("lightgcn")
+    model = build_model(load_dataset(config), config)
+    opt = torch.optim.Adam(model.parameters())
+    model.user_emb.sum().backward()
+    opt.step()
+    extra = {"optimizer": opt.state_dict(), "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()},
+             "early_stopping": {"best": np.float64(0.25), "bad_epochs": np.int64(3), "history": [np.arange(3)]}}
+    save_checkpoint(tmp_path / "model.pt", model, config, extra=extra)
+    torch.load(tmp_path / "model.pt", weights_only=True)
+    back = read_checkpoint(tmp_path)
+    assert_same(extra["rng"], back["rng"])
+    assert back["early_stopping"]["best"] == 0.25 and back["early_stopping"]["bad_epochs"] == 3
+    np.testing.assert_array_equal(back["early_stopping"]["history"][0], np.arange(3))
+    opt2 = torch.optim.Adam(model.parameters())
+    opt2.load_state_dict(back["optimizer"])
+    torch.testing.assert_close(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])

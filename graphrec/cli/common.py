@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -27,39 +28,54 @@ class UserError(click.ClickException):
         click.echo(f"Error: {self.format_message()}", err=True)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"warning: {message}", err=True)
+@contextlib.contextmanager
+def _one_line_warnings():
+    """While a command runs, every :class:`GraphrecWarning` is shown as one ``warning: ...`` line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", GraphrecWarning)
+        default_show = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, GraphrecWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                default_show(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+def _one_line_usage(exc: click.UsageError) -> click.ClickException:
+    """A click usage error as one ``Error:`` line pointing at ``--help`` (help requests stay as they are)."""
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or exc.ctx is None:
+        return exc
+    return UserError(f"{exc.format_message().rstrip('.')} (see '{exc.ctx.command_path} --help')")
 
 
 class GraphrecGroup(click.Group):
-    """Turns :class:`GraphrecError` and file-system errors into one-line exit-2 errors, and shows
-    :class:`GraphrecWarning` s as one ``warning: ...`` line each."""
+    """Turns :class:`GraphrecError`, usage and file-system errors into one-line exit-2 errors, and
+    shows :class:`GraphrecWarning` s as one ``warning: ...`` line each."""
 
     def invoke(self, ctx: click.Context):
-        with warnings.catch_warnings():
-            warnings.simplefilter("always", GraphrecWarning)
-            default_show = warnings.showwarning
+        ctx.with_resource(_one_line_warnings())
+        try:
+            return super().invoke(ctx)
+        except GraphrecError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted") from None
+        except click.UsageError as exc:  # a bad option value of a subcommand: one line too
+            raise _one_line_usage(exc) from None
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # unwritable --out, a file where a folder should be, a full disk ...
+            raise UserError(os_error_line(exc)) from None
 
-            def show(message, category, *args, **kwargs):
-                if issubclass(category, GraphrecWarning):
-                    return _show_warning(message, category, *args, **kwargs)
-                return default_show(message, category, *args, **kwargs)
-
-            warnings.showwarning = show
-            try:
-                return super().invoke(ctx)
-            except GraphrecError as exc:
-                raise UserError(str(exc)) from None
-            except KeyboardInterrupt:
-                raise UserError("interrupted") from None
-            except click.UsageError as exc:  # a bad option value of a subcommand: one line too
-                if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())) or exc.ctx is None:
-                    raise
-                raise UserError(f"{exc.format_message()} (see '{exc.ctx.command_path} --help')") from None
-            except BrokenPipeError:
-                raise
-            except OSError as exc:  # unwritable --out, a file where a folder should be, a full disk ...
-                raise UserError(os_error_line(exc)) from None
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # the group's own options (graphrec --bogus)
+            raise _one_line_usage(exc) from None
 
 
 def _console(quiet: bool = False) -> Console:

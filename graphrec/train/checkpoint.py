@@ -64,12 +64,12 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     Python numbers, ``Path`` a string; numpy arrays, sets and bytes become tagged dicts. Anything
     else is a ``TypeError`` naming where it is.
     """
+    if isinstance(obj, np.generic):  # first: np.float64 and np.str_ are also float and str
+        return obj.item() if not isinstance(obj, (np.void, np.object_)) else to_plain(np.asarray(obj), where)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if torch.is_tensor(obj):
         return obj.detach().cpu()
-    if isinstance(obj, np.generic):
-        return obj.item() if not isinstance(obj, (np.void, np.object_)) else to_plain(np.asarray(obj), where)
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             return {"__ndarray__": [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj.ravel().tolist())],
