@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import REPO_ROOT, assert_user_error, invoke, small_config
 from graphrec.data.dataset import load_dataset
@@ -107,6 +109,30 @@ def test_plain_encoding_round_trips_numpy_and_big_ints():
     assert back["c"] == (1, 2**100, [1.5]) and back["d"].shape == (2, 3) and back["e"] is None
     with pytest.raises(GraphrecError, match="cannot save"):
         to_plain({"f": object()})
+
+
+_DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "uint16", "uint32", "uint64"]
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(_DTYPES), st.lists(st.integers(0, 100), max_size=6)), max_size=4),
+    st.integers(-(2**80), 2**80),
+    st.lists(st.floats(allow_nan=False), max_size=3),
+)
+def test_plain_encoding_survives_weights_only_load(arrays, big, floats):
+    """Any nesting of numpy arrays (every dtype), huge ints and floats comes back equal through
+    torch.save and torch.load(weights_only=True)."""
+    import io
+
+    import numpy as np
+
+    obj = {"arrays": [np.asarray(v, dtype=d) for d, v in arrays], "big": big, "floats": tuple(floats), "n": {"x": None}}
+    buf = io.BytesIO()
+    torch.save(to_plain(obj), buf)
+    buf.seek(0)
+    back = from_plain(torch.load(buf, weights_only=True))
+    assert [(a.dtype, a.tolist()) for a in back["arrays"]] == [(a.dtype, a.tolist()) for a in obj["arrays"]]
+    assert back["big"] == big and back["floats"] == tuple(floats) and back["n"] == {"x": None}
 
 
 # ----------------------------------------------------------------------------- the CLI

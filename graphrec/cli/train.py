@@ -89,7 +89,11 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resum
             _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger)
     except KeyboardInterrupt as exc:  # before a run folder existed (after: _fit_body reports and exits)
         intr = as_interrupted(exc)
-        click.echo(f"Interrupted by {intr.name}; no run folder was written", err=True)
+        if distributed and resume_dir is None:  # the ranks were stopped; rank 0 marked its folder
+            click.echo(f"Interrupted by {intr.name}; the {nproc} ranks were stopped; continue the run folder in one "
+                       "process with 'graphrec fit --resume DIR'", err=True)
+        else:
+            click.echo(f"Interrupted by {intr.name}; no run folder was written", err=True)
         sys.exit(intr.exit_code)
 
 
@@ -107,18 +111,25 @@ def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger
     from graphrec.train.distributed import init_distributed, shutdown
 
     dist = init_distributed(str(config.get("device", "auto")), dist_timeout)
+    interrupted = False
     try:
         _fit_body(model, config, out, overwrite, quiet, console if dist.is_main else _console(True), dist, logger=logger)
+    except (KeyboardInterrupt, SystemExit):
+        interrupted = True  # every rank is being stopped: no barrier with ranks that may be gone
+        raise
     finally:
-        shutdown()
+        if not interrupted:
+            shutdown()
 
 
 def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
     from graphrec.train.resume import from_plain, read_resume
     from graphrec.train.distributed import SINGLE
+    from graphrec.registry import load_builtin
     from graphrec.train.run_folder import RunFolder
 
+    load_builtin()
     run = RunFolder.reopen(resume_dir)  # one-line errors for non-runs, finished runs and live runs
     try:
         state = read_resume(run.path)

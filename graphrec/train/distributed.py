@@ -302,6 +302,8 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
         code = 2
     except SystemExit as exc:  # 'graphrec fit' interrupted: its line is printed, its exit code kept
         code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM (graphrec.train.interrupt) while stopping with the others
+        code = int(getattr(exc, "exit_code", 130))
     except BaseException:  # noqa: BLE001 - reported here, then the process ends
         import traceback
 
