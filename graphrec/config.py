@@ -80,6 +80,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "new_items": False,
     # raw-feature imputation for missing rows: mean | zeros | nn
     "imputation": "mean",
+    # per-modality feature normalisation before imputation: none | l2 | standardize, or a mapping
+    # {modality: method} (graphrec.data.feature_norm); none = the values of the files, as the papers
+    "feature_norm": "none",
     "filter_cold_users": True,
     # embedded synthetic dataset (used when data_dir is null)
     "synth_users": 800,

@@ -8,6 +8,7 @@ missing-modality mask (spec 1.3), the new-item setting (spec 1.5) and imputation
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.data.features import FEATURE_SUFFIX, check_modality_names, discover_modalities, load_features
+from graphrec.data.feature_norm import normalize_features
 from graphrec.data.imputation import impute
 from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions, read_inter
 from graphrec.data.masks import MissingModalities, generate_missing, load_mask_file
@@ -115,8 +117,14 @@ def build_dataset(
     filter_cold_users: bool = True,
     source: dict[str, Any] | None = None,
     origin: str = "dataset",
+    feature_norm: Any = "none",
 ) -> RecDataset:
-    """Assemble a :class:`RecDataset` from rows, features and masks (spec 1.2-1.5)."""
+    """Assemble a :class:`RecDataset` from rows, features and masks (spec 1.2-1.5).
+
+    ``feature_norm`` (:mod:`graphrec.data.feature_norm`) is applied before imputation; with
+    ``none`` the tables are checked and a nearly constant direction or an extreme scale is
+    printed as a ``warning:`` line on stderr.
+    """
     n = inter.n_items
     is_new = np.zeros(n, dtype=bool)
     if new_items is not None and len(new_items):
@@ -138,6 +146,10 @@ def build_dataset(
             )
     if is_new.any() and is_new[train[:, 1]].any():
         raise GraphrecError(f"{origin}: new items must not have train rows (new-item setting)")
+    if features:
+        features, notes = normalize_features(features, missing.missing, feature_norm, reference=~is_new)
+        for note in notes:
+            print(f"warning: {origin}: {note}", file=sys.stderr)
     imputed = impute(features, missing, imputation, reference=~is_new) if features else {}
     return RecDataset(
         name=name,
@@ -162,6 +174,7 @@ SOURCE_KEYS = (
     "mask_file",
     "new_items",
     "imputation",
+    "feature_norm",
     "filter_cold_users",
     "synth_users",
     "synth_items",
@@ -208,6 +221,7 @@ def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
         new_items=new_items,
         imputation=config.get("imputation", "mean"),
         filter_cold_users=bool(config.get("filter_cold_users", True)),
+        feature_norm=config.get("feature_norm", "none"),
         source=source,
         origin="synthetic dataset",
     )
@@ -251,6 +265,7 @@ def _load_directory(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
         new_items=new_items,
         imputation=config.get("imputation", "mean"),
         filter_cold_users=bool(config.get("filter_cold_users", True)),
+        feature_norm=config.get("feature_norm", "none"),
         source=source,
         origin=str(inter_path),
     )
