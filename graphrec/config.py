@@ -80,6 +80,9 @@ DATA_DEFAULTS: dict[str, Any] = {
     "new_items": False,
     # raw-feature imputation for missing rows: mean | zeros | nn
     "imputation": "mean",
+    # per-modality feature normalisation before imputation: none | l2 | standardize, or a mapping
+    # {modality: method} (graphrec.data.feature_norm); none = the values of the files, as the papers
+    "feature_norm": "none",
     "filter_cold_users": True,
     # embedded synthetic dataset (used when data_dir is null)
     "synth_users": 800,
@@ -188,6 +191,55 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: keys of the DGMRec authors' code and MMRec configs that graphrec reads under its own name
+#: (docs/architecture.md, "Configs of the DGMRec authors' code and MMRec"). Values of one-element
+#: lists (MMRec's hyper-parameter lists, ``seed: [999]``) are unwrapped for scalar keys.
+AUTHOR_ALIASES: dict[str, str] = {
+    "filter_out_cod_start_users": "filter_cold_users",
+    "inter_file_name": "dataset (without .inter)",
+    "gpu_id": "device (cuda:<id>)",
+    "use_gpu": "device (false -> cpu, true -> auto)",
+    "learner": "(Adam is the only optimiser; 'adam' is accepted)",
+    "n_layers / n_ui_layers": "the other name, for a model that has only one of them",
+}
+#: keys of the authors' code / MMRec without a graphrec counterpart: a one-line error that says what to use
+AUTHOR_ERRORS: dict[str, str] = {
+    "hyper_parameters": "graphrec runs one configuration per run: give each key one value (compare settings with 'graphrec bench --set', one out folder per setting)",
+    "metrics": "graphrec computes recall, ndcg, precision, hit and map at every K of 'topk'; remove 'metrics'",
+    "data_path": "use 'data_dir' (the folder that holds <dataset>.inter and <modality>_feat.npy)",
+    "missing_modal": "graphrec applies the mask named by 'missing_ratio' or 'mask_file' ('missing_ratio: none' = no missing modality)",
+    "missing_imputation": "use 'imputation' (mean | zeros | nn)",
+    "vision_feature_file": "graphrec reads <modality>_feat.npy from data_dir (image_feat.npy); choose modalities with 'modalities'",
+    "text_feature_file": "graphrec reads <modality>_feat.npy from data_dir (text_feat.npy); choose modalities with 'modalities'",
+    "use_raw_features": "graphrec always reads the feature files as they are; normalise with 'feature_norm'",
+    "save_model": "graphrec fit always writes model.pt into its run folder (--out)",
+    "checkpoint_dir": "use 'graphrec fit --out DIR'",
+}
+
+
+def _author_key(key: str, value: Any, defaults: Mapping[str, Any], source: str) -> tuple[str, Any] | None:
+    """graphrec's ``(key, value)`` for a key of the authors' code, ``None`` to drop it; raises for keys without one."""
+    if key in AUTHOR_ERRORS:
+        raise GraphrecError(f"{source}: '{key}' (a key of the authors' code / MMRec) has no graphrec counterpart: {AUTHOR_ERRORS[key]}")
+    if key == "n_layers" and "n_ui_layers" in defaults:
+        return "n_ui_layers", value
+    if key == "n_ui_layers" and "n_layers" in defaults:
+        return "n_layers", value
+    if key == "filter_out_cod_start_users":
+        return "filter_cold_users", value
+    if key == "inter_file_name":
+        return "dataset", str(value).removesuffix(".inter")
+    if key == "gpu_id":
+        return "device", f"cuda:{int(value)}"
+    if key == "use_gpu":
+        return "device", "auto" if value else "cpu"
+    if key == "learner":
+        if str(value).lower() != "adam":
+            raise GraphrecError(f"{source}: 'learner: {value}': graphrec trains with Adam only")
+        return None
+    return key, value
+
+
 def resolve_config(
     model_name: str,
     model_defaults: Mapping[str, Any],
@@ -209,6 +261,18 @@ def resolve_config(
                 if value != model_name:
                     raise GraphrecError(f"{source} is for model '{value}', not '{model_name}'")
                 continue
+            if key not in defaults:
+                translated = _author_key(key, value, defaults, source)
+                if translated is None:
+                    continue
+                key, value = translated
+            if isinstance(value, list) and defaults.get(key) is not None and not isinstance(defaults[key], (list, tuple)):
+                if len(value) != 1:
+                    raise GraphrecError(
+                        f"{source}: '{key}' holds several values {value!r}; graphrec runs one configuration per run "
+                        "(compare values with 'graphrec bench --set', one out folder per value)"
+                    )
+                value = value[0]  # MMRec's one-element hyper-parameter lists
             if key not in defaults:
                 raise GraphrecError(
                     f"{source}: unknown config key '{key}'{_close(key, defaults)}; "

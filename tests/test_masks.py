@@ -285,3 +285,18 @@ def test_amazon_masks(shared_data, dataset, n_items, sizes):
     assert m.only("text").sum() == sizes["t"] and m.only("image").sum() == sizes["v"]
     assert (m.count() == 2).sum() == sizes["all"]
     assert m.complete().sum() == n_items - sum(sizes.values())
+
+
+def test_random_draw_is_per_item_nested_and_near_even() -> None:
+    from graphrec.data.masks import generate_missing
+
+    mods = ["image", "text", "audio"]
+    even = generate_missing(6000, mods, None, seed=7, draw="random")
+    counts = np.bincount(even.count(), minlength=4)
+    assert abs(counts[0] - 1500) <= 1 and all(abs(c - 1500) < 150 for c in counts[1:])
+    assert len(set(counts[1:])) > 1  # drawn, not cycled into exactly equal shares
+    cycled = np.bincount(generate_missing(6000, mods, None, seed=7).count(), minlength=4)
+    assert len(set(cycled.tolist())) == 1
+    low, high = (generate_missing(6000, mods, r, seed=7, draw="random") for r in (0.2, 0.6))
+    for m in mods:
+        assert not np.any(low.missing[m] & ~high.missing[m])  # nested

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphrec.bench.runner import PROTOCOLS, SWEEPS, Plan
+from graphrec.bench.runner import PROTOCOLS, SETTING_LABELS, SWEEPS, Plan
+from graphrec.bench.significance import ALPHA, mark, significance_rows
 
 PLOTS_SKIPPED = "plots skipped: matplotlib is not installed (pip install 'graphrec[bench]')"
 
@@ -39,11 +40,11 @@ def _num(v: float | None, digits: int = 3) -> str:
 
 
 def metric_columns(records: list[dict[str, Any]]) -> list[str]:
-    """recall/ndcg at 10 and 20 where computed, else at the largest K."""
+    """recall/ndcg at 20 and 50 (the papers' columns) where computed, else at the largest K."""
     keys = set()
     for r in records:
         keys |= set(r.get("test") or {})
-    cols = [k for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20") if k in keys]
+    cols = [k for k in ("recall@20", "recall@50", "ndcg@20", "ndcg@50") if k in keys]
     if cols:
         return cols
     ks = sorted({int(k.split("@")[1]) for k in keys if "@" in k})
@@ -74,6 +75,8 @@ def summarise(p: Plan, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "metrics": {m: [r["test"].get(m) for r in rs] for m in metrics},
             "best_epoch": [r["best_epoch"] for r in rs],
             "epochs_run": [r["epochs_run"] for r in rs],
+            "settings": settings_text(rs),
+            "hit_cap": [r["seed"] for r in rs if hit_cap(r)],
             "seconds_per_epoch": _mean([r["seconds_per_epoch"] for r in rs]),
             "seconds_per_eval": _mean([r["seconds_per_eval"] for r in rs]),
             "seconds_per_refinement": _mean([r["seconds_per_refinement"] for r in rs]),
@@ -85,6 +88,9 @@ def summarise(p: Plan, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "retrieval_notes": sorted({r["retrieval_note"] for r in rs if r.get("retrieval_note")}),
         })
     first = p.models[0]
+    sig = significance_rows(rows, by_key, first, p.out / "runs")
+    for row in rows:
+        row["significance"] = {e["metric"]: e for e in sig if e["model"] == row["model"] and e["variant"] == row["variant"]}
     base = {row["variant"]: row for row in rows if row["model"] == first}
     fallback = next((row for row in rows if row["model"] == first), None)
     for row in rows:
@@ -94,6 +100,37 @@ def summarise(p: Plan, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["rss_ratio"] = row["peak_rss_mb"] / b["peak_rss_mb"] if b is not None and b["peak_rss_mb"] else None
         row["ratio_base"] = None if b is None else f"{b['model']}" + ("" if b["variant"] == row["variant"] else f" ({b['variant']})")
     return rows
+
+
+def hit_cap(r: dict[str, Any]) -> bool:
+    """True when a run trained up to its epoch cap instead of stopping early (it may not have converged)."""
+    if "hit_epoch_cap" in r:
+        return bool(r["hit_epoch_cap"])
+    cap = (r.get("config") or {}).get("epochs")
+    return not r.get("stopped_early") and cap is not None and r.get("epochs_run", 0) >= int(cap)
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "[" + ",".join(_short(x) for x in v) + "]"
+    return str(v)
+
+
+def settings_text(rs: list[dict[str, Any]]) -> str:
+    """The trainer settings the records used (from their resolved configs), e.g. ``lr 0.001, batch 4096, ...``.
+
+    Keys whose value differs between the seeds list every value.
+    """
+    parts = []
+    for key, label in SETTING_LABELS.items():
+        vals = list(dict.fromkeys(_short((r.get("config") or {}).get(key)) for r in rs if key in (r.get("config") or {})))
+        if vals:
+            parts.append(f"{label} {'/'.join(vals)}")
+    return ", ".join(parts)
 
 
 def _groups(rs: list[dict]) -> dict[str, dict[str, Any]]:
@@ -166,14 +203,14 @@ def research_only(p: Plan) -> bool:
 def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]], failed: list[str], plots: list[str], plot_note: str | None) -> str:
     metrics = metric_columns(records)
     seeds = sorted({r["seed"] for r in records})
-    caps = sorted({s["overrides"].get("epochs") for s in p.specs if s["overrides"].get("epochs") is not None})
+    caps = sorted({int(r["config"]["epochs"]) for r in records if (r.get("config") or {}).get("epochs") is not None})
     lines = [
         f"# Benchmark: protocol `{p.protocol}`",
         "",
         f"* protocol: {PROTOCOLS[p.protocol]}",
         f"* dataset: {_dataset_line(p, records)}",
         f"* seeds: {', '.join(map(str, seeds)) or '–'} (mean ± sample std over seeds; one value = one seed)",
-        f"* epochs: {'capped at ' + '/'.join(map(str, caps)) if caps else 'from the config'} (early stopping on validation; test at the best validation epoch)",
+        f"* epochs: at most {'/'.join(map(str, caps)) if caps else '?'} as the records ran (early stopping on validation; test at the best validation epoch)",
         f"* machine: {_machine(records)}",
         f"* generated {time.strftime('%Y-%m-%d %H:%M')} by `graphrec bench`; one JSON record per run in `runs/`",
     ]
@@ -185,15 +222,16 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
         lines += _groups_md(rows, records) + [""]
     if p.protocol == "retrieval":
         lines += _retrieval_md(rows) + [""]
-    cost = ["best epoch", "s/epoch", "s/eval", "s/refinement", "kNN build s", "peak RSS MB"]
+    cost = ["best epoch", "epochs run", "s/epoch", "s/eval", "s/refinement", "kNN build s", "peak RSS MB"]
     first = p.models[0]
     header = ["model", "variant", "runs", *[f"test {m}" for m in metrics], *cost, f"s/epoch vs {first}", f"RSS vs {first}"]
     lines += ["## Test metrics and cost", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
             row["model"], row["variant"], str(len(row["seeds"])),
-            *[fmt(row["metrics"][m]) for m in metrics],
+            *[fmt(row["metrics"][m]) + mark(row["significance"].get(m)) for m in metrics],
             fmt([float(x) for x in row["best_epoch"]], 1),
+            fmt([float(x) for x in row["epochs_run"]], 1) + (f" ⚠ cap ({len(row['hit_cap'])})" if row["hit_cap"] else ""),
             _num(row["seconds_per_epoch"]), _num(row["seconds_per_eval"]), _num(row["seconds_per_refinement"]),
             _num(row["seconds_knn_build"]), f"{row['peak_rss_mb']:.0f}" + (f" (GPU {row['peak_gpu_mb']:.0f})" if row["peak_gpu_mb"] else ""),
             "–" if row["epoch_ratio"] is None else f"{row['epoch_ratio']:.2f}×",
@@ -201,6 +239,10 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
+        "",
+        f"`*`: the row differs from {first} in both paired tests over users (t-test and Wilcoxon signed-rank, "
+        f"p < {ALPHA}; `(*)`: in one of them; see *Significance*). ⚠ cap (n): n seeds trained up to their epoch cap "
+        "instead of stopping early, so they may not have converged.",
         "",
         "s/epoch: training time per epoch (model hooks such as DGMRec's CLUB steps, generation and "
         "refinement included, evaluation excluded), mean over the epochs after the first; s/eval: one "
@@ -213,6 +255,8 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
     if fallback:
         lines += [f"Ratios are taken against {first} with the same variant where it has one, otherwise: "
                   + "; ".join(fallback) + ".", ""]
+    lines += _settings_md(rows) + [""]
+    lines += _significance_md(rows, first) + [""]
     if p.protocol != "breakdown" and any(row["groups"] for row in rows):
         lines += _groups_md(rows, records) + [""]
     notes = list(p.notes)
@@ -228,6 +272,43 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(f).stem}]({f})" for f in plots] + [""]
     return "\n".join(lines)
+
+
+def _settings_md(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Trainer settings of each row",
+        "",
+        "Read from the records' resolved configs (what the runs used; cap = maximum epochs, patience = "
+        "evaluations without improvement before stopping).",
+        "",
+        "| model | variant | settings |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {row['model']} | {row['variant']} | {row['settings'] or '–'} |" for row in rows]
+
+
+def _significance_md(rows: list[dict], first: str) -> list[str]:
+    entries = [e for row in rows for e in row["significance"].values()]
+    if not entries:
+        return []
+    lines = [
+        f"## Significance against {first}",
+        "",
+        "Paired over test users (each user's value averaged over the seeds both rows ran): mean difference "
+        "(row − base), two-sided p-values of the paired t-test and the Wilcoxon signed-rank test.",
+        "",
+        "| model | variant | base | metric | seeds | users | mean diff | t-test p | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        if "t_p" not in e:
+            lines.append(f"| {e['model']} | {e['variant']} | {e['base']} | {e['metric']} | {len(e['seeds'])} | – | – | {e.get('note', '–')} | – |")
+            continue
+        lines.append(
+            f"| {e['model']} | {e['variant']} | {e['base']} | {e['metric']} | {len(e['seeds'])} | {e['users']} | "
+            f"{e['mean_diff']:+.4f} | {e['t_p']:.2g} | {e['wilcoxon_p']:.2g} |"
+        )
+    return lines
 
 
 def _groups_md(rows: list[dict], records: list[dict]) -> list[str]:

@@ -29,9 +29,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +57,28 @@ SWEEPS: dict[str, list[float]] = {
     "ratio-sweep": [0.0, 0.2, 0.4, 0.6, 0.8],
     "ci2mg-sweep": [0.5, 0.6, 0.7, 0.8, 0.9],
 }
+
+
+#: trainer settings that ``bench`` gives every model alike (``--trainer shared``, the default) unless a
+#: preset or ``--set`` names them: a model's own defaults of these keys (DGMRec lr 3e-3 / batch 1,024,
+#: CI2MG 300 epochs / patience 50, ...) would make a defaults-only comparison unfair.
+SHARED_TRAINER_KEYS = (
+    "epochs", "train_batch_size", "learning_rate", "learning_rate_scheduler", "weight_decay", "eval_step",
+    "stopping_step", "stopping_min_epochs", "valid_metric", "eval_mask_valid_in_test", "embedding_size",
+)
+#: the trainer settings printed beside each row of results.md (short names)
+SETTING_LABELS = {
+    "learning_rate": "lr", "train_batch_size": "batch", "epochs": "cap", "stopping_step": "patience",
+    "learning_rate_scheduler": "sched", "reg_weight": "reg", "eval_mask_valid_in_test": "mask valid",
+}
+
+
+class BenchInterrupted(Exception):
+    """``bench`` received SIGTERM (``signum``); the running worker has been stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
 
 
 def slug(text: str) -> str:
@@ -177,12 +202,16 @@ def plan(
     threads: int | None = 1,
     mask_seed: int = 1225,
     write: bool = True,
+    trainer: str = "shared",
 ) -> Plan:
     """The run specs of one invocation; every config is resolved here, so bad keys fail before any run.
 
-    ``write=False`` (dry run) does not create the sweep work folder.
+    ``write=False`` (dry run) does not create the sweep work folder. ``trainer="shared"`` gives every
+    model the trainer defaults (:data:`graphrec.config.TRAIN_DEFAULTS`) for :data:`SHARED_TRAINER_KEYS`
+    that no preset or ``--set`` names; ``"model"`` keeps each model's own defaults of them.
+    Each spec holds its resolved ``config`` (what the run will use).
     """
-    from graphrec.config import resolve_config
+    from graphrec.config import TRAIN_DEFAULTS, load_yaml, resolve_config
     from graphrec.registry import MODELS, import_plugins, load_builtin
 
     if protocol not in PROTOCOLS:
@@ -198,6 +227,8 @@ def plan(
     sets = dict(sets or {})
     presets = presets or {}
     seeds = seeds or [2024]
+    if trainer not in ("shared", "model"):
+        raise GraphrecError(f"--trainer must be 'shared' or 'model', got '{trainer}'")
     if "seed" in sets or "epochs" in sets or "data_dir" in sets:
         raise GraphrecError("use --seeds, --epochs and --data-dir rather than --set seed/epochs/data_dir")
     if protocol == "natural":
@@ -239,7 +270,17 @@ def plan(
                 overrides = {**base, **ov, "seed": seed}
                 cls = MODELS.get(model)
                 cfg_files = list(presets.get(model, []))
-                resolve_config(model, cls.default_config, cfg_files, overrides)  # bad keys fail before any run
+                shared: dict[str, Any] = {}
+                if trainer == "shared":
+                    named = set(overrides) | {k for f in cfg_files for k in load_yaml(f)}
+                    shared = {k: TRAIN_DEFAULTS[k] for k in SHARED_TRAINER_KEYS
+                              if k in cls.default_config and k not in named and cls.default_config[k] != TRAIN_DEFAULTS[k]}
+                    if shared and seed == seeds[0] and variant == model_variants[0][0]:
+                        notes.append(f"{model}: shared trainer settings instead of its own defaults: "
+                                     + ", ".join(f"{k} {cls.default_config[k]!r} -> {v!r}" for k, v in shared.items())
+                                     + " (--trainer model keeps them)")
+                    overrides = {**shared, **overrides}
+                config = resolve_config(model, cls.default_config, cfg_files, overrides)  # bad keys fail before any run
                 specs.append({
                     "id": run_id(model, variant, seed),
                     "model": model,
@@ -251,6 +292,9 @@ def plan(
                     "plugins": list(plugins),
                     "threads": threads,
                     "retrieval": protocol == "retrieval",
+                    "trainer": trainer,
+                    "shared_trainer_keys": sorted(shared),
+                    "config": config,
                 })
     if variants:
         unknown = [v for v in variants if v not in known_variants]
@@ -267,9 +311,77 @@ def plan(
     return Plan(protocol, list(models), list(seeds), specs, None if data_dir is None else str(data_dir), out, notes, sweep)
 
 
-def _same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("model", "variant", "protocol", "seed", "config_files", "overrides", "plugins")
-    return all(json.dumps(a.get(k), sort_keys=True) == json.dumps(b.get(k), sort_keys=True) for k in keys)
+def _defaults(model: str) -> dict[str, Any]:
+    from graphrec.config import resolve_config
+    from graphrec.registry import MODELS
+
+    return resolve_config(model, MODELS.get(model).default_config, [], {})
+
+
+def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` where the record ``old`` ran with other settings than ``spec`` would.
+
+    Compares the resolved configs (``old["config"]`` with ``spec["config"]``); a key that the old
+    record lacks (added to graphrec later) counts only if its new value is not the default.
+    """
+    before, after = old.get("config") or {}, spec.get("config") or {}
+    if not before:  # a record without its config: compare what the spec asked for
+        before = {**(old.get("spec") or {}).get("overrides", {})}
+        after = dict(spec.get("overrides") or {})
+    defaults: dict[str, Any] | None = None
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(before) | set(after)):
+        a, b = before.get(key, "(absent)"), after.get(key, "(absent)")
+        if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
+            continue
+        if key not in before:
+            defaults = defaults if defaults is not None else _defaults(spec["model"])
+            if json.dumps(defaults.get(key), default=str) == json.dumps(b, default=str):
+                continue
+        out[key] = (a, b)
+    return out
+
+
+def existing_changes(p: Plan) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """``{run id: changed settings}`` of the plan's runs whose record in ``p.out/runs`` used other settings."""
+    out = {}
+    for spec in p.specs:
+        path = p.out / "runs" / f"{spec['id']}.json"
+        if not path.is_file():
+            continue
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        diff = changed_settings(old, spec)
+        if diff:
+            out[spec["id"]] = diff
+    return out
+
+
+def changes_message(out: Path, changes: dict[str, dict[str, tuple[Any, Any]]]) -> str:
+    """One line naming the keys that differ (with old -> new values) in the records of ``changes``."""
+    keys: dict[str, set[str]] = {}
+    for diff in changes.values():
+        for k, (a, b) in diff.items():
+            keys.setdefault(k, set()).add(f"{json.dumps(a, default=str)} -> {json.dumps(b, default=str)}")
+    what = "; ".join(f"{k}: {', '.join(sorted(v)[:3])}" for k, v in keys.items())
+    return (
+        f"--out '{out}' holds {len(changes)} record(s) made with other settings ({what}); "
+        "use another --out, or --rerun-changed to run them again (their old records move to runs/replaced/)"
+    )
+
+
+def set_aside(p: Plan, ids: list[str]) -> Path:
+    """Move the records (and per-user files) of ``ids`` into ``runs/replaced/<time>/``; returns that folder."""
+    dest = p.out / "runs" / "replaced" / time.strftime("%Y%m%d-%H%M%S")
+    dest.mkdir(parents=True, exist_ok=True)
+    for run in ids:
+        for name in (f"{run}.json", f"{run}.users.npz"):
+            src = p.out / "runs" / name
+            if src.exists():
+                os.replace(src, dest / name)
+    return dest
 
 
 def _child_env(threads: int | None) -> dict[str, str]:
@@ -278,7 +390,37 @@ def _child_env(threads: int | None) -> dict[str, str]:
         env["OMP_NUM_THREADS"] = str(threads)
     pkg_parent = str(Path(__file__).resolve().parents[2])  # importable from a checkout, too
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"  # the log holds each line as it is printed
     return env
+
+
+@contextmanager
+def sigterm_raises():
+    """Within the block, SIGTERM raises :class:`BenchInterrupted` (main thread only), so the worker is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise BenchInterrupted(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def stop_worker(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM the worker, wait up to ``grace`` seconds, then SIGKILL; it writes no record when stopped."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_all(
@@ -306,7 +448,7 @@ def run_all(
         console=console,
         disable=not progress,
     )
-    with bar:
+    with bar, sigterm_raises():
         total = bar.add_task("runs", total=len(p.specs), info="")
         epochs = bar.add_task("epochs", total=None, info="", visible=False)
         for spec in p.specs:
@@ -317,8 +459,9 @@ def run_all(
                 except (OSError, json.JSONDecodeError):
                     old = None
                 if old is not None:
-                    if not _same_spec(old.get("spec", {}), spec):
-                        console.print(f"[yellow]note:[/] {escape(str(record_path))} was made with other settings; kept (delete it to rerun)")
+                    diff = changed_settings(old, spec)
+                    if diff:  # the CLI refuses these before running (or sets them aside with --rerun-changed)
+                        raise GraphrecError(changes_message(p.out, {spec["id"]: diff}))
                     records.append(old)
                     skipped.append(spec["id"])
                     bar.update(total, advance=1)
@@ -326,7 +469,7 @@ def run_all(
             spec_path = logs_dir / f"{spec['id']}.spec.json"
             progress_path = logs_dir / f"{spec['id']}.progress.json"
             log_path = logs_dir / f"{spec['id']}.log"
-            spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+            spec_path.write_text(json.dumps(spec, indent=2, default=str) + "\n")
             progress_path.unlink(missing_ok=True)
             bar.update(total, info=spec["id"])
             bar.reset(epochs, total=(spec["overrides"].get("epochs") or None), visible=True, description="epochs", info="")
@@ -340,8 +483,8 @@ def run_all(
                         time.sleep(0.25)
                         _show_progress(bar, epochs, progress_path)
                 except BaseException:
-                    proc.terminate()
-                    proc.wait()
+                    stop_worker(proc)
+                    progress_path.unlink(missing_ok=True)
                     raise
             if proc.returncode == 0 and record_path.is_file():
                 rec = json.loads(record_path.read_text())

@@ -103,7 +103,78 @@ def timed_knn(bucket: list[float]) -> Iterator[None]:
             m.knn_topk = original
 
 
-def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[str, Any]:
+#: per-user test metrics stored beside each record (paired significance tests, the paper's columns)
+PER_USER_METRICS = ("recall@20", "ndcg@20", "recall@50", "ndcg@50")
+
+
+def per_user_path(record_path: Path) -> Path:
+    """``runs/<id>.json`` -> ``runs/<id>.users.npz`` (users and their per-user test metrics)."""
+    return record_path.with_name(record_path.stem + ".users.npz")
+
+
+def save_per_user(path: Path, users, values: dict[str, Any]) -> None:
+    """Write ``users`` (U,) and ``{metric: (U,)}`` as an uncompressed ``.npz`` of plain arrays, atomically."""
+    import io
+
+    import numpy as np
+
+    from graphrec.data.interactions import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, users=np.asarray(users, dtype=np.int64), **{k: np.asarray(v, dtype=np.float64) for k, v in values.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_per_user(path: Path) -> tuple[Any, dict[str, Any]] | None:
+    """``(users, {metric: values})`` of a ``.users.npz`` (``allow_pickle=False``), or ``None`` if absent/unreadable."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+    users = data.pop("users", None)
+    return None if users is None else (users, data)
+
+
+def end_with_parent() -> None:
+    """Make this process receive SIGTERM when its parent dies, and exit 143 on SIGTERM.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``; elsewhere (or if that fails) a daemon thread
+    polls ``os.getppid()`` every second and signals this process when the parent changes.
+    """
+    import signal
+    import threading
+
+    def on_term(signum, frame):  # noqa: ARG001
+        print(f"bench worker: interrupted by signal {signum}; no record written", flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    parent = os.getppid()
+    ok = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            ok = libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            ok = False
+    if ok and os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if not ok:
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_file: Path | None = None) -> dict[str, Any]:
     """Train ``spec``'s model, evaluate it (and its generated features for ``retrieval``) and measure."""
     import torch
 
@@ -143,10 +214,28 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[st
 
         model.refine = timed_refine
 
+    curve: list[dict[str, Any]] = []
+    t_fit = [time.perf_counter()]
+    last_loss: list[float | None] = [None]
+    vm = str(config.get("valid_metric", "recall@20")).lower()
+
     class Progress(Callback):
         def on_epoch_end(self, trainer, epoch, logs) -> None:
+            last_loss[0] = logs.get("loss")
             if progress_path is not None:
                 atomic_write_json(progress_path, {"epoch": epoch + 1, "epochs": int(config["epochs"]), "loss": logs.get("loss")})
+
+        def on_evaluate(self, trainer, epoch, result) -> None:
+            point = {"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in result.metrics.items() if k.split("@")[0] in ("recall", "ndcg")}}
+            curve.append(point)
+            best = max(curve, key=lambda p: round(p.get(vm, 0.0), 4))
+            loss = last_loss[0]
+            print(
+                f"epoch {epoch + 1}/{int(config['epochs'])} loss {'nan' if loss is None else f'{loss:.4f}'} "
+                f"valid {vm} {result.metrics.get(vm, float('nan')):.4f} best {best.get(vm, float('nan')):.4f} @ {best['epoch']} "
+                f"elapsed {time.perf_counter() - t_fit[0]:.0f}s",
+                flush=True,
+            )
 
     trainer = Trainer(model, dataset, config, callbacks=[Progress()], progress=False)
     eval_s: list[float] = []
@@ -162,7 +251,19 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[st
     trainer.evaluate = timed_eval
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
+    print(f"bench worker: {spec['id']} (pid {os.getpid()}) on {trainer.device}, {torch.get_num_threads()} thread(s), "
+          f"{dataset.n_users} users x {dataset.n_items} items", flush=True)
+    t_fit[0] = time.perf_counter()
     result = trainer.fit()
+    test_per_user = None
+    if per_user_file is not None:
+        trainer.model.eval()
+        with torch.no_grad():
+            users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk))
+        save_per_user(per_user_file, users, values)
+        test_per_user = {"file": per_user_file.name, "users": int(len(users)), "metrics": sorted(values)}
+    if result.test is not None:
+        print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in result.test.metrics.items() if k.split("@")[0] in ("recall", "ndcg")), flush=True)
 
     retrieval, retrieval_s, retrieval_note = None, None, None
     if spec.get("retrieval"):
@@ -197,6 +298,13 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None) -> dict[st
         "test_users": test.n_users if test else None,
         "test_groups": test.groups if test else {},
         "test_group_users": test.group_users if test else {},
+        "test_per_user": test_per_user,
+        "valid_curve": curve,
+        "history": result.history,
+        "epochs_cap": int(config["epochs"]),
+        "hit_epoch_cap": (not result.stopped_early) and result.epochs_run >= int(config["epochs"]),
+        "device": str(trainer.device),
+        "threads": torch.get_num_threads(),
         "retrieval": retrieval,
         "retrieval_note": retrieval_note,
         "seconds_retrieval": retrieval_s,
@@ -232,17 +340,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (2, 3):
         print("usage: python -m graphrec.bench.worker SPEC.json RECORD.json [PROGRESS.json]", file=sys.stderr)
         return 2
+    end_with_parent()
     spec = json.loads(Path(args[0]).read_text())
     progress = Path(args[2]) if len(args) == 3 else None
     from graphrec.data.interactions import atomic_write_json
     from graphrec.errors import GraphrecError
 
+    record_path = Path(args[1])
     try:
-        record = run_spec(spec, progress)
+        record = run_spec(spec, progress, per_user_path(record_path))
     except GraphrecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    atomic_write_json(Path(args[1]), record)
+    atomic_write_json(record_path, record)  # last: a record means a finished run
     return 0
 
 

@@ -30,18 +30,26 @@ BENCH_PROTOCOLS = ["missing", "new-items", "ratio-sweep", "ci2mg-sweep", "breakd
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, results.md, results.json, plots). Default: bench-out/<protocol>.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each run.")
 @click.option("--mask-seed", type=int, default=1225, show_default=True, help="Seed of the nested masks of ratio-sweep / ci2mg-sweep on a data folder.")
+@click.option("--trainer", type=click.Choice(["shared", "model"]), default="shared", show_default=True,
+              help="shared: every model gets the same trainer settings (lr, batch, epochs, patience, ...) unless a preset or --set names them; model: each model's own defaults.")
+@click.option("--rerun-changed", is_flag=True, help="Run again the runs whose record in --out was made with other settings (old records move to runs/replaced/); without it such records are an error.")
 @click.option("--dry-run", is_flag=True, help="List the runs (and which are done) without running anything.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @plugin_option
-def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, out, threads, mask_seed, dry_run, quiet, plugins) -> None:
+def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, out, threads, mask_seed, trainer, rerun_changed, dry_run, quiet, plugins) -> None:
     """Benchmark MODELs under one protocol of the papers, over seeds; resumable.
 
     Every (model, variant, seed) trains in its own process (peak RSS per run) and writes
     OUT/runs/<model>__<variant>__seed<k>.json (config, test and group metrics, best epoch,
     seconds per epoch / evaluation / refinement, kNN build time, peak RSS). A run whose
-    record exists is skipped, so an interrupted benchmark continues where it stopped.
-    OUT/results.md has mean ± std over seeds per model and variant, and time and memory
-    relative to the first --model; PNG plots when matplotlib is installed.
+    record exists is skipped, so an interrupted benchmark continues where it stopped; a
+    record made with other settings (epochs, --set, presets) is an error naming the keys
+    (--rerun-changed runs it again). SIGTERM or Ctrl-C stops the running worker too (exit
+    143/130; finished records stay). OUT/results.md has mean ± std over seeds per model and
+    variant with the trainer settings each row used, Recall/NDCG@20/50, paired significance
+    tests over users against the first --model, and time and memory relative to it; PNG
+    plots when matplotlib is installed. Every model gets the same trainer settings unless a
+    preset or --set says otherwise (--trainer model keeps each model's own defaults).
 
     \b
     Protocols:
@@ -61,7 +69,9 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
           --preset dgmrec=configs/dgmrec/tiktok.yaml --set missing_ratio=0.6
     """
     from graphrec.bench.report import write_report
-    from graphrec.bench.runner import parse_presets, parse_seeds, plan, run_all
+    from graphrec.bench.runner import (
+        BenchInterrupted, changes_message, existing_changes, parse_presets, parse_seeds, plan, run_all, set_aside,
+    )
     from graphrec.config import parse_set
 
     root = click.get_current_context().find_root().params.get("plugins") or ()
@@ -78,19 +88,34 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
         models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
         presets=parse_presets(presets, models), seeds=parse_seeds(seeds), epochs=epochs,
         variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not dry_run,
+        trainer=trainer,
     )
     from rich.markup import escape
 
     for note in p.notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
-    done = [s["id"] for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file()]
+    changes = existing_changes(p)
+    done = [s["id"] for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file() and s["id"] not in changes]
     if dry_run:
         for s in p.specs:
-            click.echo(f"{s['id']}\t{'done' if s['id'] in done else 'to run'}")
+            state = "done" if s["id"] in done else ("other settings: " + ", ".join(changes[s["id"]]) if s["id"] in changes else "to run")
+            click.echo(f"{s['id']}\t{state}")
         click.echo(f"{len(p.specs)} runs, {len(done)} done")
         return
+    if changes and not rerun_changed:
+        raise GraphrecError(changes_message(out, changes))
+    if changes:
+        moved = set_aside(p, list(changes))
+        console.print(f"[yellow]note:[/] {len(changes)} record(s) made with other settings moved to {escape(str(moved))}; running them again")
     console.print(f"[bold]bench[/] protocol {protocol}: {len(p.specs)} runs ({len(done)} done) -> {out}")
-    records, skipped, failed = run_all(p, console, progress=not quiet)
+    try:
+        records, skipped, failed = run_all(p, console, progress=not quiet)
+    except (BenchInterrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, BenchInterrupted) else 2
+        n = sum(1 for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file())
+        click.echo(f"bench interrupted (signal {signum}); {n} of {len(p.specs)} runs finished in {out / 'runs'}; "
+                   "the same command resumes", err=True)
+        raise SystemExit(128 + signum) from None
     if skipped:
         console.print(f"skipped {len(skipped)} finished run(s) (records exist in {out / 'runs'})")
     md, plots, plot_note = write_report(p, records, failed)

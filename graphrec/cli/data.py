@@ -109,8 +109,10 @@ def datasets_prepare(name, source, out, overwrite, min_rating, valid_seed) -> No
 @click.option("--modalities", help="Comma-separated modality names (default: every <modality>_feat.npy).")
 @click.option("--dataset", help="Name of the <dataset>.inter file when the folder holds several.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=1225, show_default=True)
+@click.option("--draw", type=click.Choice(["cycle", "random"]), default="cycle", show_default=True,
+              help="How missing items get their modalities: cycle = exactly equal shares per combination (the authors' released masks); random = drawn per item (the papers' text).")
 @click.option("--overwrite", is_flag=True, help="Replace existing mask files.")
-def mask(data_dir, ratios, has_files, name, modalities, dataset, seed, overwrite) -> None:
+def mask(data_dir, ratios, has_files, name, modalities, dataset, seed, draw, overwrite) -> None:
     """Write missing-modality masks missing_items_<ratio>.npy (graphrec's mask format, docs/datasets.md).
 
     Masks of several ratios made with the same seed are nested: an item missing a
@@ -156,7 +158,7 @@ def mask(data_dir, ratios, has_files, name, modalities, dataset, seed, overwrite
         path = data_dir / mask_file_name(r)
         if path.exists() and not overwrite:
             raise GraphrecError(f"'{path}' exists; pass --overwrite to replace it")
-        m = generate_missing(n_items, mods, ratio, seed=seed)
+        m = generate_missing(n_items, mods, ratio, seed=seed, draw=draw)
         save_mask_file(path, m)
         counts = np.bincount(m.count(), minlength=len(mods) + 1)
         click.echo(f"wrote {path}: " + ", ".join(f"{k} missing: {c}" for k, c in enumerate(counts)))

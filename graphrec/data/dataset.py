@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from graphrec.data.features import FEATURE_SUFFIX, check_modality_names, discover_modalities, load_features
+from graphrec.data.feature_norm import normalize_features
 from graphrec.data.imputation import impute
 from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions, read_inter
 from graphrec.data.masks import MissingModalities, generate_missing, load_mask_file
@@ -127,8 +128,14 @@ def build_dataset(
     filter_cold_users: bool = True,
     source: dict[str, Any] | None = None,
     origin: str = "dataset",
+    feature_norm: Any = "none",
 ) -> RecDataset:
-    """Assemble a :class:`RecDataset` from rows, features and masks (spec 1.2-1.5)."""
+    """Assemble a :class:`RecDataset` from rows, features and masks (spec 1.2-1.5).
+
+    ``feature_norm`` (:mod:`graphrec.data.feature_norm`) is applied before imputation; with
+    ``none`` the tables are checked and a nearly constant direction or an extreme scale is
+    printed as a ``warning:`` line on stderr.
+    """
     n = inter.n_items
     is_new = np.zeros(n, dtype=bool)
     if new_items is not None and len(new_items):
@@ -151,6 +158,10 @@ def build_dataset(
     if is_new.any() and is_new[train[:, 1]].any():
         raise GraphrecError(f"{origin}: new items must not have train rows (new-item setting)")
     _warn_train_overlap(train, {"valid (x_label 1)": valid, "test (x_label 2)": test}, inter.n_items, origin)
+    if features:
+        features, notes = normalize_features(features, missing.missing, feature_norm, reference=~is_new)
+        for note in notes:
+            warnings.warn(f"{origin}: {note}", GraphrecWarning, stacklevel=2)
     imputed = impute(features, missing, imputation, reference=~is_new) if features else {}
     return RecDataset(
         name=name,
@@ -188,6 +199,7 @@ SOURCE_KEYS = (
     "mask_file",
     "new_items",
     "imputation",
+    "feature_norm",
     "filter_cold_users",
     "synth_users",
     "synth_items",
@@ -234,6 +246,7 @@ def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
         new_items=new_items,
         imputation=config.get("imputation", "mean"),
         filter_cold_users=bool(config.get("filter_cold_users", True)),
+        feature_norm=config.get("feature_norm", "none"),
         source=source,
         origin="synthetic dataset",
     )
@@ -277,6 +290,7 @@ def _load_directory(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
         new_items=new_items,
         imputation=config.get("imputation", "mean"),
         filter_cold_users=bool(config.get("filter_cold_users", True)),
+        feature_norm=config.get("feature_norm", "none"),
         source=source,
         origin=str(inter_path),
     )

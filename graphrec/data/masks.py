@@ -305,6 +305,7 @@ def generate_missing(
     ratio: float | None = None,
     seed: int = 1225,
     eligible: np.ndarray | None = None,
+    draw: str = "cycle",
 ) -> MissingModalities:
     """Seeded, nested missing-modality protocol of the papers.
 
@@ -320,7 +321,15 @@ def generate_missing(
     * at any ratio, missing items are spread evenly over 1..M missing modalities.
 
     ``eligible`` (``(N,)`` bool) restricts which items may miss anything.
+
+    ``draw="random"`` is the papers' per-item draw instead: each missing item's number of
+    missing modalities is drawn uniformly from 1..M and its combination uniformly within that
+    level (a second seeded stream, one draw per item, so masks stay nested); level sizes then
+    vary around the even split by sampling noise. ``"cycle"`` (default) gives exactly equal
+    sizes, as the DGMRec authors' released masks have.
     """
+    if draw not in ("cycle", "random"):
+        raise GraphrecError(f"missing-modality draw must be 'cycle' or 'random', got '{draw}'")
     n_mod = len(modalities)
     if n_mod == 0:
         raise GraphrecError("cannot generate a missing-modality mask without modalities")
@@ -337,9 +346,16 @@ def generate_missing(
         raise GraphrecError(f"cannot make {n_missing} items miss a modality: only {len(order)} are eligible")
     levels = [list(itertools.combinations(range(n_mod), r)) for r in range(1, n_mod + 1)]
     missing = {m: np.zeros(n_items, dtype=bool) for m in modalities}
+    if draw == "random":  # one (level, combination) draw per item, independent of the ratio
+        draws = np.random.default_rng([seed, 1]).random((n_items, 2))
     for pos in range(n_missing):
-        level = levels[pos % n_mod]
-        combo = level[(pos // n_mod) % len(level)]
+        if draw == "random":
+            u = draws[order[pos]]
+            level = levels[min(int(u[0] * n_mod), n_mod - 1)]
+            combo = level[min(int(u[1] * len(level)), len(level) - 1)]
+        else:
+            level = levels[pos % n_mod]
+            combo = level[(pos // n_mod) % len(level)]
         for c in combo:
             missing[modalities[c]][order[pos]] = True
     return MissingModalities(list(modalities), missing)

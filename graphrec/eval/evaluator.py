@@ -155,6 +155,29 @@ class Evaluator:
             best_v, best_i = v, i
         return best_i.cpu()
 
+    def per_user(self, scorer: Scorer, split: str = "test", names: tuple[str, ...] = ("recall@20", "ndcg@20")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Each user's metric values: ``(users (U,) int64, {name: (U,) float64})``, users sorted.
+
+        The means of the returned arrays are :meth:`evaluate`'s metrics (no item groups);
+        paired significance tests over users use them (:mod:`graphrec.bench.significance`).
+        """
+        pairs = self.splits[split]
+        pos = _csr(pairs, self.n_users, self.n_items)
+        users = self.users(split)
+        kmax = min(self.topk[-1], self.n_items)
+        keys = np.unique(pairs[:, 0] * self.n_items + pairs[:, 1])
+        out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for start in range(0, len(users), self.batch_size):
+            ub = users[start : start + self.batch_size]
+            top = self._topk(scorer, ub, self.mask[split][ub], kmax, scorer.item.device)
+            k = ub[:, None] * self.n_items + top.numpy()
+            idx = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+            hits = torch.from_numpy(keys[idx] == k)
+            vals = per_user_metrics(hits, torch.from_numpy(np.diff(pos[ub].indptr)), self.topk, self.metrics)
+            for n in names:
+                out[n].append(vals[n].double().numpy())
+        return users.astype(np.int64), {n: np.concatenate(v) if v else np.zeros(0) for n, v in out.items()}
+
     def evaluate_sums(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None) -> EvalSums:
         """Metric sums and user counts over ``users`` (default: all of the split's users)."""
         pairs = self.splits[split]
