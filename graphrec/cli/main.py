@@ -4,7 +4,7 @@ Every user-fixable problem is printed as one ``Error: ...`` line with exit statu
 (:class:`graphrec.cli.common.GraphrecGroup`). Commands live in one module per group:
 :mod:`~graphrec.cli.train` (fit, evaluate), :mod:`~graphrec.cli.registry` (models, blocks),
 :mod:`~graphrec.cli.data` (datasets, mask), :mod:`~graphrec.cli.generate` (refine-graph,
-retrieve, retrieval-eval), :mod:`~graphrec.cli.bench` and :mod:`~graphrec.cli.featurize`.
+retrieve, retrieval-eval), :mod:`~graphrec.cli.recommend`, :mod:`~graphrec.cli.bench` and :mod:`~graphrec.cli.featurize`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def cli(plugins) -> None:
     _import_plugins(plugins)
 
 
-from graphrec.cli import bench, data, featurize, generate, registry, train  # noqa: E402
+from graphrec.cli import bench, data, featurize, generate, recommend, registry, train  # noqa: E402
 
 for _command in (train.fit, train.evaluate, registry.models, registry.blocks, data.datasets, data.mask,
-                 generate.refine_graph, generate.retrieve, generate.retrieval_eval, bench.bench, featurize.featurize):
+                 generate.refine_graph, generate.retrieve, generate.retrieval_eval, bench.bench, featurize.featurize, recommend.recommend):
     cli.add_command(_command)
 
 
