@@ -62,8 +62,8 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
 
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
-    from graphrec.models.build import build_model
     from graphrec.models.base import Scorer
+    from graphrec.models.build import build_model
     from graphrec.registry import MODELS, load_builtin
     from graphrec.train.trainer import Trainer
 

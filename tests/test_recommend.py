@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_user_error, invoke, small_config
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import assert_user_error, invoke, small_config
 from graphrec.data.catalogue import NewItems, load_new_items
 from graphrec.data.dataset import load_dataset
 from graphrec.errors import GraphrecError
@@ -205,7 +205,7 @@ def test_dgmrec_cold_scores_cold_items_with_head_and_offset():
     model = build_model(ds, cfg).eval()
     info = model.calibrate(Evaluator(ds))
     ref = info["reference"]
-    chosen = [row for row in info["table"] if row[0] == info["t"]][0]
+    chosen = next(row for row in info["table"] if row[0] == info["t"])
     assert chosen[2] >= 0.98 * ref or info["t"] == max(r[0] for r in info["table"])
     zu, zi = model.representations()
     assert zu.shape[1] == zi.shape[1] == model.embedding_size + 1

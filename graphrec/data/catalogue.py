@@ -39,7 +39,7 @@ class NewItems:
         return int(self.observed.shape[0])
 
     @staticmethod
-    def from_arrays(features: dict[str, np.ndarray], widths: dict[str, int], origin: str = "new items") -> "NewItems":
+    def from_arrays(features: dict[str, np.ndarray], widths: dict[str, int], origin: str = "new items") -> NewItems:
         """Check ``features`` (``{m: (n, d_m)}``, all-NaN rows = missing) against the model's ``widths``."""
         mods = list(widths)
         unknown = sorted(set(features) - set(mods))

@@ -15,12 +15,19 @@ content-to-ID training on warm items::
 ``sg`` is stop-gradient: the cold loss trains only ``h``, so DGMRec's parameters follow the
 same trajectory as plain ``dgmrec`` with the same seed (the head's initialisation draws from
 a forked RNG). At scoring time every item with no training interaction (the new items of the
-new-item setting; items added after training, ``graphrec recommend --new-items``) uses
-``z_i = c_i``; the others keep DGMRec's ``z_i`` (``cold_scoring: false`` scores every item as
-plain DGMRec does, with the same weights: ``graphrec evaluate CKPT --set cold_scoring=false``). A new item's missing modalities are
-generated as DGMRec generates them (written into the raw table before evaluation in the
-new-item setting; :func:`graphrec.models.dgmrec_new_items.complete_features` for items
-added later), and items missing every modality use the mean-imputed rows.
+new-item setting; items added after training, ``graphrec recommend --new-items``) scores
+
+    score(u, i) = <z_u, c_i> + β
+
+and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β ≤ 0`` is chosen on the validation
+split before every evaluation (:meth:`DGMRecCold.calibrate`): the best validation
+``valid_metric`` among the offsets whose old-item Recall@20 stays within ``cold_tolerance``
+(2 %) of plain DGMRec's; it is saved with the weights. ``cold_scoring: false`` scores every
+item as plain DGMRec does, with the same weights (``graphrec evaluate CKPT --set
+cold_scoring=false``). A new item's missing modalities are generated as DGMRec generates them
+(written into the raw table before evaluation in the new-item setting;
+:func:`graphrec.models.dgmrec_new_items.complete_features` for items added later); items
+missing every modality use the mean-imputed rows.
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
-
 
 #: offsets tried by :meth:`DGMRecCold.calibrate`, in standard deviations of the old items' scores
 OFFSET_GRID = (0.0,) + tuple(2.0 ** (j / 2) for j in range(-4, 17))  # 0, 0.25, 0.35, ..., 256
