@@ -7,6 +7,8 @@ For every seed (resumable: a run whose JSON exists is skipped):
   (``cold_scoring=false``: DGMRec's own scores, since the cold loss does not touch DGMRec's
   parameters), and content-kNN over DGMRec's item representations (new item = similarity-weighted
   mean of its ``content_k`` nearest old items in feature space, :mod:`graphrec.graph.content`);
+  and the same kNN rows with the validation-calibrated offset of ``dgmrec_cold``
+  (:mod:`graphrec.eval.cold_offset`, ``dgmrec+knn calibrated``);
 * ``content_knn`` (LightGCN + the same kNN transfer) is trained as its own model.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_new_items.py --seeds 2024,2025,2026 --epochs 40 \\
@@ -31,19 +33,29 @@ GROUP_KEYS = ("recall@20", "ndcg@20")
 
 def _row(res) -> dict:
     out = {"all": {k: float(res.metrics[k]) for k in GROUP_KEYS}}
-    for g in ("new", "old"):
-        if g in res.groups:
-            out[g] = {k: float(res.groups[g][k]) for k in GROUP_KEYS}
+    for g, vals in res.groups.items():
+        out[g] = {k: float(vals[k]) for k in GROUP_KEYS}
+        out[g]["users"] = int(res.group_users.get(g, 0))
+    return out
+
+
+def groups(ds) -> dict:
+    """new / old, and new items by number of missing modalities (``new&missing=k``)."""
+    import numpy as np
+
+    out = {"new": ds.new_items.copy(), "old": ~ds.new_items}
+    count = ds.missing.count() if ds.missing.any_missing() else np.zeros(ds.n_items, dtype=int)
+    for k in range(len(ds.modalities) + 1):
+        out[f"new&missing={k}"] = ds.new_items & (count == k)
     return out
 
 
 def knn_over(model, dataset, zu, zi, k: int = 10):
-    """Scorer whose cold items are the similarity-weighted mean of their nearest old items' ``zi``."""
+    """``(zi', cold, c)``: ``zi`` whose cold rows ``c`` are the similarity-weighted mean of their nearest old items' rows."""
     import numpy as np
     import torch
 
     from graphrec.graph.content import content_neighbours, neighbour_weights
-    from graphrec.models.base import Scorer
 
     mods = dataset.modalities
     obs = np.stack([~dataset.missing.missing[m] for m in mods], axis=1)
@@ -53,8 +65,11 @@ def knn_over(model, dataset, zu, zi, k: int = 10):
                                   {m: dataset.features[m] for m in mods}, obs, k, candidates=old)
     w = neighbour_weights(sim)
     zi = zi.clone()
-    zi[torch.from_numpy(cold)] = (w.unsqueeze(2) * zi[idx]).sum(dim=1)
-    return Scorer(zu, zi)
+    c = (w.unsqueeze(2) * zi[idx]).sum(dim=1)
+    zi[torch.from_numpy(cold)] = c
+    mask = torch.zeros(len(old), dtype=torch.bool)
+    mask[torch.from_numpy(cold)] = True
+    return zi, mask, c
 
 
 def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
@@ -64,7 +79,10 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
     from graphrec.data.dataset import load_dataset
     from graphrec.models.base import Scorer
     from graphrec.models.build import build_model
+    from graphrec.eval.cold_offset import choose_offset, with_offset
+    from graphrec.eval.evaluator import Evaluator
     from graphrec.registry import MODELS, load_builtin
+    from graphrec.train.checkpoint import save_checkpoint
     from graphrec.train.trainer import Trainer
 
     torch.set_num_threads(1)
@@ -79,14 +97,22 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
         result = trainer.fit()
         rec[f"{name}_seconds"] = time.perf_counter() - t0
         rec[f"{name}_best_epoch"] = result.best_epoch
-        rec[name] = _row(result.test)
+        ev = Evaluator(ds, groups=groups(ds))
+        model.eval()
+        rec[name] = _row(ev.evaluate(model.scorer(), "test"))
+        assert abs(rec[name]["all"]["recall@20"] - result.test.metrics["recall@20"]) < 1e-9
+        save_checkpoint(out / f"{name}-seed{seed}.pt", model, cfg)
         if name == "dgmrec_cold":
             rec["cold_offset"] = float(model.cold_offset)
-            model.eval()
             with torch.no_grad():
                 zu, zi, _ = model._scoring()
-                rec["dgmrec"] = _row(trainer.evaluator.evaluate(Scorer(zu, zi), "test"))
-                rec["dgmrec+knn"] = _row(trainer.evaluator.evaluate(knn_over(model, ds, zu, zi), "test"))
+                rec["dgmrec"] = _row(ev.evaluate(Scorer(zu, zi), "test"))
+                zk, cold, c = knn_over(model, ds, zu, zi)
+                rec["dgmrec+knn"] = _row(ev.evaluate(Scorer(zu, zk), "test"))
+                # the same validation-calibrated offset as dgmrec_cold's, for the kNN rows
+                info = choose_offset(trainer.evaluator, zu, zi, cold, c, Scorer(zu, zi), float(cfg["cold_tolerance"]))
+                rec["knn_offset"] = info["offset"]
+                rec["dgmrec+knn calibrated"] = _row(ev.evaluate(Scorer(*with_offset(zu, zi, cold, c, info["offset"])), "test"))
     return rec
 
 
@@ -111,16 +137,28 @@ def main() -> None:
         path.write_text(json.dumps(rec, indent=2))
         recs.append(rec)
         print(f"seed {seed} done", file=sys.stderr, flush=True)
+    names = ("dgmrec", "content_knn", "dgmrec+knn", "dgmrec+knn calibrated", "dgmrec_cold")
+
+    def cell(name, g, k):
+        vals = [r[name][g][k] for r in recs if g in r[name]]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        return f"{statistics.mean(vals):.4f} ± {sd:.4f}" if vals else "–"
+
     print("| scoring | test R@20 | test NDCG@20 | new R@20 | new NDCG@20 | old R@20 | old NDCG@20 |")
     print("|---|---|---|---|---|---|---|")
-    for name in ("dgmrec", "dgmrec+knn", "content_knn", "dgmrec_cold"):
-        cells = []
-        for g in ("all", "new", "old"):
-            for k in GROUP_KEYS:
-                vals = [r[name][g][k] for r in recs if g in r[name]]
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                cells.append(f"{statistics.mean(vals):.4f} ± {sd:.4f}" if vals else "–")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    for name in names:
+        print(f"| {name} | " + " | ".join(cell(name, g, k) for g in ("all", "new", "old") for k in GROUP_KEYS) + " |")
+    miss = sorted({g for r in recs for g in r["dgmrec"] if g.startswith("new&missing=")})
+    print()
+    print("| scoring | " + " | ".join(f"R@20 {g}" for g in miss) + " |")
+    print("|---|" + "---|" * len(miss))
+    for name in names:
+        print(f"| {name} | " + " | ".join(cell(name, g, "recall@20") for g in miss) + " |")
+    print()
+    print("users per group (seed 1): " + ", ".join(f"{g} {recs[0]['dgmrec'][g]['users']}" for g in recs[0]["dgmrec"] if g != "all"))
+    print("calibrated offsets: " + ", ".join(f"{r['cold_offset']:.4f}" for r in recs)
+          + "; best epochs dgmrec_cold " + ", ".join(str(r["dgmrec_cold_best_epoch"]) for r in recs)
+          + ", content_knn " + ", ".join(str(r["content_knn_best_epoch"]) for r in recs))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ new-item setting; items added after training, ``graphrec recommend --new-items``
     score(u, i) = <z_u, c_i> + β
 
 and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β ≤ 0`` is chosen on the validation
-split before every evaluation (:meth:`DGMRecCold.calibrate`): the best validation
-``valid_metric`` among the offsets whose old-item Recall@20 stays within ``cold_tolerance``
+split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.eval.cold_offset`):
+the best validation ``valid_metric`` among the offsets whose old-item Recall@20 stays within ``cold_tolerance``
 (2 %) of plain DGMRec's; it is saved with the weights. ``cold_scoring: false`` scores every
 item as plain DGMRec does, with the same weights (``graphrec evaluate CKPT --set
 cold_scoring=false``). A new item's missing modalities are generated as DGMRec generates them
@@ -44,12 +44,10 @@ from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
+from graphrec.eval.cold_offset import choose_offset, with_offset
+from graphrec.models.base import Scorer
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
-
-#: offsets tried by :meth:`DGMRecCold.calibrate`, in standard deviations of the old items' scores
-OFFSET_GRID = (0.0,) + tuple(2.0 ** (j / 2) for j in range(-4, 17))  # 0, 0.25, 0.35, ..., 256
-
 
 @register_model("dgmrec_cold")
 class DGMRecCold(DGMRec):
@@ -116,19 +114,12 @@ class DGMRecCold(DGMRec):
         rows = torch.nonzero(self.cold_items).squeeze(1)
         return out["zu"], out["zi"], self._content(out["g"], out["s"], rows)
 
-    def _extend(self, zu, zi, c, offset: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([z_u; 1], [z_i; 0])`` with cold rows ``[c_i; β]``: scores ``<z_u, c_i> + β`` for cold items."""
-        zi = torch.cat([zi, torch.zeros_like(zi[:, :1])], dim=1)
-        rows = torch.nonzero(self.cold_items).squeeze(1)
-        zi[rows] = torch.cat([c, torch.full_like(c[:, :1], float(offset))], dim=1)
-        return torch.cat([zu, torch.ones_like(zu[:, :1])], dim=1), zi
-
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(U, d+1)`` and ``(N, d+1)``: DGMRec's, with cold items' rows from the head and the offset β."""
         zu, zi, c = self._scoring()
         if not self.config.get("cold_scoring", True):
             return zu, zi
-        return self._extend(zu, zi, c, self.cold_offset)
+        return with_offset(zu, zi, self.cold_items, c, float(self.cold_offset))
 
     def before_evaluation(self, trainer, split: str) -> None:
         super().before_evaluation(trainer, split)
@@ -137,42 +128,19 @@ class DGMRecCold(DGMRec):
 
     @torch.no_grad()
     def calibrate(self, evaluator, metric: str = "recall@20") -> dict[str, Any]:
-        """Set the offset β of cold items' scores from the validation split.
-
-        Candidates ``β = -t σ`` for ``t`` in :data:`OFFSET_GRID`, ``σ`` = the standard deviation
-        of ``<z_u, z_i>`` over old items. The chosen β has the best validation ``metric`` among
-        those whose old-item Recall@20 (group ``old``; all items when there is no such group) is at
-        least ``(1 - cold_tolerance)`` x plain DGMRec's; the largest t when none qualifies.
-        Returns ``{"offset", "t", "table": [(t, metric, old recall), ...], "reference"}``.
-        """
+        """Set the offset β of cold items' scores from the validation split
+        (:func:`graphrec.eval.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
         was = self.training
         self.eval()
         zu, zi, c = self._scoring()
         if c.shape[0] == 0:
             self.train(was)
             return {"offset": 0.0, "t": 0.0, "table": [], "reference": None}
-        old = torch.nonzero(~self.cold_items).squeeze(1)
-        g = torch.Generator().manual_seed(0)
-        su = torch.randint(0, zu.shape[0], (min(256, zu.shape[0]),), generator=g)
-        sigma = float((zu[su.to(zu.device)] @ zi[old].T).std()) if len(old) else 1.0
-
-        def old_recall(res) -> float:
-            return float(res.groups["old"]["recall@20"]) if "old" in res.groups else float(res.metrics["recall@20"])
-
-        from graphrec.models.base import Scorer
-
-        reference = old_recall(evaluator.evaluate(Scorer(zu, zi), "valid"))
-        table, best = [], None
-        for t in OFFSET_GRID:
-            res = evaluator.evaluate(Scorer(*self._extend(zu, zi, c, -t * sigma)), "valid")
-            row = (t, float(res.metrics[metric]), old_recall(res))
-            table.append(row)
-            if row[2] >= (1.0 - float(self.config["cold_tolerance"])) * reference and (best is None or row[1] > best[1]):
-                best = row
-        t = best[0] if best is not None else OFFSET_GRID[-1]
-        self.cold_offset.fill_(-t * sigma)
+        info = choose_offset(evaluator, zu, zi, self.cold_items, c, Scorer(zu, zi),
+                             float(self.config["cold_tolerance"]), metric)
+        self.cold_offset.fill_(info["offset"])
         self.train(was)
-        return {"offset": float(self.cold_offset), "t": t, "table": table, "reference": reference}
+        return info
 
     @torch.no_grad()
     def new_item_representations(self, new: NewItems) -> torch.Tensor:
