@@ -364,3 +364,16 @@ def test_cli_new_items_need_features(ckpts, tmp_path):
 def test_cli_missing_checkpoint_and_folder_out(ckpts, tmp_path):
     assert_user_error(invoke("recommend", tmp_path / "none.pt", "--out", tmp_path / "r.tsv"), "does not exist")
     assert_user_error(invoke("recommend", ckpts["lightgcn"], "--out", tmp_path), "is a folder")
+
+
+def test_with_offset_shifts_only_cold_scores():
+    from graphrec.eval.cold_offset import with_offset
+
+    g = torch.Generator().manual_seed(0)
+    zu, zi = torch.randn(4, 3, generator=g), torch.randn(6, 3, generator=g)
+    cold = torch.tensor([False, True, False, False, True, False])
+    c = torch.randn(2, 3, generator=g)
+    u, i = with_offset(zu, zi, cold, c, -0.7)
+    s = u @ i.T
+    torch.testing.assert_close(s[:, ~cold], zu @ zi[~cold].T)
+    torch.testing.assert_close(s[:, cold], zu @ c.T - 0.7)
