@@ -9,6 +9,7 @@ features and return node features; each declares the relations it reads in a
 
 from graphrec.blocks.bpr import bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
+from graphrec.blocks.content_head import ContentHead
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
@@ -23,6 +24,7 @@ from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
     "CLUB",
+    "ContentHead",
     "FeatureGenerator",
     "GeneralEncoder",
     "HypergraphPrototypeConv",

@@ -4,8 +4,8 @@ Every user-fixable problem is printed as one ``Error: ...`` line with exit statu
 (:class:`graphrec.cli.common.GraphrecGroup`). Commands live in one module per group:
 :mod:`~graphrec.cli.train` (fit, evaluate), :mod:`~graphrec.cli.registry` (models, blocks),
 :mod:`~graphrec.cli.data` (datasets, mask), :mod:`~graphrec.cli.generate` (refine-graph,
-retrieve, retrieval-eval), :mod:`~graphrec.cli.bench`, :mod:`~graphrec.cli.tune`, :mod:`~graphrec.cli.featurize` and
-:mod:`~graphrec.cli.checkpoint`.
+retrieve, retrieval-eval), :mod:`~graphrec.cli.recommend`, :mod:`~graphrec.cli.bench`, :mod:`~graphrec.cli.tune`,
+:mod:`~graphrec.cli.featurize` and :mod:`~graphrec.cli.checkpoint`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def cli(plugins) -> None:
     _import_plugins(plugins)
 
 
-from graphrec.cli import bench, checkpoint, data, featurize, generate, registry, train, tune  # noqa: E402
+from graphrec.cli import bench, checkpoint, data, featurize, generate, recommend, registry, train, tune  # noqa: E402
 
 for _command in (train.fit, train.evaluate, registry.models, registry.blocks, data.datasets, data.mask,
-                 generate.refine_graph, generate.retrieve, generate.retrieval_eval, bench.bench, tune.tune,
-                 featurize.featurize, checkpoint.checkpoint):
+                 generate.refine_graph, generate.retrieve, generate.retrieval_eval, recommend.recommend, bench.bench,
+                 tune.tune, featurize.featurize, checkpoint.checkpoint):
     cli.add_command(_command)
 
 

@@ -174,7 +174,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
     from graphrec.models.build import build_model
     from graphrec.train.checkpoint import save_checkpoint
-    from graphrec.train.interrupt import Interrupted, as_interrupted, critical
+    from graphrec.train.interrupt import as_interrupted, critical
     from graphrec.train.loggers import LineLogger, TensorBoardLogger, summary_writer
     from graphrec.train.resume import RESUME_FILE, RunCheckpointer, best_state_from_checkpoint, restore_trainer
     from graphrec.train.trainer import Trainer, groups_table, summary_table

@@ -67,6 +67,18 @@ class RecDataset:
         m.data[:] = 1.0
         return m
 
+    def interaction_matrix(self, splits: tuple[str, ...] | list[str] = ("train",)) -> sp.csr_matrix:
+        """``(U, N)`` CSR with ones at the (user, item) pairs of ``splits`` (e.g. the items a
+        recommendation list excludes: ``("train", "valid")``)."""
+        pairs = [self.split_pairs(s) for s in splits]
+        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+        m = sp.csr_matrix(
+            (np.ones(len(pairs), dtype=np.float32), (pairs[:, 0], pairs[:, 1])), shape=(self.n_users, self.n_items)
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
     def split_pairs(self, split: str) -> np.ndarray:
         if split not in ("train", "valid", "test"):
             raise GraphrecError(f"unknown split '{split}'; use train, valid or test")

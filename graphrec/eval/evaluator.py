@@ -29,6 +29,7 @@ import torch
 
 from graphrec.data.dataset import RecDataset
 from graphrec.eval.metrics import METRICS, per_user_metrics
+from graphrec.eval.topk import top_k
 from graphrec.models.base import Scorer
 
 
@@ -138,22 +139,7 @@ class Evaluator:
 
     def _topk(self, scorer: Scorer, ub: np.ndarray, sub: sp.csr_matrix, kmax: int, device) -> torch.Tensor:
         """``(B, kmax)`` top item ids of users ``ub`` with the items of ``sub`` (CSR rows) excluded."""
-        step = self.item_chunk if 0 < self.item_chunk < self.n_items else self.n_items
-        u = torch.from_numpy(ub).to(device)
-        best_v = best_i = None
-        for lo in range(0, self.n_items, step):
-            hi = min(lo + step, self.n_items)
-            scores = (scorer.score(u) if step == self.n_items else scorer.score_items(u, lo, hi)).float()
-            blk = sub if step == self.n_items else sub[:, lo:hi]
-            rows = np.repeat(np.arange(len(ub)), np.diff(blk.indptr))
-            scores[torch.from_numpy(rows).to(device), torch.from_numpy(blk.indices.astype(np.int64)).to(device)] = -np.inf
-            v, i = scores.topk(min(kmax, hi - lo), dim=1)
-            i = i + lo
-            if best_v is not None:  # merge with the best of the earlier chunks
-                v, j = torch.cat([best_v, v], dim=1).topk(min(kmax, best_v.shape[1] + v.shape[1]), dim=1)
-                i = torch.cat([best_i, i], dim=1).gather(1, j)
-            best_v, best_i = v, i
-        return best_i.cpu()
+        return top_k(scorer, ub, sub, kmax, self.n_items, self.item_chunk)[1]
 
     def per_user(self, scorer: Scorer, split: str = "test", names: tuple[str, ...] = ("recall@20", "ndcg@20")) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Each user's metric values: ``(users (U,) int64, {name: (U,) float64})``, users sorted.

@@ -2,8 +2,10 @@
 
 from graphrec.models.base import RecModel, Scorer
 from graphrec.models.ci2mg import CI2MG
+from graphrec.models.content_knn import ContentKNN
 from graphrec.models.dgmrec import DGMRec
+from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
 
-__all__ = ["CI2MG", "DGMRec", "LightGCN", "MFBPR", "RecModel", "Scorer"]
+__all__ = ["CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "LightGCN", "MFBPR", "RecModel", "Scorer"]

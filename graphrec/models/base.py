@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar, TYPE_CHECKING
+from typing import Any, ClassVar, Iterator, TYPE_CHECKING
 
 import dgl
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from graphrec.blocks.slots import build_block
+from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
@@ -142,6 +145,96 @@ class RecModel(nn.Module):
         """A :class:`Scorer` for evaluation (representations computed once, spec section 3)."""
         user, item = self.representations()
         return Scorer(user, item)
+
+    # ----- recommending -----
+    def feature_widths(self) -> dict[str, int]:
+        """``{modality: d_m}`` of the item features the model scores new items from (``{}``: none)."""
+        return {}
+
+    @torch.no_grad()
+    def new_item_representations(self, new: NewItems) -> torch.Tensor:
+        """``(n, d')`` representations of items added after training, comparable with the
+        item rows of :meth:`representations`. Models without item features cannot have them."""
+        raise GraphrecError(
+            f"model '{self.name or type(self).__name__}' cannot score items added after training (it has no "
+            "representation for an item without a trained embedding); use dgmrec, dgmrec_cold or content_knn"
+        )
+
+    @torch.no_grad()
+    def iter_recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        new_items: NewItems | None = None,
+        batch_size: int = 1024,
+        item_chunk: int = 0,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Top-``k`` items of ``users``, ``batch_size`` users at a time (memory ``O(batch x items)``).
+
+        Args:
+            users: ``(B,)`` user ids in ``0..U-1``.
+            k: list length (capped at the number of items).
+            exclude: ``(U, N)`` CSR of items never recommended to a user (e.g. the train
+                interactions, :meth:`RecDataset.train_matrix`), or ``None``.
+            new_items: items added after training; they get the ids ``N..N+n-1``
+                (:meth:`new_item_representations`).
+            batch_size: users scored at once.
+            item_chunk: items scored at once (0 = all).
+
+        Yields ``(users, items, scores)`` per batch: ``(b,)``, ``(b, k)`` int64 and ``(b, k)``
+        float32, best first. Where a user has fewer than ``k`` items left, the tail is item
+        ``-1`` with score ``-inf``. The scores are those of :meth:`scorer`.
+        """
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        if len(users) and (users.min() < 0 or users.max() >= self.n_users):
+            bad = users[(users < 0) | (users >= self.n_users)][0]
+            raise GraphrecError(f"user {bad} is outside 0..{self.n_users - 1}")
+        if k < 1:
+            raise GraphrecError(f"k must be at least 1, got {k}")
+        if batch_size < 1:
+            raise GraphrecError(f"batch size must be at least 1, got {batch_size}")
+        from graphrec.eval.topk import top_k
+
+        was_training = self.training
+        self.eval()
+        try:
+            scorer = self.scorer()
+            if new_items is not None:
+                extra = self.new_item_representations(new_items).to(scorer.item.device, scorer.item.dtype)
+                scorer = Scorer(scorer.user, torch.cat([scorer.item, extra], dim=0))
+            if exclude is not None:
+                exclude = sp.csr_matrix(exclude)
+                if exclude.shape[0] != self.n_users:
+                    raise GraphrecError(f"exclude has {exclude.shape[0]} rows for {self.n_users} users")
+            for lo in range(0, len(users), batch_size):
+                ub = users[lo : lo + batch_size]
+                v, i = top_k(scorer, ub, exclude[ub] if exclude is not None else None, k, item_chunk=item_chunk)
+                i = i.numpy().astype(np.int64)
+                v = v.numpy().astype(np.float32)
+                i[~np.isfinite(v)] = -1
+                yield ub, i, v
+        finally:
+            self.train(was_training)
+
+    def recommend(
+        self,
+        users: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        new_items: NewItems | None = None,
+        batch_size: int = 1024,
+        item_chunk: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(items, scores)``, each ``(B, k)``, of :meth:`iter_recommend` for all ``users`` at once."""
+        items, scores = [], []
+        for _, i, v in self.iter_recommend(users, k, exclude, new_items, batch_size, item_chunk):
+            items.append(i)
+            scores.append(v)
+        kk = min(k, self.n_items + (new_items.n if new_items is not None else 0))
+        if not items:
+            return np.zeros((0, kk), dtype=np.int64), np.zeros((0, kk), dtype=np.float32)
+        return np.concatenate(items), np.concatenate(scores)
 
     # ----- hooks -----
     def on_train_start(self, trainer: "Trainer") -> None:

@@ -459,6 +459,16 @@ class DGMRec(RecModel):
                 refined[m][rows] = True
         self._rebuild_graphs()
 
+    # ------------------------------------------------------------------ items added after training
+    def feature_widths(self) -> dict[str, int]:
+        return {m: int(self.raw[m].shape[1]) for m in self.modalities}
+
+    def new_item_representations(self, new) -> torch.Tensor:
+        """``(n, d)`` representations of items added after training (:mod:`graphrec.models.dgmrec_new_items`)."""
+        from graphrec.models.dgmrec_new_items import new_item_representations
+
+        return new_item_representations(self, new)
+
     # ------------------------------------------------------------------ export (refine-graph, retrieval)
     @torch.no_grad()
     def generated_features(self, noise: float = 0.0) -> dict[str, np.ndarray]:
