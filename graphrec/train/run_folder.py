@@ -81,7 +81,8 @@ def live_lock(folder: Path) -> dict[str, Any] | None:
 def _in_use_error(folder: Path, lock: dict[str, Any]) -> GraphrecError:
     where = f" on {lock['host']}" if lock["host"] and lock["host"] != socket.gethostname() else ""
     return GraphrecError(
-        f"run folder '{folder}' is in use by a live run (pid {lock['pid']}{where}); wait for it to end or choose another --out"
+        f"run folder '{folder}' is in use by a live run (pid {lock['pid']}{where}); wait for it to end or choose another "
+        f"--out (if that process is gone, delete {Path(folder) / LOCK})"
     )
 
 
