@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +21,14 @@ from graphrec.errors import GraphrecError
 from graphrec.models.build import build_model
 from graphrec.train import run_folder
 from graphrec.train.interrupt import Interrupted
-from graphrec.train.resume import RunCheckpointer, best_state_from_checkpoint, from_plain, read_resume, restore_trainer, to_plain
+from graphrec.train.resume import (
+    RunCheckpointer,
+    best_state_from_checkpoint,
+    from_plain,
+    read_resume,
+    restore_trainer,
+    to_plain,
+)
 from graphrec.train.run_folder import RunFolder
 from graphrec.train.trainer import Callback, Trainer
 

@@ -123,9 +123,9 @@ def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger
 
 def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
-    from graphrec.train.resume import from_plain, read_resume
-    from graphrec.train.distributed import SINGLE
     from graphrec.registry import load_builtin
+    from graphrec.train.distributed import SINGLE
+    from graphrec.train.resume import from_plain, read_resume
     from graphrec.train.run_folder import RunFolder
 
     load_builtin()
@@ -173,9 +173,14 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
     from graphrec.models.build import build_model
     from graphrec.train.checkpoint import save_checkpoint
-    from graphrec.train.interrupt import Interrupted, as_interrupted, critical
+    from graphrec.train.interrupt import as_interrupted, critical
     from graphrec.train.loggers import LineLogger, TensorBoardLogger, summary_writer
-    from graphrec.train.resume import RESUME_FILE, RunCheckpointer, best_state_from_checkpoint, restore_trainer
+    from graphrec.train.resume import (
+        RESUME_FILE,
+        RunCheckpointer,
+        best_state_from_checkpoint,
+        restore_trainer,
+    )
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
