@@ -23,7 +23,6 @@ from graphrec.train import run_folder
 from graphrec.train.interrupt import Interrupted
 from graphrec.train.resume import (
     RunCheckpointer,
-    best_state_from_checkpoint,
     from_plain,
     read_resume,
     restore_trainer,
@@ -72,9 +71,9 @@ def _interrupt_and_resume(name, k, folder):
     raw = torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)  # plain data only
     assert raw["loop"]["next_epoch"] == k
     state = read_resume(folder)
+    assert (state["best"] is None) == state["best_is_current"]
     trainer, _ = _trainer(name)
-    best = None if state["best_is_current"] else best_state_from_checkpoint(folder / "model.pt", state["loop"]["best_epoch"])
-    restore_trainer(trainer, state, best)
+    restore_trainer(trainer, state)
     return trainer, trainer.fit(), state
 
 
@@ -83,7 +82,7 @@ def test_resume_ends_like_an_uninterrupted_run(name, tmp_path):
     full_trainer, _ = _trainer(name)
     full = full_trainer.fit()
     # one interrupt right after a new best (best state = current state) and one after an epoch without
-    # improvement (the best state then comes from model.pt)
+    # improvement (resume.pt then holds the best state too)
     best, improved_at, flat_at = -1.0, [], []
     for h in full.history[:-1]:
         score = h["valid_recall@20"]

@@ -175,12 +175,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     from graphrec.train.checkpoint import save_checkpoint
     from graphrec.train.interrupt import as_interrupted, critical
     from graphrec.train.loggers import LineLogger, TensorBoardLogger, summary_writer
-    from graphrec.train.resume import (
-        RESUME_FILE,
-        RunCheckpointer,
-        best_state_from_checkpoint,
-        restore_trainer,
-    )
+    from graphrec.train.resume import RESUME_FILE, RunCheckpointer, restore_trainer
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
@@ -203,10 +198,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
             net = build_model(dataset, config)  # seeds first (spec 2.2)
         trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
         if resume_state is not None:
-            loop = resume_state["loop"]
-            best = None if resume_state["best_is_current"] or loop["best_epoch"] < 1 else \
-                best_state_from_checkpoint(run.path / "model.pt", int(loop["best_epoch"]))
-            restore_trainer(trainer, resume_state, best)
+            restore_trainer(trainer, resume_state)
             if resume_state["best_is_current"]:  # model.pt may predate resume.pt (see graphrec.train.resume)
                 checkpointer.save_best(trainer)
             run.log(f"resumed epoch={trainer.loop.next_epoch} best_epoch={trainer.loop.best_epoch}")
