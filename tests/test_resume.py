@@ -290,3 +290,15 @@ def test_overwrite_replaces_the_whole_folder_and_an_interrupted_overwrite_keeps_
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.jsonl", "metrics.json", "model.pt", "run.json", "train.log"]
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
     assert "target" not in json.loads((out / "run.json").read_text())
+
+
+def test_a_failed_run_is_marked_failed_and_unlocked(tmp_path, monkeypatch):
+    def diverge(self, *args, **kwargs):
+        raise GraphrecError("training diverged: loss is nan at epoch 1; lower learning_rate or check the features")
+
+    monkeypatch.setattr(Trainer, "train_epoch", diverge)
+    out = tmp_path / "run"
+    assert_user_error(invoke("fit", "lightgcn", "--epochs", "2", "--out", out, "--quiet", *SMALL), "training diverged")
+    status = json.loads((out / "run.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("GraphrecError: training diverged")
+    assert not (out / ".lock").exists()

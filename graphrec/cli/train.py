@@ -220,8 +220,8 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     with critical():
         save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
         atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
-        (run.path / RESUME_FILE).unlink(missing_ok=True)
         out_dir = run.finish()
+        (run.path / RESUME_FILE).unlink(missing_ok=True)
         run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:

@@ -235,7 +235,8 @@ class RunFolder:
         if self.target.exists():
             lock = live_lock(self.target)
             if lock is not None:
-                raise _in_use_error(self.target, lock)
+                raise GraphrecError(f"the finished run is in '{self.path}': '{self.target}' was taken by a live run "
+                                    f"(pid {lock['pid']}) meanwhile, so it was not replaced")
             os.replace(self.target, old)
         os.replace(self.path, self.target)
         self.path, self.target = self.target, None
