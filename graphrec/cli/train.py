@@ -190,7 +190,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         if resume_state is None:
             atomic_write_bytes(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
             run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
-                    f"valid_metric={trainer_metric(config)}")
+                    f"valid_metric={_valid_metric(config)}")
         run.write_status("running", model=model, dataset=dataset.name, out=str(final))
     trainer = None
     try:
@@ -231,7 +231,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         click.echo(json.dumps({"out": str(out_dir), "test": result.test.metrics if result.test else None}))
 
 
-def trainer_metric(config) -> str:
+def _valid_metric(config) -> str:
     return str(config.get("valid_metric", "recall@20")).lower()
 
 
@@ -239,8 +239,7 @@ def _report_interrupt(run, intr, trainer) -> None:
     """Mark ``run`` interrupted and print the one line that says how to continue it."""
     from graphrec.train.resume import RESUME_FILE
 
-    loop = trainer.loop if trainer is not None else None
-    done = loop.next_epoch if loop is not None else 0
+    done = trainer.loop.next_epoch if trainer is not None else int(run.status.get("epoch") or 0)
     run.write_status("interrupted", signal=intr.name)
     run.log(f"interrupted signal={intr.name} epochs_done={done}")
     if (run.path / RESUME_FILE).is_file():
