@@ -302,3 +302,10 @@ def test_a_failed_run_is_marked_failed_and_unlocked(tmp_path, monkeypatch):
     status = json.loads((out / "run.json").read_text())
     assert status["status"] == "failed" and status["error"].startswith("GraphrecError: training diverged")
     assert not (out / ".lock").exists()
+
+
+def test_an_unusable_out_path_is_one_error_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke("fit", "lightgcn", "--epochs", "1", "--out", blocker / "run", "--quiet", *SMALL)
+    assert_user_error(r, "cannot create the run folder", str(blocker))

@@ -212,7 +212,10 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         sys.exit(intr.exit_code)
     except BaseException as exc:
         if run is not None:
-            run.write_status("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            try:
+                run.write_status("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            except OSError:  # the folder itself is the problem; the original error says so
+                pass
         raise
     if run is None:
         return

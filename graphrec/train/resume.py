@@ -243,11 +243,14 @@ class RunCheckpointer(Callback):
     def on_epoch_logged(self, trainer: Trainer, epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
         st = trainer.loop
         with critical():
-            self.run.write_history(st.history)
-            if not evaluated:
-                return
-            save_resume(self.run.path / RESUME_FILE, trainer)
-            if improved:
-                self.save_best(trainer)
-            self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
-                                  best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+            try:
+                self.run.write_history(st.history)
+                if not evaluated:
+                    return
+                save_resume(self.run.path / RESUME_FILE, trainer)
+                if improved:
+                    self.save_best(trainer)
+                self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
+                                      best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+            except OSError as exc:  # disk full, folder removed: one line, not a traceback
+                raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None

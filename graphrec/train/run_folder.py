@@ -108,6 +108,14 @@ class RunFolder:
     @classmethod
     def create(cls, out: Path | None, model: str, dataset: str, overwrite: bool) -> "RunFolder":
         """Make and lock a fresh run folder (``out`` or a unique default name); see the module docstring."""
+        try:
+            return cls._create(out, model, dataset, overwrite)
+        except OSError as exc:  # unwritable, not a folder, disk full: one line, not a traceback
+            where = exc.filename or out or "runs"
+            raise GraphrecError(f"cannot create the run folder '{where}': {exc.strerror or exc}") from None
+
+    @classmethod
+    def _create(cls, out: Path | None, model: str, dataset: str, overwrite: bool) -> "RunFolder":
         if out is None:
             base = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
             base.parent.mkdir(parents=True, exist_ok=True)
