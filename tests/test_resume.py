@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +21,13 @@ from graphrec.errors import GraphrecError
 from graphrec.models.build import build_model
 from graphrec.train import run_folder
 from graphrec.train.interrupt import Interrupted
-from graphrec.train.resume import RunCheckpointer, best_state_from_checkpoint, from_plain, read_resume, restore_trainer, to_plain
+from graphrec.train.resume import (
+    RunCheckpointer,
+    from_plain,
+    read_resume,
+    restore_trainer,
+    to_plain,
+)
 from graphrec.train.run_folder import RunFolder
 from graphrec.train.trainer import Callback, Trainer
 
@@ -66,9 +71,9 @@ def _interrupt_and_resume(name, k, folder):
     raw = torch.load(folder / "resume.pt", map_location="cpu", weights_only=True)  # plain data only
     assert raw["loop"]["next_epoch"] == k
     state = read_resume(folder)
+    assert (state["best"] is None) == state["best_is_current"]
     trainer, _ = _trainer(name)
-    best = None if state["best_is_current"] else best_state_from_checkpoint(folder / "model.pt", state["loop"]["best_epoch"])
-    restore_trainer(trainer, state, best)
+    restore_trainer(trainer, state)
     return trainer, trainer.fit(), state
 
 
@@ -77,7 +82,7 @@ def test_resume_ends_like_an_uninterrupted_run(name, tmp_path):
     full_trainer, _ = _trainer(name)
     full = full_trainer.fit()
     # one interrupt right after a new best (best state = current state) and one after an epoch without
-    # improvement (the best state then comes from model.pt)
+    # improvement (resume.pt then holds the best state too)
     best, improved_at, flat_at = -1.0, [], []
     for h in full.history[:-1]:
         score = h["valid_recall@20"]
@@ -285,3 +290,22 @@ def test_overwrite_replaces_the_whole_folder_and_an_interrupted_overwrite_keeps_
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "history.jsonl", "metrics.json", "model.pt", "run.json", "train.log"]
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
     assert "target" not in json.loads((out / "run.json").read_text())
+
+
+def test_a_failed_run_is_marked_failed_and_unlocked(tmp_path, monkeypatch):
+    def diverge(self, *args, **kwargs):
+        raise GraphrecError("training diverged: loss is nan at epoch 1; lower learning_rate or check the features")
+
+    monkeypatch.setattr(Trainer, "train_epoch", diverge)
+    out = tmp_path / "run"
+    assert_user_error(invoke("fit", "lightgcn", "--epochs", "2", "--out", out, "--quiet", *SMALL), "training diverged")
+    status = json.loads((out / "run.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("GraphrecError: training diverged")
+    assert not (out / ".lock").exists()
+
+
+def test_an_unusable_out_path_is_one_error_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = invoke("fit", "lightgcn", "--epochs", "1", "--out", blocker / "run", "--quiet", *SMALL)
+    assert_user_error(r, "cannot create the run folder", str(blocker))

@@ -124,9 +124,9 @@ def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger
 
 def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
-    from graphrec.train.resume import from_plain, read_resume
-    from graphrec.train.distributed import SINGLE
     from graphrec.registry import load_builtin
+    from graphrec.train.distributed import SINGLE
+    from graphrec.train.resume import from_plain, read_resume
     from graphrec.train.run_folder import RunFolder
 
     load_builtin()
@@ -176,7 +176,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     from graphrec.train.checkpoint import save_checkpoint
     from graphrec.train.interrupt import as_interrupted, critical
     from graphrec.train.loggers import LineLogger, TensorBoardLogger, summary_writer
-    from graphrec.train.resume import RESUME_FILE, RunCheckpointer, best_state_from_checkpoint, restore_trainer
+    from graphrec.train.resume import RESUME_FILE, RunCheckpointer, restore_trainer
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
@@ -191,7 +191,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         if resume_state is None:
             atomic_write_bytes(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
             run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
-                    f"valid_metric={trainer_metric(config)}")
+                    f"valid_metric={_valid_metric(config)}")
         run.write_status("running", model=model, dataset=dataset.name, out=str(final))
     trainer = None
     try:
@@ -199,10 +199,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
             net = build_model(dataset, config)  # seeds first (spec 2.2)
         trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
         if resume_state is not None:
-            loop = resume_state["loop"]
-            best = None if resume_state["best_is_current"] or loop["best_epoch"] < 1 else \
-                best_state_from_checkpoint(run.path / "model.pt", int(loop["best_epoch"]))
-            restore_trainer(trainer, resume_state, best)
+            restore_trainer(trainer, resume_state)
             if resume_state["best_is_current"]:  # model.pt may predate resume.pt (see graphrec.train.resume)
                 checkpointer.save_best(trainer)
             run.log(f"resumed epoch={trainer.loop.next_epoch} best_epoch={trainer.loop.best_epoch}")
@@ -216,7 +213,10 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         sys.exit(intr.exit_code)
     except BaseException as exc:
         if run is not None:
-            run.write_status("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            try:
+                run.write_status("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            except OSError:  # the folder itself is the problem; the original error says so
+                pass
         raise
     if run is None:
         return
@@ -224,8 +224,8 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     with critical():
         save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
         atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
-        (run.path / RESUME_FILE).unlink(missing_ok=True)
         out_dir = run.finish()
+        (run.path / RESUME_FILE).unlink(missing_ok=True)
         run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
     console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
     if result.test and result.test.groups:
@@ -235,7 +235,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
         click.echo(json.dumps({"out": str(out_dir), "test": result.test.metrics if result.test else None}))
 
 
-def trainer_metric(config) -> str:
+def _valid_metric(config) -> str:
     return str(config.get("valid_metric", "recall@20")).lower()
 
 
@@ -243,8 +243,7 @@ def _report_interrupt(run, intr, trainer) -> None:
     """Mark ``run`` interrupted and print the one line that says how to continue it."""
     from graphrec.train.resume import RESUME_FILE
 
-    loop = trainer.loop if trainer is not None else None
-    done = loop.next_epoch if loop is not None else 0
+    done = trainer.loop.next_epoch if trainer is not None else int(run.status.get("epoch") or 0)
     run.write_status("interrupted", signal=intr.name)
     run.log(f"interrupted signal={intr.name} epochs_done={done}")
     if (run.path / RESUME_FILE).is_file():

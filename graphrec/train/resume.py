@@ -3,7 +3,8 @@
 After every evaluation :class:`RunCheckpointer` writes, atomically and with SIGINT/SIGTERM held back
 (:func:`graphrec.train.interrupt.critical`), in this order: ``history.jsonl``, ``resume.pt``, ``model.pt``
 (when the evaluation set a new best: the best-so-far checkpoint that ``graphrec evaluate`` reads) and
-``run.json``. ``resume.pt`` holds (:func:`trainer_state`)::
+``run.json``. A resumed run whose best epoch is its current one rewrites ``model.pt`` first (a hard kill
+between the two writes can leave an older one). ``resume.pt`` holds (:func:`trainer_state`)::
 
     {"format": 1, "kind": "graphrec-resume", "graphrec_version", "config", "dataset",
      "model": state_dict (the current epoch's; extra state as plain data),
@@ -13,7 +14,8 @@ After every evaluation :class:`RunCheckpointer` writes, atomically and with SIGI
      "sampler_rng": numpy Generator state (BPR negatives and shuffling),
      "rng": {"python", "numpy", "torch", "cuda"},     # global RNG states
      "loop": {next_epoch, best_score, best_epoch, best_valid, counter, history, elapsed, stopped},
-     "best_is_current": bool}                         # else the best state is model.pt's
+     "best_is_current": bool,                         # the best epoch is the current one
+     "best": state_dict | None}                       # else the best epoch's model state
 
 Everything in it is a tensor or plain Python data, so it loads with ``torch.load(weights_only=True)``:
 numpy arrays become ``{"__ndarray__": tensor}`` (or a list and a dtype for dtypes torch lacks), integers
@@ -125,6 +127,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """Everything a resumed run needs, after the epoch :attr:`Trainer.loop` ends at (module docstring)."""
     st = trainer.loop
     model = trainer.model
+    best_is_current = st.best_epoch == st.next_epoch
     return {
         "format": FORMAT,
         "kind": KIND,
@@ -143,7 +146,8 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
             "best_valid": st.best_valid.to_dict() if st.best_valid is not None else None,
             "counter": st.counter, "history": to_plain(st.history, "history"), "elapsed": st.elapsed, "stopped": st.stopped,
         },
-        "best_is_current": st.best_epoch == st.next_epoch,
+        "best_is_current": best_is_current,
+        "best": _state_dict_plain(trainer.best_state) if not best_is_current and trainer.best_state is not None else None,
     }
 
 
@@ -175,10 +179,9 @@ def read_resume(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def restore_trainer(trainer: Trainer, state: dict[str, Any], best_state: dict[str, Any] | None = None) -> None:
+def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     """Put ``trainer`` (built from the same config and data) where ``state`` was saved.
 
-    ``best_state``: the best epoch's model state (``model.pt``'s) when ``state["best_is_current"]`` is false.
     The RNGs are set last, so nothing between this and :meth:`Trainer.fit` may draw from them.
     """
     summary = to_plain(trainer.dataset.summary())
@@ -209,24 +212,10 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any], best_state: dict[st
     )
     if state["best_is_current"]:
         trainer.best_state = copy.deepcopy(model.state_dict())
-    elif best_state is not None:
-        trainer.best_state = best_state
-    elif trainer.loop.best_epoch > 0:
-        raise GraphrecError("the best epoch's model state is missing (model.pt)")
+    elif state.get("best") is not None:
+        trainer.best_state = _state_dict_from_plain(state["best"])
     trainer.epoch = max(trainer.loop.next_epoch - 1, 0)
     set_rng_states(state["rng"])
-
-
-def best_state_from_checkpoint(path: Path, best_epoch: int) -> dict[str, Any]:
-    """The model state in the run's ``model.pt``, checked to be that of ``best_epoch``."""
-    from graphrec.train.checkpoint import read_checkpoint
-
-    payload = read_checkpoint(path)
-    saved = (payload.get("result") or {}).get("best_epoch")
-    if saved != best_epoch:
-        raise GraphrecError(f"{path} holds epoch {saved}, not the best epoch {best_epoch} that resume.pt expects; "
-                            "the run folder was changed by hand")
-    return payload["state_dict"]
 
 
 # ----------------------------------------------------------------------------- the callback
@@ -254,11 +243,14 @@ class RunCheckpointer(Callback):
     def on_epoch_logged(self, trainer: Trainer, epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
         st = trainer.loop
         with critical():
-            self.run.write_history(st.history)
-            if not evaluated:
-                return
-            save_resume(self.run.path / RESUME_FILE, trainer)
-            if improved:
-                self.save_best(trainer)
-            self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
-                                  best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+            try:
+                self.run.write_history(st.history)
+                if not evaluated:
+                    return
+                save_resume(self.run.path / RESUME_FILE, trainer)
+                if improved:
+                    self.save_best(trainer)
+                self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
+                                      best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+            except OSError as exc:  # disk full, folder removed: one line, not a traceback
+                raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None

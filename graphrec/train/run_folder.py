@@ -81,7 +81,8 @@ def live_lock(folder: Path) -> dict[str, Any] | None:
 def _in_use_error(folder: Path, lock: dict[str, Any]) -> GraphrecError:
     where = f" on {lock['host']}" if lock["host"] and lock["host"] != socket.gethostname() else ""
     return GraphrecError(
-        f"run folder '{folder}' is in use by a live run (pid {lock['pid']}{where}); wait for it to end or choose another --out"
+        f"run folder '{folder}' is in use by a live run (pid {lock['pid']}{where}); wait for it to end or choose another "
+        f"--out (if that process is gone, delete {Path(folder) / LOCK})"
     )
 
 
@@ -107,6 +108,14 @@ class RunFolder:
     @classmethod
     def create(cls, out: Path | None, model: str, dataset: str, overwrite: bool) -> "RunFolder":
         """Make and lock a fresh run folder (``out`` or a unique default name); see the module docstring."""
+        try:
+            return cls._create(out, model, dataset, overwrite)
+        except OSError as exc:  # unwritable, not a folder, disk full: one line, not a traceback
+            where = exc.filename or out or "runs"
+            raise GraphrecError(f"cannot create the run folder '{where}': {exc.strerror or exc}") from None
+
+    @classmethod
+    def _create(cls, out: Path | None, model: str, dataset: str, overwrite: bool) -> "RunFolder":
         if out is None:
             base = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
             check_writable_dir(base.parent, "runs folder")
@@ -234,7 +243,8 @@ class RunFolder:
         if self.target.exists():
             lock = live_lock(self.target)
             if lock is not None:
-                raise _in_use_error(self.target, lock)
+                raise GraphrecError(f"the finished run is in '{self.path}': '{self.target}' was taken by a live run "
+                                    f"(pid {lock['pid']}) meanwhile, so it was not replaced")
             os.replace(self.target, old)
         os.replace(self.path, self.target)
         self.path, self.target = self.target, None

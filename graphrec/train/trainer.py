@@ -9,6 +9,14 @@ decimals) is not strictly better than the best; it stops when the counter exceed
 state is restored and evaluated on test (this equals the authors' "test metrics at the
 best validation epoch", since the whole model state, graphs included, is restored).
 
+The loop runs from :attr:`Trainer.loop` (a :class:`LoopState`), so a trainer restored by
+:func:`graphrec.train.resume.restore_trainer` continues where a saved one stopped; DGL's RNG is
+reseeded from ``(seed, epoch)`` every epoch since DGL cannot save its state. After each epoch's
+bookkeeping every callback's ``on_epoch_logged`` sees the finished epoch (the point a resumed run
+continues from; :class:`graphrec.train.resume.RunCheckpointer` writes the run folder there).
+With ``progress`` and a console that is not a terminal, one plain line per evaluation replaces the
+progress bars (:mod:`graphrec.train.loggers`).
+
 Data-parallel (``dist`` with ``world_size > 1``, :mod:`graphrec.train.distributed`): every rank
 draws the same global batches and back-propagates its share of each batch's loss; one
 all-reduce sums the gradients, so every rank takes the single-process Adam step of the global
