@@ -308,4 +308,4 @@ def test_an_unusable_out_path_is_one_error_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     r = invoke("fit", "lightgcn", "--epochs", "1", "--out", blocker / "run", "--quiet", *SMALL)
-    assert_user_error(r, "cannot create the run folder", str(blocker))
+    assert_user_error(r, "cannot write to output folder", str(blocker))
