@@ -1,4 +1,4 @@
-"""InfoNCE as DGMRec uses it (spec 4.6)."""
+"""InfoNCE as DGMRec uses it (spec 4.6), and the same loss computed once per distinct row."""
 
 from __future__ import annotations
 
@@ -19,3 +19,33 @@ def infonce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     b = F.normalize(b, dim=1)
     logits = a @ b.T
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+def infonce_rows(
+    a: torch.Tensor, b: torch.Tensor, temperature: float, a_index: torch.Tensor, b_index: torch.Tensor
+) -> torch.Tensor:
+    """``infonce(a[a_index], b[b_index], τ)`` computed on the distinct rows only.
+
+    ``a`` ``(n_a, d)`` and ``b`` ``(n_b, d)`` hold distinct rows (e.g. one per distinct user or
+    item of a batch); ``a_index``, ``b_index`` ``(n,)`` say which row each of the ``n`` batch
+    rows is. Equal rows of ``a[a_index]`` give equal log-sum-exps, and equal rows of
+    ``b[b_index]`` equal logits, so with ``c_j`` = how often row ``j`` of ``b`` occurs
+
+        loss = (1/n) Σ_i [ log Σ_j c_j exp(<â_i, b̂_j>/τ)  -  <â_i, b̂_i>/τ ]
+
+    over an ``(n_a, n_b)`` logit matrix instead of ``(n, n)``: the same value as
+    :func:`infonce` on the expanded rows (duplicates kept as negatives), up to float rounding,
+    and the same gradients. Rows of ``a``/``b`` that no batch row uses get no weight.
+    Shapes: ``a (n_a, d)``, ``b (n_b, d)``, ``a_index, b_index (n,)`` int64 -> scalar.
+    """
+    n = a_index.shape[0]
+    if n == 0:
+        return (a.sum() + b.sum()) * 0.0
+    a = F.normalize(a, dim=1) / temperature
+    b = F.normalize(b, dim=1)
+    a_count = torch.bincount(a_index, minlength=a.shape[0]).to(a.dtype)
+    b_count = torch.bincount(b_index, minlength=b.shape[0]).to(b.dtype)
+    logits = torch.addmm(b_count.log().unsqueeze(0), a, b.T)  # log c_j + s_ij / τ; unused rows: -inf
+    lse = torch.logsumexp(logits, dim=1)  # finite: at least one row of b is used
+    positive = (a[a_index] * b[b_index]).sum()
+    return ((a_count * lse).sum() - positive) / n
