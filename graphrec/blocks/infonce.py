@@ -49,7 +49,13 @@ class _WeightedLogSumExp(torch.autograd.Function):
 
 
 def infonce_rows(
-    a: torch.Tensor, b: torch.Tensor, temperature: float, a_index: torch.Tensor, b_index: torch.Tensor
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float,
+    a_index: torch.Tensor,
+    b_index: torch.Tensor,
+    a_count: torch.Tensor | None = None,
+    b_count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``infonce(a[a_index], b[b_index], τ)`` computed on the distinct rows only.
 
@@ -70,8 +76,11 @@ def infonce_rows(
         return (a.sum() + b.sum()) * 0.0
     a = F.normalize(a, dim=1) / temperature
     b = F.normalize(b, dim=1)
-    a_count = torch.bincount(a_index, minlength=a.shape[0]).to(a.dtype)
-    b_count = torch.bincount(b_index, minlength=b.shape[0]).to(b.dtype)
+    if a_count is None:
+        a_count = torch.bincount(a_index, minlength=a.shape[0])
+    if b_count is None:
+        b_count = torch.bincount(b_index, minlength=b.shape[0])
+    a_count, b_count = a_count.to(a.dtype), b_count.to(b.dtype)
     # Σ_i c_i log Σ_j c_j exp(<a_i, b_j>): rows of b no batch row uses get log 0 = -inf (weight 0)
     lse = _WeightedLogSumExp.apply(a, b, b_count.log(), a_count)
     positive = (a[a_index] * b[b_index]).sum()

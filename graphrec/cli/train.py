@@ -28,6 +28,8 @@ from graphrec.cli.common import (
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable), e.g. --set knn_k=20 --set recon=0.")
 @click.option("--epochs", type=click.IntRange(min=0), help="Maximum number of epochs (early stopping may end sooner).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (python, numpy, torch, DGL).")
+@click.option("--device", help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. Default: config key 'device' (auto).")
+@click.option("--threads", type=click.IntRange(min=0), help="CPU threads of torch; 0 = all this process may use ($OMP_NUM_THREADS if set). Default: config key 'threads' (0).")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder for config.yaml, metrics.json and model.pt. Default: runs/<model>-<dataset>-<time>.")
 @click.option("--overwrite", is_flag=True, help="Allow writing into a non-empty --out folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
@@ -35,7 +37,7 @@ from graphrec.cli.common import (
 @click.option("--distributed", is_flag=True, help="Data-parallel training in --nproc local processes (gloo on CPU, nccl on GPU, 127.0.0.1). Under torchrun the process group comes from its env vars and this flag is not needed. See docs/scaling.md.")
 @click.option("--nproc", type=click.IntRange(min=1), default=2, show_default=True, help="Processes started by --distributed (ignored under torchrun).")
 @click.option("--dist-timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds a rank waits for the others (rank 0's per-epoch work included) before failing.")
-def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet, plugins, distributed, nproc, dist_timeout) -> None:
+def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out, overwrite, quiet, plugins, distributed, nproc, dist_timeout) -> None:
     """Train MODEL (see 'graphrec models') and evaluate it on the test split.
 
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
@@ -51,8 +53,12 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, quiet
     _import_plugins(plugins)
     console = _console(quiet)
     config = resolve_model_config(
-        model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None
+        model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None,
+        device=device, threads=threads,
     )
+    from graphrec.train.seed import resolve_device
+
+    resolve_device(str(config["device"]))  # an unknown device or a missing GPU is an error before loading data
     if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
         root = click.get_current_context().find_root().params.get("plugins") or ()
         spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))), dist_timeout))
@@ -84,6 +90,12 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist) -> None:
     from graphrec.train.distributed import share_from_main
     from graphrec.train.trainer import Trainer, groups_table, summary_table
 
+    import torch
+
+    from graphrec.train.seed import resolve_threads
+
+    if not dist.enabled or int(config.get("threads", 0)) > 0:  # ranks otherwise share the cores (distributed.py)
+        torch.set_num_threads(resolve_threads(int(config.get("threads", 0))))
     with console.status("loading data"):
         dataset = load_dataset(config)
     # rank 0 prepares the folder (and is the only writer); a problem there stops every rank

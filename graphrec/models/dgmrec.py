@@ -201,20 +201,12 @@ class DGMRec(RecModel):
         return self.graph
 
     def _rebuild_graphs(self) -> None:
-        device = getattr(self, "_graph_device", torch.device("cpu"))
-        self.graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.graphs, self.refined).to(device)
+        """(Re)build the training and inference heterographs, on the CPU (like every graphrec graph)."""
+        self.graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.graphs, self.refined)
         if self.infer_graphs:
-            self.infer_graph = build_heterograph(
-                self.n_users, self.n_items, self._train_pairs, self.infer_graphs, self.infer_refined
-            ).to(device)
+            self.infer_graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.infer_graphs, self.infer_refined)
         else:
             self.infer_graph = self.graph
-
-    def to_device(self, device: torch.device | str) -> "DGMRec":
-        self._graph_device = torch.device(device)
-        self.to(device)
-        self._rebuild_graphs()
-        return self
 
     def optim_parameters(self):
         club = {id(p) for p in self.club.parameters()}
@@ -287,8 +279,13 @@ class DGMRec(RecModel):
         B = u.shape[0]
         mods = self.modalities
         losses: dict[str, torch.Tensor] = {}
-        uu, inv_u = torch.unique(u, return_inverse=True)
-        pp, inv_p = torch.unique(p, return_inverse=True)
+        uu, inv_u, cnt_u = torch.unique(u, return_inverse=True, return_counts=True)
+        pp, inv_p, cnt_p = torch.unique(p, return_inverse=True, return_counts=True)
+        U_, P_ = (inv_u, cnt_u), (inv_p, cnt_p)  # (batch row -> distinct row, multiplicity)
+
+        def nce(a, b, t, a_rows, b_rows):
+            return infonce_rows(a, b, t, a_rows[0], b_rows[0], a_rows[1], b_rows[1])
+
         # distinct batch users / positives: index each full table once
         ue_U, ie_P = f["ue"][uu], f["ie"][pp]
         GU_U = {m: f["GU"][m][uu] for m in mods}
@@ -313,7 +310,7 @@ class DGMRec(RecModel):
             pairs = [(0, 1)] if len(mods) == 2 else [(i, (i + 1) % len(mods)) for i in range(len(mods))]
             t = float(cfg["interModalTemp"])
             item_term = sum(infonce(f["g"][mods[a]][all_obs], f["g"][mods[b]][all_obs], t) for a, b in pairs)
-            user_term = infonce_rows(GU_U[mods[0]], GU_U[mods[1]], t, inv_u, inv_u)
+            user_term = nce(GU_U[mods[0]], GU_U[mods[1]], t, U_, U_)
             losses["inter"] = w * (item_term + user_term)
         w = float(cfg["sampler"])
         if w > 0 and len(self.club):
@@ -321,13 +318,13 @@ class DGMRec(RecModel):
         w = float(cfg["intraModal"])
         if w > 0:
             ti, tg = float(cfg["intraModalTemp"]), float(cfg["interModalTemp"])
-            ui = infonce_rows(ue_U, ie_P, ti, inv_u, inv_p) + infonce_rows(sum_GU_U, sum_G_P, tg, inv_u, inv_p)
-            ui = ui + sum(infonce_rows(SU_U[m], S_P[m], ti, inv_u, inv_p) for m in mods)
+            ui = nce(ue_U, ie_P, ti, U_, P_) + nce(sum_GU_U, sum_G_P, tg, U_, P_)
+            ui = ui + sum(nce(SU_U[m], S_P[m], ti, U_, P_) for m in mods)
             losses["align_ui"] = w * ui
         w = float(cfg["alignBM"])
         if w > 0:
             tb = float(cfg["alignBMTemp"])
-            losses["align_bm"] = w * (infonce_rows(ie_P, sum_G_P, tb, inv_p, inv_p) + infonce_rows(ue_U, sum_GU_U, tb, inv_u, inv_u))
+            losses["align_bm"] = w * (nce(ie_P, sum_G_P, tb, P_, P_) + nce(ue_U, sum_GU_U, tb, U_, U_))
         w = float(cfg["additive"])
         if w > 0 and cfg["generation"] and self.observed is not None and (~self.observed).any():
             losses["gen"] = w * self._generation_loss(f, items, obs, all_obs)
