@@ -79,11 +79,12 @@ def _matrices(g: dgl.DGLGraph, etype, weight: torch.Tensor, device: torch.device
     srctype, _, dsttype = g.to_canonical_etype(etype)
     n_src, n_dst = g.num_nodes(srctype), g.num_nodes(dsttype)
     w = weight.detach().float()
+    src, dst = src.to(w.device), dst.to(w.device)  # weights computed on the model's device (e.g. under no_grad)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         a = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n_dst, n_src)).coalesce().to_sparse_csr()
         at = torch.sparse_coo_tensor(torch.stack([src, dst]), w, (n_src, n_dst)).coalesce().to_sparse_csr()
-        if a.device != device:  # built where the graph is (same structure and values), then moved
+        if a.device != device:  # built where the weights are (the graph's edata: the CPU), then moved
             a, at = a.to(device), at.to(device)
     for k in [k for k in per_graph if k[0] == etype and k[1] == key[1] and k[4] == device]:
         del per_graph[k]  # older versions of this weight tensor

@@ -241,8 +241,12 @@ class DGMRec(RecModel):
         n = len(self.modalities)
         return [self.modalities[(i + j) % n] for j in range(1, n)]
 
-    def propagate(self, graph: dgl.DGLGraph) -> dict[str, Any]:
-        """Full-graph forward of spec 4.2 steps 1-6 on ``graph``; returns every intermediate."""
+    def propagate(self, graph: dgl.DGLGraph, fuse: bool = True) -> dict[str, Any]:
+        """Full-graph forward of spec 4.2 steps 1-6 on ``graph``; returns every intermediate.
+
+        ``fuse=False`` skips step 6 (``zu``, ``zi`` for every user and item): the loss fuses
+        the batch's rows only.
+        """
         ue, ie = self.lightgcn(graph, self.user_emb, self.item_emb)
         feats = {m: self.raw[m] for m in self.modalities}
         g = self.general_encoder(feats)
@@ -253,10 +257,10 @@ class DGMRec(RecModel):
         S = {m: self.item_propagation(graph, gated_s[m], m) for m in self.modalities}
         GU = {m: self.user_aggregation(graph, G[m]) for m in self.modalities}
         SU = {m: self.user_aggregation(graph, S[m]) for m in self.modalities}
-        return {
-            "ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU,
-            "zu": self.fusion(ue, GU, SU), "zi": self.fusion(ie, G, S),
-        }
+        out = {"ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU}
+        if fuse:
+            out["zu"], out["zi"] = self.fusion(ue, GU, SU), self.fusion(ie, G, S)
+        return out
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.propagate(self.infer_graph)
@@ -274,7 +278,7 @@ class DGMRec(RecModel):
         reference), on logit matrices several times smaller.
         """
         cfg = self.config
-        f = self.propagate(self.graph)
+        f = self.propagate(self.graph, fuse=False)
         u, p, n = batch.users, batch.pos, batch.neg
         B = u.shape[0]
         mods = self.modalities
@@ -343,7 +347,7 @@ class DGMRec(RecModel):
     def _generation_loss(self, f, items, obs, all_obs) -> torch.Tensor:
         """Spec 4.4(g): generators fitted on in-batch items that observe the modality."""
         noise = float(self.config["noise"])
-        total = f["zu"].sum() * 0.0
+        total = f["ue"].sum() * 0.0
         for j, m in enumerate(self.modalities):
             idx = items[obs[:, j]]
             if len(idx):
