@@ -15,18 +15,21 @@ the block starts as exactly the default ``item_graph_conv`` (``Ã_m h``) and lea
 an item's neighbours from there. ``knn_<m>`` and ``refine_<m>`` never share a destination item
 (an item's in-edges all live in one of them), so a softmax per relation is the softmax over
 the item's whole neighbourhood.
+
+The graph stays on the CPU while ``h`` is on the model's device (CPU or GPU), so the block uses
+graphrec's device-agnostic helpers (:mod:`graphrec.graph.spmm`): ``edge_index`` (edge indices on
+``h``'s device), ``edge_softmax`` and ``u_mul_e_sum`` (DGL on the CPU, torch operations elsewhere).
 """
 
 from __future__ import annotations
 
 import dgl
-import dgl.ops
 import torch
 import torch.nn.functional as F
-from dgl.nn.functional import edge_softmax
 from torch import nn
 
 from graphrec.graph.heterograph import knn_relation, refine_relation
+from graphrec.graph.spmm import edge_index, edge_softmax, u_mul_e_sum
 from graphrec.registry import register_block
 
 
@@ -49,15 +52,14 @@ class AttentionItemConv(nn.Module):
         er = h @ self.att_dst[modality]  # (N,) destination term
         out = torch.zeros_like(h)
         for rel in (knn_relation(modality), refine_relation(modality)):
-            sub = g[rel]
-            if sub.num_edges() == 0:
+            if g.num_edges(rel) == 0:
                 continue
-            logits = F.leaky_relu(dgl.ops.u_add_v(sub, el[:, None], er[:, None]), self.negative_slope)  # (E, 1)
-            alpha = edge_softmax(sub, logits).squeeze(1)  # sums to 1 over each item's in-edges
-            _, dst = sub.edges()
-            deg = sub.in_degrees().to(h.dtype)[dst]
-            weight = sub.edata["w"] * alpha * deg
-            out = out + dgl.ops.u_mul_e_sum(sub, h, weight)
+            src, dst = edge_index(g, rel, h.device)  # (E,) on h's device; the graph stays on the CPU
+            logits = F.leaky_relu(el[src] + er[dst], self.negative_slope)  # (E,)
+            alpha = edge_softmax(g, rel, logits)  # sums to 1 over each item's in-edges
+            deg = torch.bincount(dst, minlength=h.shape[0]).to(h.dtype)[dst]
+            weight = g.edges[rel].data["w"].to(h.device) * alpha * deg
+            out = out + u_mul_e_sum(g, rel, h, weight)  # Σ_j weight_ji h_j
         return out
 
     def extra_repr(self) -> str:

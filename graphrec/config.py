@@ -59,6 +59,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # exclude validation items when ranking for test (false = the authors' protocol, spec 2.4)
     "eval_mask_valid_in_test": True,
     "device": "auto",
+    # CPU threads of torch in 'graphrec fit' (0 = what the machine gives this process:
+    # $OMP_NUM_THREADS if set, else the CPUs in its affinity mask); docs/results.md has 1- and 2-thread timings
+    "threads": 0,
     # deterministic torch kernels: one seed and thread count give one result on CPU
     # (graphrec.train.seed.set_deterministic); false allows nondeterministic ones
     "deterministic": True,
@@ -116,6 +119,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "learning_rate": (lambda v: v >= 0, ">= 0"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "embedding_size": (lambda v: v >= 1, ">= 1"),
+    "threads": (lambda v: v >= 0, ">= 0 (0 = the CPUs this process may use)"),
     "topk": (_positive_ints, "a non-empty list of positive integers, e.g. [10, 20]"),
     "synth_users": (lambda v: v >= 10, ">= 10"),
     "synth_items": (lambda v: v >= 20, ">= 20"),

@@ -15,7 +15,7 @@ from graphrec.blocks.club import CLUB
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.preference import PreferenceGate
 from graphrec.blocks.user_aggregation import UserAggregation
@@ -321,6 +321,35 @@ def test_infonce_matches_formula(n, d, tau, seed):
     s = an @ bn.T / tau
     ref = np.mean([-(s[i, i] - np.log(np.exp(s[i]).sum())) for i in range(n)])  # one direction, A -> B
     assert infonce(t32(a), t32(b), tau).item() == pytest.approx(ref, rel=1e-4, abs=1e-4)
+
+
+@given(
+    n=st.integers(1, 30), n_a=st.integers(1, 8), n_b=st.integers(1, 8), d=st.integers(1, 6),
+    tau=st.floats(0.05, 2.0), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_infonce_rows_equals_infonce_on_the_expanded_rows(n, n_a, n_b, d, tau, seed):
+    """Value and gradients of the distinct-row form equal those of the plain loss (duplicates kept),
+    including rows of a/b that no batch row uses."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n_a, d, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(n_b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    ia = torch.randint(0, n_a, (n,), generator=g)
+    ib = torch.randint(0, n_b, (n,), generator=g)
+    got = infonce_rows(a, b, tau, ia, ib)
+    ga, gb = torch.autograd.grad(got, (a, b))
+    want = infonce(a[ia], b[ib], tau)
+    wa, wb = torch.autograd.grad(want, (a, b))
+    assert got.item() == pytest.approx(want.item(), rel=1e-9, abs=1e-9)
+    torch.testing.assert_close(ga, wa, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(gb, wb, rtol=1e-7, atol=1e-9)
+
+
+def test_infonce_rows_empty_is_zero():
+    a = torch.randn(3, 4, requires_grad=True)
+    out = infonce_rows(a, torch.randn(2, 4), 0.2, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    assert out.item() == 0.0
+    out.backward()
+    assert torch.equal(a.grad, torch.zeros_like(a))
 
 
 def test_infonce_is_one_directional_and_empty_is_zero():

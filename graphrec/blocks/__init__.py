@@ -14,7 +14,7 @@ from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
 from graphrec.blocks.modality_aggregation import ModalityAggregation
@@ -41,6 +41,7 @@ __all__ = [
     "UserAggregation",
     "bpr_loss",
     "infonce",
+    "infonce_rows",
     "l2_reg",
     "perturb",
 ]

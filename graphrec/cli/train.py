@@ -30,6 +30,8 @@ from graphrec.errors import GraphrecError
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override one config key (repeatable), e.g. --set knn_k=20 --set recon=0.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum number of epochs, at least 1 (early stopping may end sooner).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Random seed (python, numpy, torch, DGL).")
+@click.option("--device", help="auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. Default: config key 'device' (auto).")
+@click.option("--threads", type=click.IntRange(min=0), help="CPU threads of torch; 0 = all this process may use ($OMP_NUM_THREADS if set). Default: config key 'threads' (0).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder (config.yaml, run.json, train.log, history.jsonl, model.pt, metrics.json). Default: runs/<model>-<dataset>-<time>.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder in --out (the new run is swapped in when it finishes).")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path), metavar="DIR", help="Continue the interrupted run in DIR from its last evaluation, with its own settings (MODEL may be omitted).")
@@ -39,7 +41,7 @@ from graphrec.errors import GraphrecError
 @click.option("--distributed", is_flag=True, help="Data-parallel training in --nproc local processes (gloo on CPU, nccl on GPU, 127.0.0.1). Under torchrun the process group comes from its env vars and this flag is not needed. See docs/scaling.md.")
 @click.option("--nproc", type=click.IntRange(min=1), default=2, show_default=True, help="Processes started by --distributed (ignored under torchrun).")
 @click.option("--dist-timeout", type=click.FloatRange(min=1), default=1800, show_default=True, help="Seconds a rank waits for the others (rank 0's per-epoch work included) before failing.")
-def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resume_dir, logger, quiet, plugins, distributed, nproc, dist_timeout) -> None:
+def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out, overwrite, resume_dir, logger, quiet, plugins, distributed, nproc, dist_timeout) -> None:
     """Train MODEL (see 'graphrec models') and evaluate it on the test split.
 
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
@@ -56,6 +58,7 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resum
     """
     from graphrec.train.distributed import launched_env, spawn_local
     from graphrec.train.interrupt import as_interrupted, handle_signals
+    from graphrec.train.seed import resolve_device
 
     _import_plugins(plugins)
     console = _console(quiet)
@@ -67,7 +70,8 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resum
         with handle_signals():
             if resume_dir is not None:
                 given = {"--config": config_files, "--set": sets, "--epochs": epochs is not None, "--seed": seed is not None,
-                         "--data-dir": data_dir, "--out": out, "--overwrite": overwrite}
+                         "--data-dir": data_dir, "--out": out, "--overwrite": overwrite,
+                         "--device": device, "--threads": threads is not None}
                 clash = [k for k, v in given.items() if v]
                 if clash:
                     raise GraphrecError(f"--resume continues a run with its own settings; drop {', '.join(clash)}")
@@ -79,8 +83,10 @@ def fit(model, data_dir, config_files, sets, epochs, seed, out, overwrite, resum
             if model is None:
                 raise GraphrecError("missing MODEL (see 'graphrec models'), or pass --resume DIR")
             config = resolve_model_config(
-                model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None
+                model, config_files, sets, epochs=epochs, seed=seed, data_dir=str(data_dir) if data_dir else None,
+                device=device, threads=threads,
             )
+            resolve_device(str(config["device"]))  # an unknown device or a missing GPU is an error before loading data
             if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
                 root = click.get_current_context().find_root().params.get("plugins") or ()
                 spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))),
@@ -143,10 +149,15 @@ def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
 
 
 def _fit_body(model, config, out, overwrite, quiet, console, dist, run=None, resume_state=None, logger="none") -> None:
+    import torch
+
     from graphrec.data.dataset import load_dataset
     from graphrec.train.distributed import share_from_main
     from graphrec.train.run_folder import RunFolder
+    from graphrec.train.seed import resolve_threads
 
+    if not dist.enabled or int(config.get("threads", 0)) > 0:  # ranks otherwise share the cores (distributed.py)
+        torch.set_num_threads(resolve_threads(int(config.get("threads", 0))))
     try:
         with console.status("loading data"):
             dataset = load_dataset(config)

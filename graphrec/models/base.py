@@ -76,7 +76,7 @@ class RecModel(nn.Module):
     record these names and the plugin modules that registered them.
 
     Attributes:
-        graph: the dataset heterograph (see :mod:`graphrec.graph.heterograph`).
+        graph: the dataset heterograph (see :mod:`graphrec.graph.heterograph`), always on the CPU.
     """
 
     name: ClassVar[str] = ""
@@ -123,8 +123,12 @@ class RecModel(nn.Module):
         return next(self.parameters()).device
 
     def to_device(self, device: torch.device | str) -> "RecModel":
+        """Move parameters and buffers to ``device``; the heterograph stays on the CPU.
+
+        Message passing runs on the features' device with tensors derived from the graph
+        (:mod:`graphrec.graph.spmm`), so a CPU-only DGL build can train on a GPU.
+        """
         self.to(device)
-        self.graph = self.graph.to(device)
         return self
 
     # ----- training -----

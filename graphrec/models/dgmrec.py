@@ -39,7 +39,7 @@ from graphrec.blocks.club import CLUB
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphPropagation
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.preference import PreferenceGate
@@ -201,20 +201,12 @@ class DGMRec(RecModel):
         return self.graph
 
     def _rebuild_graphs(self) -> None:
-        device = getattr(self, "_graph_device", torch.device("cpu"))
-        self.graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.graphs, self.refined).to(device)
+        """(Re)build the training and inference heterographs, on the CPU (like every graphrec graph)."""
+        self.graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.graphs, self.refined)
         if self.infer_graphs:
-            self.infer_graph = build_heterograph(
-                self.n_users, self.n_items, self._train_pairs, self.infer_graphs, self.infer_refined
-            ).to(device)
+            self.infer_graph = build_heterograph(self.n_users, self.n_items, self._train_pairs, self.infer_graphs, self.infer_refined)
         else:
             self.infer_graph = self.graph
-
-    def to_device(self, device: torch.device | str) -> "DGMRec":
-        self._graph_device = torch.device(device)
-        self.to(device)
-        self._rebuild_graphs()
-        return self
 
     def optim_parameters(self):
         club = {id(p) for p in self.club.parameters()}
@@ -249,8 +241,12 @@ class DGMRec(RecModel):
         n = len(self.modalities)
         return [self.modalities[(i + j) % n] for j in range(1, n)]
 
-    def propagate(self, graph: dgl.DGLGraph) -> dict[str, Any]:
-        """Full-graph forward of spec 4.2 steps 1-6 on ``graph``; returns every intermediate."""
+    def propagate(self, graph: dgl.DGLGraph, fuse: bool = True) -> dict[str, Any]:
+        """Full-graph forward of spec 4.2 steps 1-6 on ``graph``; returns every intermediate.
+
+        ``fuse=False`` skips step 6 (``zu``, ``zi`` for every user and item): the loss fuses
+        the batch's rows only.
+        """
         ue, ie = self.lightgcn(graph, self.user_emb, self.item_emb)
         feats = {m: self.raw[m] for m in self.modalities}
         g = self.general_encoder(feats)
@@ -261,10 +257,10 @@ class DGMRec(RecModel):
         S = {m: self.item_propagation(graph, gated_s[m], m) for m in self.modalities}
         GU = {m: self.user_aggregation(graph, G[m]) for m in self.modalities}
         SU = {m: self.user_aggregation(graph, S[m]) for m in self.modalities}
-        return {
-            "ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU,
-            "zu": self.fusion(ue, GU, SU), "zi": self.fusion(ie, G, S),
-        }
+        out = {"ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU}
+        if fuse:
+            out["zu"], out["zi"] = self.fusion(ue, GU, SU), self.fusion(ie, G, S)
+        return out
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.propagate(self.infer_graph)
@@ -272,33 +268,53 @@ class DGMRec(RecModel):
 
     # ------------------------------------------------------------------ losses
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
+        """Spec 4.4 losses of one batch.
+
+        Batch-side quantities are gathered once per *distinct* batch user and positive item
+        (a TikTok batch of 2,048 rows has about 700 distinct users and 1,350 distinct positives)
+        and the InfoNCE terms run on those rows with multiplicities
+        (:func:`~graphrec.blocks.infonce.infonce_rows`): the same losses and gradients as on the
+        ``B`` rows with duplicates kept (``tests/test_dgmrec_step.py`` checks them against a
+        reference), on logit matrices several times smaller.
+        """
         cfg = self.config
-        f = self.propagate(self.graph)
+        f = self.propagate(self.graph, fuse=False)
         u, p, n = batch.users, batch.pos, batch.neg
-        zu, zi = f["zu"], f["zi"]
         B = u.shape[0]
         mods = self.modalities
-        zero = zu.sum() * 0.0
         losses: dict[str, torch.Tensor] = {}
-        # index each batch side once (every index op costs a full-size zero fill in backward)
-        zu_u = zu[u]
-        ue_u, ie_p = f["ue"][u], f["ie"][p]
-        losses["bpr"] = bpr_loss((zu_u * zi[p]).sum(1), (zu_u * zi[n]).sum(1))
-        reg = float(cfg["id_reg"]) * (_fro(ue_u) + _fro(ie_p) + _fro(f["ie"][n])) / B
-        reg = reg + float(cfg["reg"]) * sum(_fro((f["G"][m] + f["S"][m])[p]) for m in mods) / B
+        uu, inv_u, cnt_u = torch.unique(u, return_inverse=True, return_counts=True)
+        pp, inv_p, cnt_p = torch.unique(p, return_inverse=True, return_counts=True)
+        U_, P_ = (inv_u, cnt_u), (inv_p, cnt_p)  # (batch row -> distinct row, multiplicity)
+
+        def nce(a, b, t, a_rows, b_rows):
+            return infonce_rows(a, b, t, a_rows[0], b_rows[0], a_rows[1], b_rows[1])
+
+        # distinct batch users / positives: index each full table once
+        ue_U, ie_P = f["ue"][uu], f["ie"][pp]
+        GU_U = {m: f["GU"][m][uu] for m in mods}
+        SU_U = {m: f["SU"][m][uu] for m in mods}
+        G_P = {m: f["G"][m][pp] for m in mods}
+        S_P = {m: f["S"][m][pp] for m in mods}
+        zu_u = self.fusion(ue_U, GU_U, SU_U)[inv_u]
+        zi_p = self.fusion(ie_P, G_P, S_P)[inv_p]
+        zi_n = self.fusion(f["ie"][n], {m: f["G"][m][n] for m in mods}, {m: f["S"][m][n] for m in mods})
+        losses["bpr"] = bpr_loss((zu_u * zi_p).sum(1), (zu_u * zi_n).sum(1))
+        reg = float(cfg["id_reg"]) * (_fro(ue_U[inv_u]) + _fro(ie_P[inv_p]) + _fro(f["ie"][n])) / B
+        reg = reg + float(cfg["reg"]) * sum(_fro((G_P[m] + S_P[m])[inv_p]) for m in mods) / B
         losses["reg"] = reg
         items = torch.unique(torch.cat([p, n]))
         obs = self.observed[items]  # (|I_B|, M)
         all_obs = items[obs.all(dim=1)]
-        sum_GU_u = sum(f["GU"][m][u] for m in mods)
-        sum_G_p = sum(f["G"][m][p] for m in mods)
+        sum_GU_U = sum(GU_U[m] for m in mods)
+        sum_G_P = sum(G_P[m] for m in mods)
 
         w = float(cfg["interModal"])
         if w > 0 and len(mods) > 1:
             pairs = [(0, 1)] if len(mods) == 2 else [(i, (i + 1) % len(mods)) for i in range(len(mods))]
             t = float(cfg["interModalTemp"])
             item_term = sum(infonce(f["g"][mods[a]][all_obs], f["g"][mods[b]][all_obs], t) for a, b in pairs)
-            user_term = infonce(f["GU"][mods[0]][u], f["GU"][mods[1]][u], t)
+            user_term = nce(GU_U[mods[0]], GU_U[mods[1]], t, U_, U_)
             losses["inter"] = w * (item_term + user_term)
         w = float(cfg["sampler"])
         if w > 0 and len(self.club):
@@ -306,23 +322,24 @@ class DGMRec(RecModel):
         w = float(cfg["intraModal"])
         if w > 0:
             ti, tg = float(cfg["intraModalTemp"]), float(cfg["interModalTemp"])
-            ui = infonce(ue_u, ie_p, ti) + infonce(sum_GU_u, sum_G_p, tg)
-            ui = ui + sum(infonce(f["SU"][m][u], f["S"][m][p], ti) for m in mods)
+            ui = nce(ue_U, ie_P, ti, U_, P_) + nce(sum_GU_U, sum_G_P, tg, U_, P_)
+            ui = ui + sum(nce(SU_U[m], S_P[m], ti, U_, P_) for m in mods)
             losses["align_ui"] = w * ui
         w = float(cfg["alignBM"])
         if w > 0:
             tb = float(cfg["alignBMTemp"])
-            losses["align_bm"] = w * (infonce(ie_p, sum_G_p, tb) + infonce(ue_u, sum_GU_u, tb))
+            losses["align_bm"] = w * (nce(ie_P, sum_G_P, tb, P_, P_) + nce(ue_U, sum_GU_U, tb, U_, U_))
         w = float(cfg["additive"])
         if w > 0 and cfg["generation"] and self.observed is not None and (~self.observed).any():
             losses["gen"] = w * self._generation_loss(f, items, obs, all_obs)
         w = float(cfg["recon"])
         if w > 0:
             noise = float(cfg["noise"])
-            rec = zero
+            rec = None
             for m in mods:
                 x_hat = self.decoders[m](f["G"][m].detach(), f["S"][m].detach(), noise)
-                rec = rec + F.mse_loss(x_hat, self.raw[m])
+                term = F.mse_loss(x_hat, self.raw[m])
+                rec = term if rec is None else rec + term
             losses["recon"] = w * rec
         losses["loss"] = sum(v for v in losses.values())
         return losses
@@ -330,7 +347,7 @@ class DGMRec(RecModel):
     def _generation_loss(self, f, items, obs, all_obs) -> torch.Tensor:
         """Spec 4.4(g): generators fitted on in-batch items that observe the modality."""
         noise = float(self.config["noise"])
-        total = f["zu"].sum() * 0.0
+        total = f["ue"].sum() * 0.0
         for j, m in enumerate(self.modalities):
             idx = items[obs[:, j]]
             if len(idx):

@@ -38,16 +38,40 @@ def set_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(bool(enabled), warn_only=True)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when torch and DGL both support it, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            try:
-                import dgl
+def resolve_threads(value: int = 0) -> int:
+    """CPU threads for torch: ``value`` if > 0, else ``$OMP_NUM_THREADS`` if set, else the CPUs this
+    process may run on (its affinity mask, e.g. ``taskset``; ``os.cpu_count()`` where unknown)."""
+    if int(value) > 0:
+        return int(value)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without affinity masks
+        return max(1, os.cpu_count() or 1)
 
-                dgl.graph(([0], [0])).to("cuda")
-                return torch.device("cuda")
-            except Exception:  # noqa: BLE001 - CPU-only DGL build
-                return torch.device("cpu")
-        return torch.device("cpu")
-    return torch.device(name)
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the GPU when torch sees one (``cuda``), else the CPU; other names are checked.
+
+    DGL need not support the device: the heterograph stays on the CPU and message passing runs
+    on the model's device with tensors derived from it (:mod:`graphrec.graph.spmm`).
+    Raises :class:`GraphrecError` for an unknown device name or a GPU torch cannot see.
+    """
+    from graphrec.errors import GraphrecError
+
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise GraphrecError(f"unknown device '{name}': use auto, cpu, cuda or cuda:<index>") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GraphrecError(f"device '{name}' requested but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GraphrecError(f"device '{name}' requested but torch sees {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise GraphrecError(f"device '{name}' is not supported: use auto, cpu, cuda or cuda:<index>")
+    return device
