@@ -19,15 +19,15 @@ new-item setting; items added after training, ``graphrec recommend --new-items``
 
     score(u, i) = <z_u, c_i> + β
 
-and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β ≤ 0`` is chosen on the validation
+and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β`` is chosen on the validation
 split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.eval.cold_offset`):
-the best validation ``valid_metric`` among the offsets whose old-item Recall@20 stays within ``cold_tolerance``
-(2 %) of plain DGMRec's; it is saved with the weights. ``cold_scoring: false`` scores every
-item as plain DGMRec does, with the same weights (``graphrec evaluate CKPT --set
-cold_scoring=false``). A new item's missing modalities are generated as DGMRec generates them
-(written into the raw table before evaluation in the new-item setting;
-:func:`graphrec.models.dgmrec_new_items.complete_features` for items added later); items
-missing every modality use the mean-imputed rows.
+the one giving new items the most room while the old items' validation Recall@20 stays within
+``cold_tolerance`` (2 %) of plain DGMRec's; it is saved with the weights.
+``cold_scoring: false`` scores every item as plain DGMRec does, with the same weights
+(``graphrec evaluate CKPT --set cold_scoring=false``). A new item's missing modalities are
+generated as DGMRec generates them (written into the raw table before evaluation in the
+new-item setting; :func:`graphrec.models.dgmrec_new_items.complete_features` for items added
+later); items missing every modality use the mean-imputed rows.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class DGMRecCold(DGMRec):
         "cold_hidden": 256,
         # score items without interactions with the head (false: plain DGMRec's scores, same weights)
         "cold_scoring": True,
-        # choose the score offset of those items on the validation split before every evaluation
+        # choose the score offset of those items on the validation split before every evaluation:
+        # the most exposure of new items that keeps the old items' validation Recall@20 within
+        # this relative loss of plain DGMRec's
         "cold_calibration": True,
-        # ... as the one with the best validation valid_metric among the offsets that keep the old
-        # items' validation Recall@20 within this relative loss of plain DGMRec's
         "cold_tolerance": 0.02,
     }
 
