@@ -142,13 +142,15 @@ def tradeoff(out: Path, seeds: list[int], tolerances: list[float]) -> None:
                 for tol in tolerances:
                     info = choose_offset(valid_ev, zu, zi, cold, cc, Scorer(zu, zi), tol)
                     r = test_ev.evaluate(Scorer(*with_offset(zu, zi, cold, cc, info["offset"])), "test")
+                    miss = sorted(g for g in r.groups if g.startswith("new&missing="))
                     rows.setdefault((name, tol), []).append(
-                        (r.metrics["recall@20"], r.groups["new"]["recall@20"], r.groups["old"]["recall@20"]))
-    print("| scoring | old-item tolerance | test R@20 | new R@20 | old R@20 |")
-    print("|---|---|---|---|---|")
+                        (r.metrics["recall@20"], r.groups["new"]["recall@20"], r.groups["old"]["recall@20"],
+                         *(r.groups[g]["recall@20"] for g in miss)))
+    print("| scoring | old-item tolerance | test R@20 | new R@20 | old R@20 | " + " | ".join(f"R@20 {g}" for g in miss) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(miss))
     for (name, tol), vals in rows.items():
         cells = []
-        for j in range(3):
+        for j in range(len(vals[0])):
             v = [x[j] for x in vals]
             sd = statistics.stdev(v) if len(v) > 1 else 0.0
             cells.append(f"{statistics.mean(v):.4f} ± {sd:.4f}")
