@@ -72,6 +72,8 @@ class DGMRecCold(DGMRec):
         super().__init__(dataset, config)
         if int(config["cold_hidden"]) < 1:
             raise GraphrecError(f"'cold_hidden' must be at least 1, got {config['cold_hidden']}")
+        if not 0.0 <= float(config["cold_tolerance"]) <= 1.0:
+            raise GraphrecError(f"'cold_tolerance' must be in [0, 1], got {config['cold_tolerance']}")
         d = self.embedding_size
         with torch.random.fork_rng(devices=[]):  # DGMRec's own random draws stay those of plain dgmrec
             torch.manual_seed(int(config.get("seed", 2024)) + 7919)
