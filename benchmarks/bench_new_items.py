@@ -8,7 +8,7 @@ For every seed (resumable: a run whose JSON exists is skipped):
   parameters), and content-kNN over DGMRec's item representations (new item = similarity-weighted
   mean of its ``content_k`` nearest old items in feature space, :mod:`graphrec.graph.content`);
   and the same kNN rows with the validation-calibrated offset of ``dgmrec_cold``
-  (:mod:`graphrec.eval.cold_offset`, ``dgmrec+knn calibrated``);
+  (:mod:`graphrec.models.cold_offset`, ``dgmrec+knn calibrated``);
 * ``content_knn`` (LightGCN + the same kNN transfer) is trained as its own model.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_new_items.py --seeds 2024,2025,2026 --epochs 40 \\
@@ -81,7 +81,7 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
     from graphrec.data.dataset import load_dataset
     from graphrec.models.base import Scorer
     from graphrec.models.build import build_model
-    from graphrec.eval.cold_offset import choose_offset, with_offset
+    from graphrec.models.cold_offset import choose_offset, with_offset
     from graphrec.eval.evaluator import Evaluator
     from graphrec.registry import MODELS, load_builtin
     from graphrec.train.checkpoint import save_checkpoint
@@ -123,7 +123,7 @@ def tradeoff(out: Path, seeds: list[int], tolerances: list[float]) -> None:
     kNN-over-DGMRec with the offset chosen on validation at each old-item tolerance."""
     import torch
 
-    from graphrec.eval.cold_offset import choose_offset, with_offset
+    from graphrec.models.cold_offset import choose_offset, with_offset
     from graphrec.eval.evaluator import Evaluator
     from graphrec.models.base import Scorer
     from graphrec.train.checkpoint import load_model

@@ -368,7 +368,7 @@ def test_cli_missing_checkpoint_and_folder_out(ckpts, tmp_path):
 
 
 def test_with_offset_shifts_only_cold_scores():
-    from graphrec.eval.cold_offset import with_offset
+    from graphrec.models.cold_offset import with_offset
 
     g = torch.Generator().manual_seed(0)
     zu, zi = torch.randn(4, 3, generator=g), torch.randn(6, 3, generator=g)

@@ -20,7 +20,7 @@ new-item setting; items added after training, ``graphrec recommend --new-items``
     score(u, i) = <z_u, c_i> + β
 
 and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β`` is chosen on the validation
-split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.eval.cold_offset`):
+split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.models.cold_offset`):
 the one giving new items the most room while the old items' validation Recall@20 stays within
 ``cold_tolerance`` (2 %) of plain DGMRec's; it is saved with the weights.
 ``cold_scoring: false`` scores every item as plain DGMRec does, with the same weights
@@ -44,7 +44,7 @@ from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.eval.cold_offset import choose_offset, with_offset
+from graphrec.models.cold_offset import choose_offset, with_offset
 from graphrec.models.base import Scorer
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
@@ -131,7 +131,7 @@ class DGMRecCold(DGMRec):
     @torch.no_grad()
     def calibrate(self, evaluator, metric: str = "recall@20") -> dict[str, Any]:
         """Set the offset β of cold items' scores from the validation split
-        (:func:`graphrec.eval.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
+        (:func:`graphrec.models.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
         was = self.training
         self.eval()
         zu, zi, c = self._scoring()
