@@ -8,13 +8,15 @@ For every seed (resumable: a run whose JSON exists is skipped):
   parameters), and content-kNN over DGMRec's item representations (new item = similarity-weighted
   mean of its ``content_k`` nearest old items in feature space, :mod:`graphrec.graph.content`);
   and the same kNN rows with the validation-calibrated offset of ``dgmrec_cold``
-  (:mod:`graphrec.eval.cold_offset`, ``dgmrec+knn calibrated``);
+  (:mod:`graphrec.models.cold_offset`, ``dgmrec+knn calibrated``);
 * ``content_knn`` (LightGCN + the same kNN transfer) is trained as its own model.
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_new_items.py --seeds 2024,2025,2026 --epochs 40 \\
         --out bench-out/new-items-synth
 
 Prints a Markdown table of test Recall@20 / NDCG@20 overall, on new items and on old items.
+``--tradeoff 0.02,0.05,0.1,1`` then prints, from the saved checkpoints, what other old-item
+tolerances of the calibrated offset give.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
     from graphrec.data.dataset import load_dataset
     from graphrec.models.base import Scorer
     from graphrec.models.build import build_model
-    from graphrec.eval.cold_offset import choose_offset, with_offset
+    from graphrec.models.cold_offset import choose_offset, with_offset
     from graphrec.eval.evaluator import Evaluator
     from graphrec.registry import MODELS, load_builtin
     from graphrec.train.checkpoint import save_checkpoint
@@ -116,13 +118,57 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
     return rec
 
 
+def tradeoff(out: Path, seeds: list[int], tolerances: list[float]) -> None:
+    """From the saved ``dgmrec_cold`` checkpoints: test Recall@20 (all / new / old) of the head and of
+    kNN-over-DGMRec with the offset chosen on validation at each old-item tolerance."""
+    import torch
+
+    from graphrec.models.cold_offset import choose_offset, with_offset
+    from graphrec.eval.evaluator import Evaluator
+    from graphrec.models.base import Scorer
+    from graphrec.train.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    rows: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    for seed in seeds:
+        model, ds, _ = load_model(out / f"dgmrec_cold-seed{seed}.pt")
+        model.eval()
+        valid_ev = Evaluator(ds, topk=[20])
+        test_ev = Evaluator(ds, topk=[20], groups=groups(ds))
+        with torch.no_grad():
+            zu, zi, c = model._scoring()
+            _, cold, ck = knn_over(model, ds, zu, zi)
+            for name, cc in (("dgmrec_cold head", c), ("kNN over DGMRec", ck)):
+                for tol in tolerances:
+                    info = choose_offset(valid_ev, zu, zi, cold, cc, Scorer(zu, zi), tol)
+                    r = test_ev.evaluate(Scorer(*with_offset(zu, zi, cold, cc, info["offset"])), "test")
+                    miss = sorted(g for g in r.groups if g.startswith("new&missing="))
+                    rows.setdefault((name, tol), []).append(
+                        (r.metrics["recall@20"], r.groups["new"]["recall@20"], r.groups["old"]["recall@20"],
+                         *(r.groups[g]["recall@20"] for g in miss)))
+    print("| scoring | old-item tolerance | test R@20 | new R@20 | old R@20 | " + " | ".join(f"R@20 {g}" for g in miss) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(miss))
+    for (name, tol), vals in rows.items():
+        cells = []
+        for j in range(len(vals[0])):
+            v = [x[j] for x in vals]
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            cells.append(f"{statistics.mean(v):.4f} ± {sd:.4f}")
+        print(f"| {name} | {tol:g} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="2024,2025,2026")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("bench-out/new-items-synth"))
+    ap.add_argument("--tradeoff", metavar="TOLS", help="only the trade-off table from the saved checkpoints, "
+                    "at these comma-separated old-item tolerances (e.g. 0.02,0.05,0.1,1)")
     args = ap.parse_args()
+    if args.tradeoff:
+        tradeoff(args.out, [int(s) for s in args.seeds.split(",")], [float(t) for t in args.tradeoff.split(",")])
+        return
     from graphrec.config import parse_set
 
     sets = parse_set(tuple(args.sets))

@@ -29,7 +29,7 @@ import torch
 
 from graphrec.data.dataset import RecDataset
 from graphrec.eval.metrics import METRICS, per_user_metrics
-from graphrec.eval.topk import top_k
+from graphrec.models.topk import top_k
 from graphrec.models.base import Scorer
 
 

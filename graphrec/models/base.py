@@ -198,7 +198,7 @@ class RecModel(nn.Module):
             raise GraphrecError(f"k must be at least 1, got {k}")
         if batch_size < 1:
             raise GraphrecError(f"batch size must be at least 1, got {batch_size}")
-        from graphrec.eval.topk import top_k
+        from graphrec.models.topk import top_k
 
         was_training = self.training
         self.eval()

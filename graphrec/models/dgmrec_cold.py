@@ -19,15 +19,15 @@ new-item setting; items added after training, ``graphrec recommend --new-items``
 
     score(u, i) = <z_u, c_i> + β
 
-and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β ≤ 0`` is chosen on the validation
-split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.eval.cold_offset`):
-the best validation ``valid_metric`` among the offsets whose old-item Recall@20 stays within ``cold_tolerance``
-(2 %) of plain DGMRec's; it is saved with the weights. ``cold_scoring: false`` scores every
-item as plain DGMRec does, with the same weights (``graphrec evaluate CKPT --set
-cold_scoring=false``). A new item's missing modalities are generated as DGMRec generates them
-(written into the raw table before evaluation in the new-item setting;
-:func:`graphrec.models.dgmrec_new_items.complete_features` for items added later); items
-missing every modality use the mean-imputed rows.
+and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β`` is chosen on the validation
+split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.models.cold_offset`):
+the one giving new items the most room while the old items' validation Recall@20 stays within
+``cold_tolerance`` (2 %) of plain DGMRec's; it is saved with the weights.
+``cold_scoring: false`` scores every item as plain DGMRec does, with the same weights
+(``graphrec evaluate CKPT --set cold_scoring=false``). A new item's missing modalities are
+generated as DGMRec generates them (written into the raw table before evaluation in the
+new-item setting; :func:`graphrec.models.dgmrec_new_items.complete_features` for items added
+later); items missing every modality use the mean-imputed rows.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.eval.cold_offset import choose_offset, with_offset
+from graphrec.models.cold_offset import choose_offset, with_offset
 from graphrec.models.base import Scorer
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
@@ -61,10 +61,10 @@ class DGMRecCold(DGMRec):
         "cold_hidden": 256,
         # score items without interactions with the head (false: plain DGMRec's scores, same weights)
         "cold_scoring": True,
-        # choose the score offset of those items on the validation split before every evaluation
+        # choose the score offset of those items on the validation split before every evaluation:
+        # the most exposure of new items that keeps the old items' validation Recall@20 within
+        # this relative loss of plain DGMRec's
         "cold_calibration": True,
-        # ... as the one with the best validation valid_metric among the offsets that keep the old
-        # items' validation Recall@20 within this relative loss of plain DGMRec's
         "cold_tolerance": 0.02,
     }
 
@@ -72,6 +72,8 @@ class DGMRecCold(DGMRec):
         super().__init__(dataset, config)
         if int(config["cold_hidden"]) < 1:
             raise GraphrecError(f"'cold_hidden' must be at least 1, got {config['cold_hidden']}")
+        if not 0.0 <= float(config["cold_tolerance"]) <= 1.0:
+            raise GraphrecError(f"'cold_tolerance' must be in [0, 1], got {config['cold_tolerance']}")
         d = self.embedding_size
         with torch.random.fork_rng(devices=[]):  # DGMRec's own random draws stay those of plain dgmrec
             torch.manual_seed(int(config.get("seed", 2024)) + 7919)
@@ -129,7 +131,7 @@ class DGMRecCold(DGMRec):
     @torch.no_grad()
     def calibrate(self, evaluator, metric: str = "recall@20") -> dict[str, Any]:
         """Set the offset β of cold items' scores from the validation split
-        (:func:`graphrec.eval.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
+        (:func:`graphrec.models.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
         was = self.training
         self.eval()
         zu, zi, c = self._scoring()

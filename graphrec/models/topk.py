@@ -1,7 +1,8 @@
 """Top-k ranking of all items for a batch of users, with excluded items (spec 2.4).
 
-One function serves the evaluator (:class:`graphrec.eval.evaluator.Evaluator`) and
-:meth:`graphrec.models.base.RecModel.recommend`: score the users against every item (or
+One function serves :meth:`graphrec.models.base.RecModel.recommend` and the evaluator
+(:class:`graphrec.eval.evaluator.Evaluator`; it lives in the models layer, which the
+evaluator may import): score the users against every item (or
 ``item_chunk`` items at a time, merging the chunks' top-k lists), set the excluded items to
 ``-inf`` and keep the ``k`` best. Memory is ``O(B x N)`` or ``O(B x item_chunk)``.
 """
