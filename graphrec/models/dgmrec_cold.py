@@ -90,8 +90,8 @@ class DGMRecCold(DGMRec):
             parts += [gm if rows is None else gm[rows], sm if rows is None else sm[rows]]
         return self.cold_head(torch.cat(parts, dim=1))
 
-    def propagate(self, graph):
-        out = super().propagate(graph)
+    def propagate(self, graph, fuse: bool = True):
+        out = super().propagate(graph, fuse=fuse)
         self._last = out
         return out
 
@@ -100,11 +100,14 @@ class DGMRecCold(DGMRec):
         f, self._last = self._last, None
         w = float(self.config["cold_weight"])
         if w > 0 and f is not None:
-            zu = f["zu"][batch.users].detach()
+            with torch.no_grad():  # the loss propagates without step 6: fuse the batch's rows only
+                u, p, mods = batch.users, batch.pos, self.modalities
+                zu = self.fusion(f["ue"][u], {m: f["GU"][m][u] for m in mods}, {m: f["SU"][m][u] for m in mods})
+                zi_p = self.fusion(f["ie"][p], {m: f["G"][m][p] for m in mods}, {m: f["S"][m][p] for m in mods})
             c_p = self._content(f["g"], f["s"], batch.pos)
             c_n = self._content(f["g"], f["s"], batch.neg)
             cold = bpr_loss((zu * c_p).sum(1), (zu * c_n).sum(1))
-            cold = cold + float(self.config["cold_mse"]) * F.mse_loss(c_p, f["zi"][batch.pos].detach())
+            cold = cold + float(self.config["cold_mse"]) * F.mse_loss(c_p, zi_p)
             losses["cold"] = w * cold
             losses["loss"] = losses["loss"] + losses["cold"]
         return losses
