@@ -352,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     except GraphrecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a trainer that turns SIGTERM into an exception
+        signum = int(getattr(exc, "signum", 2))
+        print(f"bench worker: interrupted by signal {signum}; no record written", flush=True)
+        return 128 + signum
     atomic_write_json(record_path, record)  # last: a record means a finished run
     return 0
 
