@@ -107,6 +107,11 @@ def test_bench_records_logs_settings_and_refuses_mixed_settings(tmp_path: Path) 
     assert "⚠ cap (2)" in md and "## Significance against lightgcn" in md
     assert re.search(r"\| mfbpr \| missing \| lightgcn / missing \| recall@20 \| 2 \| 60 \| [-+]\d\.\d{4} \|", md), md
 
+    # --report-only: a report from the finished records of a larger plan, nothing run
+    res = _bench(*[a if a != "1,2" else "1,2,3" for a in args if a != "--quiet"], "--report-only")
+    assert res.exit_code == 0 and "from 4 of 6 runs" in res.output, res.output
+    assert not (out / "runs" / "mfbpr__missing__seed3.json").exists()
+
     # other epochs, --set or presets: refused, naming the keys; nothing is run or changed
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     res = _bench(*[a if a != "2" else "3" for a in args], "--set", "learning_rate=0.002")

@@ -391,6 +391,7 @@ def _child_env(threads: int | None) -> dict[str, str]:
     pkg_parent = str(Path(__file__).resolve().parents[2])  # importable from a checkout, too
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"  # the log holds each line as it is printed
+    env["GRAPHREC_BENCH_PARENT"] = str(os.getpid())  # the worker ends when this process does
     return env
 
 

@@ -152,7 +152,8 @@ def end_with_parent() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
-    parent = os.getppid()
+    # the runner names itself, so a parent that died before this line is noticed too
+    parent = int(os.environ.get("GRAPHREC_BENCH_PARENT") or os.getppid())
     ok = False
     if sys.platform.startswith("linux"):
         try:
@@ -352,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     except GraphrecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a trainer that turns SIGTERM into an exception
+        signum = int(getattr(exc, "signum", 2))
+        print(f"bench worker: interrupted by signal {signum}; no record written", flush=True)
+        return 128 + signum
     atomic_write_json(record_path, record)  # last: a record means a finished run
     return 0
 

@@ -34,9 +34,10 @@ BENCH_PROTOCOLS = ["missing", "new-items", "ratio-sweep", "ci2mg-sweep", "breakd
               help="shared: every model gets the same trainer settings (lr, batch, epochs, patience, ...) unless a preset or --set names them; model: each model's own defaults.")
 @click.option("--rerun-changed", is_flag=True, help="Run again the runs whose record in --out was made with other settings (old records move to runs/replaced/); without it such records are an error.")
 @click.option("--dry-run", is_flag=True, help="List the runs (and which are done) without running anything.")
+@click.option("--report-only", is_flag=True, help="Write results.md from the finished records of these runs; run nothing (e.g. while other runs go on).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @plugin_option
-def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, out, threads, mask_seed, trainer, rerun_changed, dry_run, quiet, plugins) -> None:
+def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, out, threads, mask_seed, trainer, rerun_changed, dry_run, report_only, quiet, plugins) -> None:
     """Benchmark MODELs under one protocol of the papers, over seeds; resumable.
 
     Every (model, variant, seed) trains in its own process (peak RSS per run) and writes
@@ -104,6 +105,15 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
         return
     if changes and not rerun_changed:
         raise GraphrecError(changes_message(out, changes))
+    if report_only:
+        import json
+
+        records = [json.loads((out / "runs" / f"{i}.json").read_text()) for i in done]
+        if not records:
+            raise GraphrecError(f"--report-only: no finished record of these runs in {out / 'runs'}")
+        md, plots, _ = write_report(p, records, [])
+        console.print(f"wrote {escape(str(md))} from {len(records)} of {len(p.specs)} runs" + (f", {', '.join(plots)}" if plots else ""))
+        return
     if changes:
         moved = set_aside(p, list(changes))
         console.print(f"[yellow]note:[/] {len(changes)} record(s) made with other settings moved to {escape(str(moved))}; running them again")
