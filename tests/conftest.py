@@ -214,3 +214,18 @@ def assert_user_error(result, *fragments: str) -> str:
     for f in fragments:
         assert f in lines[0], (f, lines[0])
     return lines[0]
+
+
+UI = ("user", "ui", "item")
+
+
+def random_ui_graph(n_src: int, n_dst: int, n_edges: int, seed: int):
+    """A random ``user -ui-> item`` DGL graph with edge weights ``w`` in [0, 1) (duplicate edges allowed)."""
+    import dgl
+
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n_src, (n_edges,), generator=g)
+    dst = torch.randint(0, n_dst, (n_edges,), generator=g)
+    graph = dgl.heterograph({UI: (src, dst)}, num_nodes_dict={"user": n_src, "item": n_dst})
+    graph.edges[UI].data["w"] = torch.rand(n_edges, generator=g)
+    return graph

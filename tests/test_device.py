@@ -22,22 +22,14 @@ from hypothesis import strategies as st
 
 import graphrec.graph.spmm as spmm
 from conftest import REPO_ROOT, assert_user_error, invoke, small_config
+from conftest import UI as REL
+from conftest import random_ui_graph as _graph
 from graphrec.data.dataset import load_dataset
 from graphrec.data.sampler import BPRSampler
 from graphrec.errors import GraphrecError
 from graphrec.models.build import build_model
 from graphrec.train.seed import resolve_device, resolve_threads
 
-REL = ("user", "ui", "item")
-
-
-def _graph(n_src, n_dst, n_edges, seed):
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(0, n_src, (n_edges,), generator=g)
-    dst = torch.randint(0, n_dst, (n_edges,), generator=g)
-    graph = dgl.heterograph({REL: (src, dst)}, num_nodes_dict={"user": n_src, "item": n_dst})
-    graph.edges[REL].data["w"] = torch.rand(n_edges, generator=g)
-    return graph
 
 
 @pytest.fixture

@@ -8,18 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import UI as REL
+from conftest import random_ui_graph as _graph
 from graphrec.graph.spmm import u_mul_e_sum
 
-REL = ("user", "ui", "item")
-
-
-def _graph(n_src, n_dst, n_edges, seed):
-    g = torch.Generator().manual_seed(seed)
-    src = torch.randint(0, n_src, (n_edges,), generator=g)
-    dst = torch.randint(0, n_dst, (n_edges,), generator=g)
-    graph = dgl.heterograph({REL: (src, dst)}, num_nodes_dict={"user": n_src, "item": n_dst})
-    graph.edges[REL].data["w"] = torch.rand(n_edges, generator=g)
-    return graph
 
 
 @settings(max_examples=25)
