@@ -78,7 +78,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "mask_file": None,
     # new-item setting (spec 1.5): read <dataset>_del.inter and new_items.npy (or derive them)
     "new_items": False,
-    # raw-feature imputation for missing rows: mean | zeros | nn
+    # raw-feature imputation for missing rows: mean | zeros | nn | neigh_mean (NN-injection over
+    # the co-interaction graph, how the DGMRec paper feeds its multimodal baselines; their default)
     "imputation": "mean",
     # per-modality feature normalisation before imputation: none | l2 | standardize, or a mapping
     # {modality: method} (graphrec.data.feature_norm); none = the values of the files, as the papers
@@ -208,7 +209,7 @@ AUTHOR_ERRORS: dict[str, str] = {
     "metrics": "graphrec computes recall, ndcg, precision, hit and map at every K of 'topk'; remove 'metrics'",
     "data_path": "use 'data_dir' (the folder that holds <dataset>.inter and <modality>_feat.npy)",
     "missing_modal": "graphrec applies the mask named by 'missing_ratio' or 'mask_file' ('missing_ratio: none' = no missing modality)",
-    "missing_imputation": "use 'imputation' (mean | zeros | nn)",
+    "missing_imputation": "use 'imputation' (mean | zeros | nn | neigh_mean)",
     "vision_feature_file": "graphrec reads <modality>_feat.npy from data_dir (image_feat.npy); choose modalities with 'modalities'",
     "text_feature_file": "graphrec reads <modality>_feat.npy from data_dir (text_feat.npy); choose modalities with 'modalities'",
     "use_raw_features": "graphrec always reads the feature files as they are; normalise with 'feature_norm'",

@@ -7,18 +7,23 @@
   mean of modality m over the ``k`` items most cosine-similar to the item in the
   modalities it does have (among items that observe m); items with no observed
   modality fall back to the mean.
+* ``neigh_mean``: NN-injection (NeighMean of Malitesta et al., CIKM 2024, the way the DGMRec
+  paper feeds its multimodal baselines): a missing row becomes the mean of modality m over the
+  item's ``k`` strongest neighbours in the item-item co-interaction graph ``RᵀR`` of the train
+  split (most shared users first) that observe m; an item with no such neighbour keeps the mean.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from graphrec.data.masks import MissingModalities
 from graphrec.errors import GraphrecError
 
-IMPUTATION_METHODS = ("mean", "zeros", "nn")
+IMPUTATION_METHODS = ("mean", "zeros", "nn", "neigh_mean")
 
 
 def impute(
@@ -28,19 +33,25 @@ def impute(
     reference: np.ndarray | None = None,
     nn_k: int = 5,
     chunk_size: int = 2048,
+    train: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Return new feature tables with missing rows filled; inputs are not modified.
 
     Args:
         features: ``{m: (N, d_m)}`` raw tables.
         missing: which rows are missing.
-        method: ``mean`` | ``zeros`` | ``nn``.
+        method: ``mean`` | ``zeros`` | ``nn`` | ``neigh_mean``.
         reference: ``(N,)`` bool, items allowed as sources of statistics (old items in the
             new-item setting); default all.
+        nn_k: neighbours averaged by ``nn`` and ``neigh_mean``.
+        train: ``(E, 2)`` (user, item) train pairs, needed by ``neigh_mean``.
     """
     if method not in IMPUTATION_METHODS:
         raise GraphrecError(f"unknown imputation '{method}'; choose one of {', '.join(IMPUTATION_METHODS)}")
+    if method == "neigh_mean" and train is None:
+        raise GraphrecError("imputation 'neigh_mean' needs the train interactions (the co-interaction graph)")
     n = missing.n_items
+    co = _co_interactions(train, n) if method == "neigh_mean" and features else None
     ref = np.ones(n, dtype=bool) if reference is None else np.asarray(reference, dtype=bool)
     out: dict[str, np.ndarray] = {}
     for m, x in features.items():
@@ -54,6 +65,8 @@ def impute(
             x[miss] = mean
             if method == "nn" and miss.any() and observed.any():
                 _nn_fill(x, m, features, missing, observed, nn_k, chunk_size)
+            if method == "neigh_mean" and miss.any() and observed.any():
+                _neigh_fill(x, features[m], np.flatnonzero(miss), observed, co, nn_k)
         out[m] = x
     return out
 
@@ -92,3 +105,29 @@ def _nn_fill(x, m, features, missing, observed, k, chunk_size) -> None:
         filled = ((xm[idx] * valid.unsqueeze(2)).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
         keep = valid.any(dim=1).numpy()  # no comparable candidate: the row keeps the mean
         x[rows[keep]] = filled[keep]
+
+
+def _co_interactions(train: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """``(N, N)`` CSR ``RᵀR`` without its diagonal: entry ``(i, j)`` = users who interacted with both."""
+    train = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+    n_users = int(train[:, 0].max()) + 1 if len(train) else 0
+    r = sp.csr_matrix((np.ones(len(train), dtype=np.float32), (train[:, 0], train[:, 1])), shape=(n_users, n_items))
+    r.data[:] = 1.0  # duplicate pairs count once
+    co = (r.T @ r).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    return co
+
+
+def _neigh_fill(x: np.ndarray, source: np.ndarray, targets: np.ndarray, observed: np.ndarray, co: sp.csr_matrix, k: int) -> None:
+    """Overwrite ``x[targets]`` with the mean of ``source`` over each target's ``k`` strongest observed co-neighbours."""
+    for i in targets:
+        lo, hi = co.indptr[i], co.indptr[i + 1]
+        nbr, cnt = co.indices[lo:hi], co.data[lo:hi]
+        ok = observed[nbr]
+        nbr, cnt = nbr[ok], cnt[ok]
+        if len(nbr) == 0:
+            continue  # keeps the mean
+        # most shared users first, ties by lower item id (stable, so the result is deterministic)
+        order = np.lexsort((nbr, -cnt))[:k]
+        x[i] = source[nbr[order]].mean(axis=0)
