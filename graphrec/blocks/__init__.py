@@ -7,16 +7,19 @@ features and return node features; each declares the relations it reads in a
 *slots* (:mod:`graphrec.blocks.slots`); ``docs/extending.md`` describes the API.
 """
 
-from graphrec.blocks.bpr import bpr_loss, l2_reg
+from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
+from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.content_head import ContentHead
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import contrast_views, infonce
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
+from graphrec.blocks.ngcf import NGCFConv
+from graphrec.blocks.perturbed import PerturbedPropagation
 from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.preference import PreferenceGate
 from graphrec.blocks.sinkhorn import SinkhornTransport
@@ -25,6 +28,8 @@ from graphrec.blocks.user_aggregation import UserAggregation
 __all__ = [
     "CLUB",
     "ContentHead",
+    "DegreeSensitivePruning",
+    "EdgeDropout",
     "FeatureGenerator",
     "GeneralEncoder",
     "HypergraphPrototypeConv",
@@ -35,11 +40,16 @@ __all__ = [
     "ModalityAggregation",
     "ModalityDecoder",
     "ModalityFusion",
+    "NGCFConv",
+    "PerturbedPropagation",
     "PreferenceGate",
     "SinkhornTransport",
     "SpecificEncoder",
     "UserAggregation",
+    "batch_bpr",
+    "batch_l2",
     "bpr_loss",
+    "contrast_views",
     "infonce",
     "l2_reg",
     "perturb",

@@ -7,5 +7,8 @@ from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
+from graphrec.models.ngcf import NGCF
+from graphrec.models.sgl import SGL
+from graphrec.models.simgcl import SimGCL
 
-__all__ = ["CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "LightGCN", "MFBPR", "RecModel", "Scorer"]
+__all__ = ["CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "LightGCN", "MFBPR", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL"]
