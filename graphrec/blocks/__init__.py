@@ -17,6 +17,7 @@ from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, pertur
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
 from graphrec.blocks.infonce import contrast_views, infonce
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
+from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
 from graphrec.blocks.ngcf import NGCFConv
 from graphrec.blocks.perturbed import PerturbedPropagation
@@ -35,6 +36,7 @@ __all__ = [
     "HypergraphPrototypeConv",
     "ItemGraphConv",
     "ItemGraphPropagation",
+    "LearnedKNNGraph",
     "LightGCNConv",
     "LightGCNPropagation",
     "ModalityAggregation",

@@ -1,0 +1,154 @@
+"""Multimodal baselines of the DGMRec paper: VBPR, FREEDOM, LATTICE, their blocks and feature filling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import assert_user_error, invoke, small_config, tiny_rows, write_mmrec_dir
+from graphrec.blocks.edge_dropout import kept_count
+from graphrec.blocks.learned_graph import LearnedKNNGraph
+from graphrec.data.dataset import load_dataset
+from graphrec.data.imputation import impute
+from graphrec.graph.heterograph import UI, knn_relation
+from graphrec.graph.knn import frozen_knn_graph
+from graphrec.registry import BLOCKS, MODELS
+
+MM = ["vbpr", "freedom", "lattice"]
+TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
+
+
+def build(name: str, **overrides):
+    cfg = small_config(name, embedding_size=8, synth_users=60, synth_items=80, **overrides)
+    ds = load_dataset(cfg)
+    return MODELS.get(name)(ds, cfg), ds
+
+
+def dense_cos(x: np.ndarray) -> np.ndarray:
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return z @ z.T
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 30), k=st.integers(1, 8), binary=st.booleans(), seed=st.integers(0, 1000))
+def test_frozen_knn_graph_matches_the_dense_formula(n, k, binary, seed):
+    x = np.random.default_rng(seed).normal(size=(n, 5)).astype(np.float32)
+    a = frozen_knn_graph(x, k, binary=binary, chunk_size=7).toarray()
+    s = dense_cos(x)
+    kk = min(k, n)
+    top = np.zeros_like(s)
+    for i in range(n):
+        idx = np.argsort(-s[i], kind="stable")[:kk]
+        top[i, idx] = 1.0 if binary else np.maximum(s[i, idx], 0)
+    r = top.sum(1)
+    inv = np.where(r > 0, 1 / np.sqrt(np.where(r > 0, r, 1)), 0)
+    want = top * inv[:, None] * inv[None, :]
+    if binary:  # every row keeps exactly k items, so every weight is 1/k
+        assert ((a > 0).sum(1) == kk).all()
+        np.testing.assert_allclose(a[a > 0], 1.0 / kk, rtol=1e-5)
+    np.testing.assert_allclose(np.sort(a, 1), np.sort(want, 1), rtol=1e-4, atol=1e-6)  # ties may pick other columns
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 40), k=st.integers(1, 12), chunk=st.integers(1, 16), seed=st.integers(0, 1000))
+def test_lattice_learned_graph_has_k_neighbours_per_item(n, k, chunk, seed):
+    """LATTICE's learned graph: every item aggregates from exactly min(k, N) items, weights are the
+    normalised top-k cosine similarities of the projected features, and they carry a gradient."""
+    torch.manual_seed(seed)
+    block = LearnedKNNGraph(6, 4, k=k, chunk_size=chunk)
+    x = torch.randn(n, 6)
+    g = block(x)
+    kk = min(k, n)
+    assert (g.in_degrees() == kk).all() and g.num_edges() == n * kk
+    src, dst = g.edges()
+    assert len(set(zip(src.tolist(), dst.tolist()))) == n * kk  # no repeated neighbour
+    z = torch.nn.functional.normalize(block.projection(x), dim=1).detach()
+    s = (z @ z.T).clamp_min(0)
+    kept = torch.zeros(n, n)
+    kept[dst, src] = s[dst, src]
+    assert torch.allclose(kept.sum(1), s.topk(kk, dim=1).values.sum(1), atol=1e-5)  # the k largest
+    r = kept.sum(1)
+    inv = torch.where(r > 0, r.clamp_min(1e-12).rsqrt(), torch.zeros_like(r))
+    torch.testing.assert_close(g.edata["w"].detach(), (kept * inv[:, None] * inv[None, :])[dst, src], rtol=1e-4, atol=1e-6)
+    h = torch.randn(n, 3)
+    out = LearnedKNNGraph.propagate(g, h)
+    torch.testing.assert_close(out, (kept * inv[:, None] * inv[None, :]) @ h, rtol=1e-4, atol=1e-5)
+    out.sum().backward()
+    assert block.projection.weight.grad is not None
+
+
+def test_freedom_pruned_graph_keeps_the_stated_fraction_of_edges():
+    model, ds = build("freedom", edge_drop=0.8)
+    e = model.graph.num_edges(UI)
+    torch.manual_seed(0)
+    model.on_epoch_start(None, 0)
+    first = torch.stack(model.train_graph.edges(etype=UI), 1)
+    assert model.train_graph.num_edges(UI) == kept_count(e, 0.2) == round(0.2 * e)
+    model.on_epoch_start(None, 1)
+    assert model.train_graph.num_edges(UI) == kept_count(e, 0.2)
+    assert not torch.equal(first, torch.stack(model.train_graph.edges(etype=UI), 1))  # redrawn every epoch
+    # the frozen item graphs: knn_k binary neighbours per item, never retrained, used at evaluation with the full graph
+    for m in model.modalities:
+        assert (model.graph.in_degrees(etype=knn_relation(m)) == 10).all()
+    assert sum(p.numel() for p in model.parameters()) == (ds.n_users + ds.n_items) * 8 + sum(
+        (ds.features[m].shape[1] + 1) * 8 for m in model.modalities
+    )
+
+
+def test_vbpr_scores_are_its_formula():
+    model, ds = build("vbpr")
+    with torch.no_grad():
+        model.item_bias.normal_()
+        user, item = model.representations()
+        f = torch.cat([torch.from_numpy(ds.features[m]) for m in model.modalities], 1)
+        want = (
+            model.item_bias.T
+            + model.gamma_user @ model.gamma_item.T
+            + model.theta_user @ (f @ model.projection.weight.T).T
+            + (f @ model.visual_bias.weight.T).T
+        )
+        torch.testing.assert_close(user @ item.T, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MM)
+def test_multimodal_baselines_fill_missing_features_by_nn_injection_by_default(name):
+    model, ds = build(name)
+    assert model.config["imputation"] == "neigh_mean"
+    feats = impute(ds.raw_features, ds.missing, "neigh_mean", train=ds.train)
+    for m in model.modalities:
+        assert ds.missing.missing[m].any()
+        np.testing.assert_allclose(model.feature(m).numpy(), feats[m], rtol=1e-6)
+    model_mean, ds_mean = build(name, imputation="mean")
+    m = model.modalities[0]
+    assert not np.allclose(model_mean.feature(m).numpy(), model.feature(m).numpy())
+
+
+@pytest.mark.parametrize("name", MM)
+def test_fit_runs_on_synthetic_and_mmrec_folder_and_records_the_filling(name, tmp_path):
+    r = invoke("fit", name, "--out", tmp_path / "synth", "--quiet", *TINY)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["test"]["recall@20"] >= 0
+    assert yaml.safe_load((tmp_path / "synth" / "config.yaml").read_text())["imputation"] == "neigh_mean"
+    data = write_mmrec_dir(tmp_path / "data", tiny_rows(), masks={"0.3": {"v": np.array([1, 2]), "t": np.array([3])}})
+    r = invoke("fit", name, "--out", tmp_path / "mmrec", "--quiet", "--set", f"data_dir={data}", "--set", "epochs=2",
+               "--set", "imputation=zeros", "--set", "knn_k=3" if name != "vbpr" else "reg_weight=0.001")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load((tmp_path / "mmrec" / "config.yaml").read_text())["imputation"] == "zeros"
+
+
+@pytest.mark.parametrize("name", MM)
+def test_multimodal_baselines_need_features(name, tmp_path):
+    data = write_mmrec_dir(tmp_path / "data", features={})
+    assert_user_error(invoke("fit", name, "--out", tmp_path / "o", "--quiet", "--set", f"data_dir={data}"), f"{name} needs at least one modality")
+
+
+def test_multimodal_blocks_registered():
+    for name in MM:
+        assert MODELS.is_builtin(name)
+    assert BLOCKS.is_builtin("learned_knn_graph")
