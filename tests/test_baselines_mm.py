@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from conftest import assert_user_error, invoke, small_config, tiny_rows, write_mmrec_dir
 from graphrec.blocks.edge_dropout import kept_count
-from graphrec.blocks.learned_graph import LearnedKNNGraph
+from graphrec.blocks.learned_graph import LearnedKNNGraph, combine
 from graphrec.data.dataset import load_dataset
+from graphrec.data.sampler import BPRBatch
 from graphrec.data.imputation import impute
 from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
@@ -58,8 +59,8 @@ def test_frozen_knn_graph_matches_the_dense_formula(n, k, binary, seed):
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(2, 40), k=st.integers(1, 12), chunk=st.integers(1, 16), seed=st.integers(0, 1000))
 def test_lattice_learned_graph_has_k_neighbours_per_item(n, k, chunk, seed):
-    """LATTICE's learned graph: every item aggregates from exactly min(k, N) items, weights are the
-    normalised top-k cosine similarities of the projected features, and they carry a gradient."""
+    """LATTICE's learned graph: every item aggregates from exactly min(k, N) distinct items, the kept
+    similarities are the k largest cosines of the projected features, and they carry a gradient."""
     torch.manual_seed(seed)
     block = LearnedKNNGraph(6, 4, k=k, chunk_size=chunk)
     x = torch.randn(n, 6)
@@ -71,16 +72,56 @@ def test_lattice_learned_graph_has_k_neighbours_per_item(n, k, chunk, seed):
     z = torch.nn.functional.normalize(block.projection(x), dim=1).detach()
     s = (z @ z.T).clamp_min(0)
     kept = torch.zeros(n, n)
-    kept[dst, src] = s[dst, src]
-    assert torch.allclose(kept.sum(1), s.topk(kk, dim=1).values.sum(1), atol=1e-5)  # the k largest
-    r = kept.sum(1)
+    kept[dst, src] = g.edata["s"].detach()
+    torch.testing.assert_close(kept[dst, src], s[dst, src])
+    torch.testing.assert_close(kept.sum(1), s.topk(kk, dim=1).values.sum(1), rtol=1e-5, atol=1e-5)  # the k largest
+    g.edata["s"].sum().backward()
+    assert block.projection.weight.grad is not None and block.projection.weight.grad.abs().sum() > 0
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 25), k=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_lattice_combined_graph_is_the_normalised_weighted_sum(n, k, seed):
+    """Ŝ = D^-1/2 (Σ_m a_m S_m) D^-1/2 (LATTICE eq. 4-5), propagated as a sparse product."""
+    torch.manual_seed(seed)
+    blocks = [LearnedKNNGraph(5, 3, k=k), LearnedKNNGraph(4, 3, k=k)]
+    graphs = [blocks[0](torch.randn(n, 5)), blocks[1](torch.randn(n, 4))]
+    a = torch.softmax(torch.randn(2), 0)
+    dense = torch.zeros(n, n)
+    for w, g in zip(a, graphs):
+        src, dst = g.edges()
+        dense.index_put_((dst, src), w * g.edata["s"].detach(), accumulate=True)
+    r = dense.sum(1)
     inv = torch.where(r > 0, r.clamp_min(1e-12).rsqrt(), torch.zeros_like(r))
-    torch.testing.assert_close(g.edata["w"].detach(), (kept * inv[:, None] * inv[None, :])[dst, src], rtol=1e-4, atol=1e-6)
+    want = dense * inv[:, None] * inv[None, :]
     h = torch.randn(n, 3)
-    out = LearnedKNNGraph.propagate(g, h)
-    torch.testing.assert_close(out, (kept * inv[:, None] * inv[None, :]) @ h, rtol=1e-4, atol=1e-5)
-    out.sum().backward()
-    assert block.projection.weight.grad is not None
+    torch.testing.assert_close(LearnedKNNGraph.propagate(combine(graphs, a), h), want @ h, rtol=1e-4, atol=1e-5)
+
+
+def test_lattice_rebuilds_its_graph_once_per_epoch_with_a_gradient():
+    model, _ = build("lattice", knn_k=4)
+    batch = BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8]))
+    model.on_epoch_start(None, 0)
+    model.loss(batch)["loss"].backward()
+    proj = model.learned[model.modalities[0]].projection.weight
+    assert proj.grad is not None and proj.grad.abs().sum() > 0  # first batch: the learned graph is differentiable
+    model.zero_grad()
+    model.loss(batch)["loss"].backward()
+    assert proj.grad is None or proj.grad.abs().sum() == 0  # later batches reuse it detached
+    assert model._cached is not None and model._cached.num_edges() == 4 * model.n_items * len(model.modalities)
+
+
+def test_freedom_modality_weights_and_trained_features():
+    model, _ = build("freedom", mm_weights={"image": 0.1, "text": 0.9}, edge_drop=0.0)
+    assert model.mm_weights == pytest.approx({"image": 0.1, "text": 0.9})
+    h = model.item_graph_embeddings()
+    want = 0.1 * model.item_conv(model.graph, model.item_emb, "image") + 0.9 * model.item_conv(model.graph, model.item_emb, "text")
+    torch.testing.assert_close(h, want)
+    assert isinstance(model.feature("image"), torch.nn.Parameter)  # the authors fine-tune the feature tables
+    model.on_epoch_start(None, 0)
+    assert model.train_graph.num_edges(UI) == model.graph.num_edges(UI)  # edge_drop 0: the full graph
+    vbpr, _ = build("vbpr")
+    assert not isinstance(vbpr.feature("image"), torch.nn.Parameter)
 
 
 def test_freedom_pruned_graph_keeps_the_stated_fraction_of_edges():
@@ -89,7 +130,7 @@ def test_freedom_pruned_graph_keeps_the_stated_fraction_of_edges():
     torch.manual_seed(0)
     model.on_epoch_start(None, 0)
     first = torch.stack(model.train_graph.edges(etype=UI), 1)
-    assert model.train_graph.num_edges(UI) == kept_count(e, 0.2) == round(0.2 * e)
+    assert model.train_graph.num_edges(UI) == kept_count(e, 0.2) == e * 2 // 10
     model.on_epoch_start(None, 1)
     assert model.train_graph.num_edges(UI) == kept_count(e, 0.2)
     assert not torch.equal(first, torch.stack(model.train_graph.edges(etype=UI), 1))  # redrawn every epoch
@@ -97,8 +138,8 @@ def test_freedom_pruned_graph_keeps_the_stated_fraction_of_edges():
     for m in model.modalities:
         assert (model.graph.in_degrees(etype=knn_relation(m)) == 10).all()
     assert sum(p.numel() for p in model.parameters()) == (ds.n_users + ds.n_items) * 8 + sum(
-        (ds.features[m].shape[1] + 1) * 8 for m in model.modalities
-    )
+        (ds.features[m].shape[1] + 1) * 8 + ds.features[m].size for m in model.modalities
+    )  # ID embeddings, projections P_m, the feature tables; the item graph has no parameter
 
 
 def test_vbpr_scores_are_its_formula():
@@ -123,10 +164,10 @@ def test_multimodal_baselines_fill_missing_features_by_nn_injection_by_default(n
     feats = impute(ds.raw_features, ds.missing, "neigh_mean", train=ds.train)
     for m in model.modalities:
         assert ds.missing.missing[m].any()
-        np.testing.assert_allclose(model.feature(m).numpy(), feats[m], rtol=1e-6)
+        np.testing.assert_allclose(model.feature(m).detach().numpy(), feats[m], rtol=1e-6)
     model_mean, ds_mean = build(name, imputation="mean")
     m = model.modalities[0]
-    assert not np.allclose(model_mean.feature(m).numpy(), model.feature(m).numpy())
+    assert not np.allclose(model_mean.feature(m).detach().numpy(), model.feature(m).detach().numpy())
 
 
 @pytest.mark.parametrize("name", MM)

@@ -1,7 +1,7 @@
 """Views of the user-item graph with some train edges removed (SGL's edge dropout, FREEDOM's pruning).
 
-Both blocks keep exactly ``round(keep * E)`` of the ``E`` user-item interactions (at least one
-when ``keep > 0``), sampled without replacement, and rebuild the ``ui``/``iu`` relations with
+Both blocks keep exactly ``floor(keep * E)`` of the ``E`` user-item interactions (at least one
+when ``keep > 0``; the ``int(E * (1 - ratio))`` of both authors' code), sampled without replacement, and rebuild the ``ui``/``iu`` relations with
 weights recomputed from the kept degrees (:func:`graphrec.graph.heterograph.build_heterograph`),
 as both papers renormalise the dropped adjacency. Sampling is a Gumbel top-k on
 ``log p_e`` (equivalent to drawing edges one by one with probability ``∝ p_e``, without
@@ -24,10 +24,10 @@ from graphrec.registry import register_block
 
 
 def kept_count(n_edges: int, keep: float) -> int:
-    """Edges a view keeps: ``round(keep * n_edges)``, at least 1 when ``keep > 0`` and there are edges."""
+    """Edges a view keeps: ``floor(keep * n_edges)``, at least 1 when ``keep > 0`` and there are edges."""
     if n_edges == 0 or keep <= 0:
         return 0
-    return min(n_edges, max(1, int(math.floor(keep * n_edges + 0.5))))
+    return min(n_edges, max(1, int(math.floor(keep * n_edges + 1e-9))))
 
 
 @register_block("edge_dropout")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @register_model("freedom")
 class FREEDOM(MultimodalBaseline):
     """FREEDOM: item ID embeddings propagated ``n_mm_layers`` times over the frozen item graph
-    ``S = Σ_m S_m / M`` (relations ``knn_<m>``, the ``item_conv`` block named by
+    ``S = Σ_m a_m S_m`` (``a`` from ``mm_weights``, default equal; relations ``knn_<m>``, the ``item_conv`` block named by
     ``item_graph_block``), added to LightGCN on the user-item graph (``n_ui_layers``, layer mean).
 
     Every epoch, training propagates over a copy of the user-item graph pruned to
@@ -35,7 +35,8 @@ class FREEDOM(MultimodalBaseline):
     (:class:`~graphrec.blocks.edge_dropout.DegreeSensitivePruning`); evaluation uses the full graph.
 
     Loss: BPR(u, i) + ``reg_weight`` x Σ_m BPR(u, P_m x_m) with ``P_m`` a linear map of the
-    modality's features to ``d`` (FREEDOM's modality-aware BPR terms).
+    modality's features to ``d`` (FREEDOM's modality-aware BPR terms); the feature tables are
+    trained too (``train_features``), the item graph built from them at construction is not.
     Shapes: :meth:`representations` -> ``(U, d), (N, d)``.
     """
 
@@ -48,6 +49,9 @@ class FREEDOM(MultimodalBaseline):
         "edge_drop": 0.8,
         "reg_weight": 1e-4,
         "knn_chunk_size": 2048,
+        # weights of the modalities' item graphs (null = equal; the authors: {image: 0.1, text: 0.9})
+        "mm_weights": None,
+        "train_features": True,
         "ui_block": "lightgcn_conv",
         "item_graph_block": "item_graph_conv",
     }
@@ -62,6 +66,7 @@ class FREEDOM(MultimodalBaseline):
         self.propagation = LightGCNPropagation(int(config["n_ui_layers"]), conv=self.make_block("ui_block"))
         self.item_conv = self.make_block("item_graph_block")
         self.n_mm_layers = int(config["n_mm_layers"])
+        self.mm_weights = self.modality_weights()
         self.projections = nn.ModuleDict({m: xavier_linear(self.feature(m).shape[1], d) for m in self.modalities})
         self.pruning = DegreeSensitivePruning()
         self.keep = 1.0 - float(config["edge_drop"])
@@ -84,10 +89,10 @@ class FREEDOM(MultimodalBaseline):
         return self
 
     def item_graph_embeddings(self) -> torch.Tensor:
-        """``(N, d)``: ``S^L`` applied to the item ID embeddings, ``S = mean_m S_m``."""
+        """``(N, d)``: ``S^L`` applied to the item ID embeddings, ``S = Σ_m a_m S_m``."""
         h = self.item_emb
         for _ in range(self.n_mm_layers):
-            h = sum(self.item_conv(self.graph, h, m) for m in self.modalities) / len(self.modalities)
+            h = sum(a * self.item_conv(self.graph, h, m) for m, a in self.mm_weights.items() if a)
         return h
 
     def _forward(self, ui_graph: dgl.DGLGraph) -> tuple[torch.Tensor, torch.Tensor]:

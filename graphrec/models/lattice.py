@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dgl
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphrec.blocks.bpr import batch_bpr, batch_l2
-from graphrec.blocks.learned_graph import LearnedKNNGraph
+from graphrec.blocks.learned_graph import LearnedKNNGraph, combine
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
@@ -21,20 +21,28 @@ from graphrec.models.base import check_keys
 from graphrec.models.multimodal import MultimodalBaseline
 from graphrec.registry import register_model
 
+if TYPE_CHECKING:  # pragma: no cover
+    from graphrec.train.trainer import Trainer
+
 
 @register_model("lattice")
 class LATTICE(MultimodalBaseline):
-    """LATTICE: per modality a graph learned from projected features
-    (:class:`~graphrec.blocks.learned_graph.LearnedKNNGraph`, ``knn_k`` neighbours) and the frozen
-    kNN graph of the raw features (relations ``knn_<m>``, similarity-weighted, ``D^-1/2 S D^-1/2``),
-    mixed as ``Â = Σ_m a_m [(1 - λ) Ŝ_m + λ S̃_m]`` with ``a = softmax(α)`` learned and
-    ``λ = frozen_weight``. Item ID embeddings are propagated ``n_mm_layers`` times over ``Â``
-    (the frozen part through the ``item_conv`` block named by ``item_graph_block``) and added,
-    L2-normalised, to LightGCN's item output (``n_ui_layers``, layer mean):
-    ``i = i_CF + h/||h||``, ``u = u_CF``. The learned graphs are rebuilt at every forward.
+    """LATTICE: item ID embeddings propagated ``n_mm_layers`` times over
+    ``Â = (1 - λ) Ŝ + λ Σ_m a_m S̃_m`` (``λ = frozen_weight``, ``a = softmax(α)`` learned), where
 
-    Loss: BPR + ``reg_weight`` x L2 of the batch's ego embeddings.
-    Shapes: :meth:`representations` -> ``(U, d), (N, d)``.
+    * ``Ŝ`` is learned: every modality's ``knn_k``-NN graph of its projected features
+      (:class:`~graphrec.blocks.learned_graph.LearnedKNNGraph`), mixed by ``a`` and normalised
+      (:func:`~graphrec.blocks.learned_graph.combine`);
+    * ``S̃_m`` is frozen: the similarity-weighted ``knn_k``-NN graph of the raw features
+      (relations ``knn_<m>``, read by the ``item_conv`` block named by ``item_graph_block``).
+
+    The result is added, L2-normalised, to LightGCN's item output (``n_ui_layers``, layer mean):
+    ``i = i_CF + h/||h||``, ``u = u_CF``. As in the authors' code, ``Ŝ`` is rebuilt (with a
+    gradient) on the first batch of every epoch and reused, detached, by the epoch's other batches;
+    scoring rebuilds it from the current weights. The feature tables are trained (``train_features``).
+
+    Loss: BPR + ``reg_weight`` x L2 of the batch's propagated user / item representations
+    (the authors' ``decay`` term). Shapes: :meth:`representations` -> ``(U, d), (N, d)``.
     """
 
     name = "lattice"
@@ -46,6 +54,7 @@ class LATTICE(MultimodalBaseline):
         "n_ui_layers": 2,
         "reg_weight": 1e-4,
         "knn_chunk_size": 2048,
+        "train_features": True,
         "ui_block": "lightgcn_conv",
         "item_graph_block": "item_graph_conv",
     }
@@ -63,10 +72,11 @@ class LATTICE(MultimodalBaseline):
         self.item_conv = self.make_block("item_graph_block")
         k, chunk = int(config["knn_k"]), int(config["knn_chunk_size"])
         self.learned = nn.ModuleDict({m: LearnedKNNGraph(self.feature(m).shape[1], d, k, chunk) for m in self.modalities})
-        self.modal_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # α, softmax -> a
+        self.modal_logits = nn.Parameter(torch.zeros(len(self.modalities)))  # α (equal at start), softmax -> a
         self.n_mm_layers = int(config["n_mm_layers"])
         self.frozen_weight = float(config["frozen_weight"])
         self.reg_weight = float(config["reg_weight"])
+        self._cached: dgl.DGLGraph | None = None
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations plus the frozen similarity-weighted ``knn_<m>`` item graphs."""
@@ -74,32 +84,48 @@ class LATTICE(MultimodalBaseline):
         graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=False, chunk_size=chunk) for m in dataset.modalities}
         return build_heterograph(dataset.n_users, dataset.n_items, dataset.train, item_graphs=graphs)
 
-    def learned_graphs(self) -> dict[str, dgl.DGLGraph]:
-        """``{m: Ŝ_m}`` learned from the current projections (:class:`LearnedKNNGraph`)."""
-        return {m: self.learned[m](self.feature(m)) for m in self.modalities}
+    def learned_graph(self) -> dgl.DGLGraph:
+        """``Ŝ``: the modalities' learned kNN graphs mixed by ``a = softmax(α)`` and normalised
+        (:func:`~graphrec.blocks.learned_graph.combine`); differentiable in the projections and ``α``."""
+        graphs = [self.learned[m](self.feature(m)) for m in self.modalities]
+        return combine(graphs, torch.softmax(self.modal_logits, dim=0))
 
-    def item_graph_embeddings(self) -> torch.Tensor:
-        """``(N, d)``: ``Â^L`` applied to the item ID embeddings."""
-        learned = self.learned_graphs() if self.frozen_weight < 1 else {}
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
+        """The next batch rebuilds ``Ŝ`` with a gradient; the epoch's other batches reuse it detached."""
+        self._cached = None
+
+    def item_graph_embeddings(self, learned: dgl.DGLGraph | None) -> torch.Tensor:
+        """``(N, d)``: ``Â^L`` applied to the item ID embeddings, ``Â = (1 - λ) Ŝ + λ Σ_m a_m S̃_m``."""
         a = torch.softmax(self.modal_logits, dim=0)
         lam = self.frozen_weight
         h = self.item_emb
         for _ in range(self.n_mm_layers):
-            out = 0
-            for j, m in enumerate(self.modalities):
-                step = lam * self.item_conv(self.graph, h, m)
-                if m in learned:
-                    step = step + (1 - lam) * LearnedKNNGraph.propagate(learned[m], h)
-                out = out + a[j] * step
+            out = sum(a[j] * self.item_conv(self.graph, h, m) for j, m in enumerate(self.modalities)) * lam
+            if learned is not None:
+                out = out + (1 - lam) * LearnedKNNGraph.propagate(learned, h)
             h = out
         return h
 
-    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, learned: dgl.DGLGraph | None) -> tuple[torch.Tensor, torch.Tensor]:
         user, item = self.propagation(self.graph, self.user_emb, self.item_emb)
-        return user, item + F.normalize(self.item_graph_embeddings(), dim=1)
+        return user, item + F.normalize(self.item_graph_embeddings(learned), dim=1)
+
+    def _learned(self) -> dgl.DGLGraph | None:
+        return self.learned_graph() if self.frozen_weight < 1 else None
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scoring rebuilds ``Ŝ`` from the current weights (as the authors' test step)."""
+        return self._forward(self._learned())
 
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
-        user, item = self.representations()
+        if self._cached is None:  # first batch of the epoch: Ŝ with a gradient
+            learned = self._learned()
+            if learned is not None:
+                self._cached = dgl.graph(learned.edges(), num_nodes=learned.num_nodes(), idtype=torch.int64)
+                self._cached.edata["w"] = learned.edata["w"].detach()
+        else:
+            learned = self._cached
+        user, item = self._forward(learned)
         bpr = batch_bpr(user, item, batch)
-        reg = self.reg_weight * batch_l2(self.user_emb, self.item_emb, batch)
+        reg = self.reg_weight * batch_l2(user, item, batch)
         return {"loss": bpr + reg, "bpr": bpr, "reg": reg}
