@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, make_dataset, tiny_rows, write_mmrec_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import invoke, make_dataset, tiny_rows, write_mmrec_dir
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout, kept_count
 from graphrec.blocks.generators import perturb
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
@@ -125,6 +125,7 @@ def test_bad_keys_are_one_line_errors(tmp_path):
 
 def test_ngcf_scores_with_the_concatenated_layers():
     from conftest import small_config
+
     from graphrec.data.dataset import load_dataset
 
     cfg = small_config("ngcf", embedding_size=8, n_layers=2)

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import assert_user_error, invoke, small_config, tiny_rows, write_mmrec_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_user_error, invoke, small_config, tiny_rows, write_mmrec_dir
 from graphrec.blocks.edge_dropout import kept_count
 from graphrec.blocks.learned_graph import LearnedKNNGraph, combine
 from graphrec.data.dataset import load_dataset
-from graphrec.data.sampler import BPRBatch
 from graphrec.data.imputation import impute
+from graphrec.data.sampler import BPRBatch
 from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
@@ -193,3 +193,21 @@ def test_multimodal_blocks_registered():
     for name in MM:
         assert MODELS.is_builtin(name)
     assert BLOCKS.is_builtin("learned_knn_graph")
+
+
+def test_the_attention_plugin_block_plugs_into_freedom_and_lattice(monkeypatch):
+    """docs/extending.md section 8: the item_conv slot takes the tutorial's plugin block unchanged."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    importlib.import_module("examples.attention_block")
+    for name in ("freedom", "lattice"):
+        model, _ = build(name, item_graph_block="attention_item_conv", knn_k=3)
+        assert type(model.item_conv).__name__ == "AttentionItemConv"
+        before = model.item_graph_embeddings() if name == "freedom" else model.item_graph_embeddings(None)
+        model.item_conv.att_src[model.modalities[0]].data.fill_(0.5)
+        after = model.item_graph_embeddings() if name == "freedom" else model.item_graph_embeddings(None)
+        assert not torch.allclose(before, after)  # the block is used
+    assert "examples.attention_block" in sys.modules

@@ -27,7 +27,7 @@ def kept_count(n_edges: int, keep: float) -> int:
     """Edges a view keeps: ``floor(keep * n_edges)``, at least 1 when ``keep > 0`` and there are edges."""
     if n_edges == 0 or keep <= 0:
         return 0
-    return min(n_edges, max(1, int(math.floor(keep * n_edges + 1e-9))))
+    return min(n_edges, max(1, math.floor(keep * n_edges + 1e-9)))
 
 
 @register_block("edge_dropout")

@@ -112,6 +112,11 @@ class RecModel(nn.Module):
         self.data_fingerprint = dataset.fingerprint()
         self.graph: dgl.DGLGraph = self.build_graph(dataset)
 
+    def add_id_embeddings(self) -> None:
+        """Create the ID embedding tables ``user_emb`` ``(U, d)`` and ``item_emb`` ``(N, d)``, xavier-uniform."""
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.embedding_size)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
+
     # ----- blocks -----
     def make_block(self, key: str) -> nn.Module:
         """Build the block named by ``config[key]`` for slot ``block_slots[key]``.

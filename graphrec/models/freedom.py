@@ -61,8 +61,7 @@ class FREEDOM(MultimodalBaseline):
         check_keys("freedom", config, positive=("knn_k", "knn_chunk_size"), non_negative=("n_mm_layers", "n_ui_layers", "reg_weight"), unit=("edge_drop",))
         super().__init__(dataset, config)
         d = self.embedding_size
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.add_id_embeddings()
         self.propagation = LightGCNPropagation(int(config["n_ui_layers"]), conv=self.make_block("ui_block"))
         self.item_conv = self.make_block("item_graph_block")
         self.n_mm_layers = int(config["n_mm_layers"])

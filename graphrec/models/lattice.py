@@ -66,8 +66,7 @@ class LATTICE(MultimodalBaseline):
             raise GraphrecError(f"lattice: 'frozen_weight' must be in [0, 1], got {config['frozen_weight']!r}")
         super().__init__(dataset, config)
         d = self.embedding_size
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, d)))
+        self.add_id_embeddings()
         self.propagation = LightGCNPropagation(int(config["n_ui_layers"]), conv=self.make_block("ui_block"))
         self.item_conv = self.make_block("item_graph_block")
         k, chunk = int(config["knn_k"]), int(config["knn_chunk_size"])

@@ -31,8 +31,7 @@ class NGCF(RecModel):
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
         check_keys("ngcf", config, non_negative=("reg_weight", "n_layers"))
         super().__init__(dataset, config)
-        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.embedding_size)))
-        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
+        self.add_id_embeddings()
         self.layers = nn.ModuleList(self.make_block("ui_block") for _ in range(int(config["n_layers"])))
         self.reg_weight = float(config["reg_weight"])
 
