@@ -21,7 +21,8 @@ from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
 
-MM = ["vbpr", "freedom", "lattice"]
+MM = ["vbpr", "freedom", "lattice", "bm3"]
+EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5"}
 TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
 
 
@@ -178,7 +179,7 @@ def test_fit_runs_on_synthetic_and_mmrec_folder_and_records_the_filling(name, tm
     assert yaml.safe_load((tmp_path / "synth" / "config.yaml").read_text())["imputation"] == "neigh_mean"
     data = write_mmrec_dir(tmp_path / "data", tiny_rows(), masks={"0.3": {"v": np.array([1, 2]), "t": np.array([3])}})
     r = invoke("fit", name, "--out", tmp_path / "mmrec", "--quiet", "--set", f"data_dir={data}", "--set", "epochs=2",
-               "--set", "imputation=zeros", "--set", "knn_k=3" if name != "vbpr" else "reg_weight=0.001")  # fmt: skip
+               "--set", "imputation=zeros", "--set", EXTRA[name])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert yaml.safe_load((tmp_path / "mmrec" / "config.yaml").read_text())["imputation"] == "zeros"
 
@@ -211,3 +212,23 @@ def test_the_attention_plugin_block_plugs_into_freedom_and_lattice(monkeypatch):
         after = model.item_graph_embeddings() if name == "freedom" else model.item_graph_embeddings(None)
         assert not torch.allclose(before, after)  # the block is used
     assert "examples.attention_block" in sys.modules
+
+
+def test_bm3_needs_no_negatives_and_stops_gradients_at_its_targets():
+    model, _ = build("bm3", dropout=0.0)
+    users, pos = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7])
+    torch.manual_seed(0)
+    a = model.loss(BPRBatch(users, pos, torch.tensor([8, 9, 10, 11])))
+    torch.manual_seed(0)
+    b = model.loss(BPRBatch(users, pos, torch.tensor([20, 30, 40, 50])))
+    torch.testing.assert_close(a["loss"], b["loss"])  # the sampled negatives play no part
+    x = torch.randn(5, 8, requires_grad=True)
+    t = model.bootstrap.target(x)
+    assert not t.requires_grad  # stop-gradient target
+    online = model.bootstrap(x)
+    model.bootstrap.distance(online, x).backward()  # a target that needs grad is detached inside
+    assert x.grad is not None  # through the online branch only
+    u, i = model.representations()
+    eu, ei = model.encode()
+    torch.testing.assert_close(u @ i.T, model.bootstrap(eu) @ model.bootstrap(ei).T)
+    assert BLOCKS.is_builtin("bootstrap_alignment")

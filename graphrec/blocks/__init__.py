@@ -7,6 +7,7 @@ features and return node features; each declares the relations it reads in a
 *slots* (:mod:`graphrec.blocks.slots`); ``docs/extending.md`` describes the API.
 """
 
+from graphrec.blocks.bootstrap import BootstrapAlignment
 from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
@@ -27,6 +28,7 @@ from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
+    "BootstrapAlignment",
     "CLUB",
     "ContentHead",
     "DegreeSensitivePruning",

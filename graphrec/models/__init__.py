@@ -1,6 +1,7 @@
 """Models, registered by name in :data:`graphrec.registry.MODELS`."""
 
 from graphrec.models.base import RecModel, Scorer
+from graphrec.models.bm3 import BM3
 from graphrec.models.ci2mg import CI2MG
 from graphrec.models.content_knn import ContentKNN
 from graphrec.models.dgmrec import DGMRec
@@ -14,4 +15,4 @@ from graphrec.models.sgl import SGL
 from graphrec.models.simgcl import SimGCL
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]
