@@ -21,8 +21,8 @@ from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
 
-MM = ["vbpr", "freedom", "lattice", "bm3"]
-EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5"}
+MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn"]
+EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3"}
 TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
 
 
@@ -232,3 +232,45 @@ def test_bm3_needs_no_negatives_and_stops_gradients_at_its_targets():
     eu, ei = model.encode()
     torch.testing.assert_close(u @ i.T, model.bootstrap(eu) @ model.bootstrap(ei).T)
     assert BLOCKS.is_builtin("bootstrap_alignment")
+
+
+def test_mgcn_purifier_and_fuser():
+    """MGCN: the purifier only shrinks the item ID embedding (|x̃_m| ≤ |e_i| element-wise, the
+    features choose how much); the fuser's common part is a convex combination of the modality views,
+    so identical views leave no specific part and S = view / (M + 1) whatever the preference gates."""
+    from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
+
+    torch.manual_seed(0)
+    pur = BehaviorPurifier({"image": 7, "text": 5}, 4)
+    e = torch.randn(10, 4)
+    out = pur(e, {"image": torch.randn(10, 7), "text": torch.randn(10, 5)})
+    for x in out.values():
+        assert (x.abs() <= e.abs() + 1e-7).all() and (torch.sign(x) == torch.sign(e)).all()
+    fuser = BehaviorFuser(["a", "b", "c"], 4)
+    v = torch.randn(6, 4)
+    torch.testing.assert_close(fuser({"a": v, "b": v, "c": v}, torch.randn(6, 4)), v / 4)
+    views = {m: torch.randn(6, 4) for m in "abc"}
+    with torch.no_grad():
+        for gate in fuser.preferences.values():
+            gate[0].weight.zero_()
+            gate[0].bias.fill_(50.0)  # σ = 1: S = (Σ_m E_m − (M − 1) C) / (M + 1)
+        s = fuser(views, torch.randn(6, 4))
+        stacked = torch.stack([views[m] for m in "abc"], 1)
+        alpha = torch.softmax(fuser.query(stacked).squeeze(-1), 1)
+        common = (alpha.unsqueeze(-1) * stacked).sum(1)
+    torch.testing.assert_close(s, (sum(views.values()) - 2 * common) / 4)
+
+
+def test_user_aggregation_with_the_symmetric_weight_is_mgcns_R():
+    from graphrec.blocks.user_aggregation import UserAggregation
+
+    model, ds = build("mgcn", knn_k=3)
+    h = torch.randn(ds.n_items, 3)
+    r = np.zeros((ds.n_users, ds.n_items))
+    r[ds.train[:, 0], ds.train[:, 1]] = 1
+    du, di = r.sum(1), r.sum(0)
+    want = (r / np.sqrt(np.outer(du + 1e-7, di + 1e-7))) @ h.numpy()
+    np.testing.assert_allclose(UserAggregation("w")(model.graph, h).numpy(), want, rtol=1e-4, atol=1e-6)
+    ids, side = model.views()
+    u, i = model.representations()
+    torch.testing.assert_close(torch.cat([u, i]), ids + side)

@@ -10,8 +10,8 @@ features and return node features; each declares the relations it reads in a
 from graphrec.blocks.bootstrap import BootstrapAlignment
 from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
-from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.content_head import ContentHead
+from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
@@ -20,14 +20,17 @@ from graphrec.blocks.infonce import contrast_views, infonce
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
+from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
+from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.ngcf import NGCFConv
 from graphrec.blocks.perturbed import PerturbedPropagation
-from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.preference import PreferenceGate
 from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
+    "BehaviorFuser",
+    "BehaviorPurifier",
     "BootstrapAlignment",
     "CLUB",
     "ContentHead",

@@ -10,9 +10,10 @@ from graphrec.models.freedom import FREEDOM
 from graphrec.models.lattice import LATTICE
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
+from graphrec.models.mgcn import MGCN
 from graphrec.models.ngcf import NGCF
 from graphrec.models.sgl import SGL
 from graphrec.models.simgcl import SimGCL
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "MGCN", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]

@@ -1,4 +1,4 @@
-"""Shared base of the multimodal baselines (VBPR, FREEDOM, LATTICE, BM3): feature tables and their filling.
+"""Shared base of the multimodal baselines (VBPR, FREEDOM, LATTICE, BM3, MGCN): feature tables and their filling.
 
 The DGMRec paper gives its multimodal baselines the missing features by NN-injection (its
 footnote; Malitesta et al., CIKM 2024): a missing row is filled from the item's neighbours in the
