@@ -11,7 +11,9 @@ from graphrec.registry import register_block
 
 @register_block("bootstrap_alignment")
 class BootstrapAlignment(nn.Module):
-    """An online predictor ``p`` (``Linear(d, d)``, xavier-normal weight) and a stop-gradient target.
+    """BM3's bootstrap: an online predictor and a stop-gradient dropout target, cosine distance.
+
+    An online predictor ``p`` (``Linear(d, d)``, xavier-normal weight) and a stop-gradient target.
 
     * :meth:`target`: ``dropout(x)`` of a detached copy (BM3's latent-embedding dropout view);
     * :meth:`forward`: ``p(x)``, the online view;

@@ -17,7 +17,7 @@ from graphrec.registry import register_block
 
 @register_block("learned_knn_graph")
 class LearnedKNNGraph(nn.Module):
-    """kNN graph of projected features, differentiable in the projection (LATTICE eq. 2-3).
+    """LATTICE's learned item graph: kNN of projected features, differentiable in the projection (eq. 2-3).
 
     ``x̃ = W x + b`` (``d_in -> d``); ``s_ij = cos(x̃_i, x̃_j)``; every item ``i`` keeps its ``k``
     largest ``s_ij`` (itself included), clamped at 0. Similarities are computed ``chunk_size``

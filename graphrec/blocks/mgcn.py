@@ -15,8 +15,9 @@ def _sigmoid_gate(d: int) -> nn.Sequential:
 
 @register_block("behavior_purifier")
 class BehaviorPurifier(nn.Module):
-    """``x̃_m = e_i ⊙ σ(W_g (P_m x_m + b_m) + b_g)``: modality features filtered by the item ID
-    embedding (MGCN eq. 1), one projection ``P_m: d_m -> d`` and one gate per modality.
+    """MGCN's behaviour-guided purifier: modality features gating the item ID embedding (eq. 1).
+
+    ``x̃_m = e_i ⊙ σ(W_g (P_m x_m + b_m) + b_g)``, one projection ``P_m: d_m -> d`` and one gate per modality.
 
     Shapes: ``e_i (N, d)``, ``{m: (N, d_m)}`` -> ``{m: (N, d)}``.
     """
@@ -34,7 +35,9 @@ class BehaviorPurifier(nn.Module):
 
 @register_block("behavior_fuser")
 class BehaviorFuser(nn.Module):
-    """MGCN eq. 6-9 for ``M`` modalities. With ``E_m`` the modality views and ``E`` the ID (user-item) view:
+    """MGCN's behaviour-aware fuser: attention-weighted common part plus preference-gated specific parts.
+
+    MGCN eq. 6-9 for ``M`` modalities. With ``E_m`` the modality views and ``E`` the ID (user-item) view:
 
         α = softmax_m(q(E_m)),  q = Linear(d, d) → tanh → Linear(d, 1, no bias)    (attention over modalities)
         C = Σ_m α_m E_m                                                           (common part)

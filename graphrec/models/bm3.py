@@ -19,7 +19,9 @@ from graphrec.registry import register_model
 
 @register_model("bm3")
 class BM3(MultimodalBaseline):
-    """BM3: LightGCN (``n_layers``, layer mean) plus the item ID embedding, ``ĩ = i_CF + e_i``; a
+    """BM3 (WWW 2023): bootstrapped latent views without negatives, feature alignment and masking.
+
+    LightGCN (``n_layers``, layer mean) plus the item ID embedding, ``ĩ = i_CF + e_i``; a
     shared predictor ``p`` and a stop-gradient, dropout-perturbed target
     (:class:`~graphrec.blocks.bootstrap.BootstrapAlignment`) replace negative sampling.
 

@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @register_model("freedom")
 class FREEDOM(MultimodalBaseline):
-    """FREEDOM: item ID embeddings propagated ``n_mm_layers`` times over the frozen item graph
+    """FREEDOM (MM 2023): frozen feature-kNN item graph, degree-sensitive pruning of the user-item graph.
+
+    Item ID embeddings propagated ``n_mm_layers`` times over the frozen item graph
     ``S = Σ_m a_m S_m`` (``a`` from ``mm_weights``, default equal; relations ``knn_<m>``, the ``item_conv`` block named by
     ``item_graph_block``), added to LightGCN on the user-item graph (``n_ui_layers``, layer mean).
 

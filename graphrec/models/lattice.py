@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @register_model("lattice")
 class LATTICE(MultimodalBaseline):
-    """LATTICE: item ID embeddings propagated ``n_mm_layers`` times over
+    """LATTICE (MM 2021): item-item graphs learned from features, mixed with frozen kNN graphs.
+
+    Item ID embeddings propagated ``n_mm_layers`` times over
     ``Â = (1 - λ) Ŝ + λ Σ_m a_m S̃_m`` (``λ = frozen_weight``, ``a = softmax(α)`` learned), where
 
     * ``Ŝ`` is learned: every modality's ``knn_k``-NN graph of its projected features

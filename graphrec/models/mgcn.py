@@ -23,7 +23,9 @@ from graphrec.registry import register_model
 
 @register_model("mgcn")
 class MGCN(MultimodalBaseline):
-    """MGCN: three views of every user and item, fused.
+    """MGCN (MM 2023): purified modality features on item graphs, fused with the user-item view.
+
+    Three views of every user and item, fused:
 
     * user–item view ``E``: LightGCN on the ID embeddings (``n_ui_layers``, layer mean);
     * item–item view per modality: purified features ``x̃_m = e_i ⊙ σ(W(P_m x_m))``

@@ -17,7 +17,9 @@ from graphrec.registry import register_model
 
 @register_model("ngcf")
 class NGCF(RecModel):
-    """NGCF: ``n_layers`` layers of the block named by ``ui_block`` (slot ``ui_conv``, default
+    """NGCF (SIGIR 2019): graph convolution with feature transforms and a bi-interaction term.
+
+    ``n_layers`` layers of the block named by ``ui_block`` (slot ``ui_conv``, default
     :class:`~graphrec.blocks.ngcf.NGCFConv`), one instance (own weights) per layer.
 
     Representation: ``[E⁰ ; E¹/||E¹|| ; … ; Eᴸ/||Eᴸ||]`` (row-wise L2 norm of every propagated layer),

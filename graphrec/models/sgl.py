@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @register_model("sgl")
 class SGL(TwoViewContrastive):
-    """SGL-ED: LightGCN (mean of layers ``0..L``) on the full graph for the recommendation loss;
+    """SGL-ED (SIGIR 2021): LightGCN plus InfoNCE between two edge-dropout views of the graph.
+
+    LightGCN (mean of layers ``0..L``) on the full graph for the recommendation loss;
     two views of the graph, each keeping ``1 - drop_ratio`` of the interactions
     (:class:`~graphrec.blocks.edge_dropout.EdgeDropout`, redrawn every epoch), for the
     self-supervised loss.

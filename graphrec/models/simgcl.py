@@ -15,7 +15,9 @@ from graphrec.registry import register_model
 
 @register_model("simgcl")
 class SimGCL(TwoViewContrastive):
-    """SimGCL: ``n_layers`` LightGCN layers (mean of layers ``1..L``); two views add uniform noise
+    """SimGCL (SIGIR 2022): LightGCN plus InfoNCE between two views perturbed by uniform noise.
+
+    ``n_layers`` LightGCN layers (mean of layers ``1..L``); two views add uniform noise
     of norm ``eps`` after every layer (:class:`~graphrec.blocks.perturbed.PerturbedPropagation`).
 
     Loss: BPR on the noise-free representations + ``cl_weight`` x (InfoNCE of the two views'

@@ -18,7 +18,9 @@ from graphrec.registry import register_model
 
 @register_model("vbpr")
 class VBPR(MultimodalBaseline):
-    """VBPR: ``x̂_ui = β_i + γ_uᵀγ_i + θ_uᵀ(E f_i) + β'ᵀ f_i`` with ``f_i`` the concatenated item features.
+    """VBPR (AAAI 2016): matrix factorisation plus a learned projection of the item features.
+
+    ``x̂_ui = β_i + γ_uᵀγ_i + θ_uᵀ(E f_i) + β'ᵀ f_i`` with ``f_i`` the concatenated item features.
 
     ``γ`` and ``θ`` have ``embedding_size`` columns each; ``E`` is ``d x Σ d_m``, ``β'`` is ``Σ d_m``
     (no bias). Scored as one dot product: users ``[γ_u; θ_u; 1; 1]`` and items
