@@ -133,3 +133,23 @@ def test_ngcf_scores_with_the_concatenated_layers():
     u, i = model.representations()
     assert u.shape == (model.n_users, 24) and i.shape == (model.n_items, 24)
     torch.testing.assert_close(u[:, 8:16].norm(dim=1), torch.ones(model.n_users))
+
+
+def test_sgl_draws_two_different_views_every_epoch_and_contrasts_them():
+    from conftest import small_config
+    from graphrec.data.dataset import load_dataset
+    from graphrec.data.sampler import BPRBatch
+
+    cfg = small_config("sgl", embedding_size=8, drop_ratio=0.3)
+    model = MODELS.get("sgl")(load_dataset(cfg), cfg)
+    e = model.graph.num_edges(UI)
+    torch.manual_seed(0)
+    model.on_epoch_start(None, 0)
+    v1, v2 = model.graph_views
+    assert v1.num_edges(UI) == v2.num_edges(UI) == kept_count(e, 0.7)
+    assert not torch.equal(torch.stack(v1.edges(etype=UI)), torch.stack(v2.edges(etype=UI)))
+    batch = BPRBatch(torch.arange(6), torch.arange(6), torch.arange(6, 12))
+    with_cl = model.loss(batch)
+    assert with_cl["cl"] > 0 and torch.isclose(with_cl["loss"], with_cl["bpr"] + with_cl["reg"] + with_cl["cl"])
+    model.on_epoch_start(None, 1)
+    assert not torch.equal(torch.stack(v1.edges(etype=UI)), torch.stack(model.graph_views[0].edges(etype=UI)))
