@@ -65,18 +65,20 @@ def test_lattice_learned_graph_has_k_neighbours_per_item(n, k, chunk, seed):
     torch.manual_seed(seed)
     block = LearnedKNNGraph(6, 4, k=k, chunk_size=chunk)
     x = torch.randn(n, 6)
-    g = block(x)
+    lg = block(x)
+    g = lg.graph
     kk = min(k, n)
+    assert g.device == torch.device("cpu") and lg.weight.shape == (n * kk,)  # the graph stays on the CPU
     assert (g.in_degrees() == kk).all() and g.num_edges() == n * kk
     src, dst = g.edges()
     assert len(set(zip(src.tolist(), dst.tolist()))) == n * kk  # no repeated neighbour
     z = torch.nn.functional.normalize(block.projection(x), dim=1).detach()
     s = (z @ z.T).clamp_min(0)
     kept = torch.zeros(n, n)
-    kept[dst, src] = g.edata["s"].detach()
+    kept[dst, src] = lg.weight.detach()
     torch.testing.assert_close(kept[dst, src], s[dst, src])
     torch.testing.assert_close(kept.sum(1), s.topk(kk, dim=1).values.sum(1), rtol=1e-5, atol=1e-5)  # the k largest
-    g.edata["s"].sum().backward()
+    lg.weight.sum().backward()
     assert block.projection.weight.grad is not None and block.projection.weight.grad.abs().sum() > 0
 
 
@@ -90,13 +92,13 @@ def test_lattice_combined_graph_is_the_normalised_weighted_sum(n, k, seed):
     a = torch.softmax(torch.randn(2), 0)
     dense = torch.zeros(n, n)
     for w, g in zip(a, graphs):
-        src, dst = g.edges()
-        dense.index_put_((dst, src), w * g.edata["s"].detach(), accumulate=True)
+        src, dst = g.graph.edges()
+        dense.index_put_((dst, src), w * g.weight.detach(), accumulate=True)
     r = dense.sum(1)
     inv = torch.where(r > 0, r.clamp_min(1e-12).rsqrt(), torch.zeros_like(r))
     want = dense * inv[:, None] * inv[None, :]
     h = torch.randn(n, 3)
-    torch.testing.assert_close(LearnedKNNGraph.propagate(combine(graphs, a), h), want @ h, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(combine(graphs, a).propagate(h), want @ h, rtol=1e-4, atol=1e-5)
 
 
 def test_lattice_rebuilds_its_graph_once_per_epoch_with_a_gradient():
@@ -109,7 +111,8 @@ def test_lattice_rebuilds_its_graph_once_per_epoch_with_a_gradient():
     model.zero_grad()
     model.loss(batch)["loss"].backward()
     assert proj.grad is None or proj.grad.abs().sum() == 0  # later batches reuse it detached
-    assert model._cached is not None and model._cached.num_edges() == 4 * model.n_items * len(model.modalities)
+    assert model._cached is not None and model._cached.graph.num_edges() == 4 * model.n_items * len(model.modalities)
+    assert not model._cached.weight.requires_grad
 
 
 def test_freedom_modality_weights_and_trained_features():

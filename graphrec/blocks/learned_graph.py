@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import dgl
@@ -15,6 +16,24 @@ from graphrec.graph.spmm import u_mul_e_sum
 from graphrec.registry import register_block
 
 
+@dataclass
+class LearnedGraph:
+    """An item-item graph with weights computed by the model: ``graph`` (a DGL graph on the CPU,
+    edge ``j -> i`` = "i aggregates from j") and ``weight`` ``(E,)`` on the model's device, possibly
+    with a gradient. The weights are not stored in ``edata``, so the graph stays on the CPU while
+    the model runs elsewhere (``graphrec.graph.spmm`` propagates on the features' device)."""
+
+    graph: dgl.DGLGraph
+    weight: torch.Tensor
+
+    def detach(self) -> "LearnedGraph":
+        return LearnedGraph(self.graph, self.weight.detach())
+
+    def propagate(self, h: torch.Tensor) -> torch.Tensor:
+        """``(N, d)`` one step ``h'_i = Σ_j w_ji h_j``."""
+        return u_mul_e_sum(self.graph, self.graph.canonical_etypes[0], h, self.weight)
+
+
 @register_block("learned_knn_graph")
 class LearnedKNNGraph(nn.Module):
     """LATTICE's learned item graph: kNN of projected features, differentiable in the projection (eq. 2-3).
@@ -23,10 +42,9 @@ class LearnedKNNGraph(nn.Module):
     largest ``s_ij`` (itself included), clamped at 0. Similarities are computed ``chunk_size``
     rows at a time, so memory is ``O(chunk x N + N k)``, never ``N x N``.
 
-    :meth:`forward` returns the graph: edge ``j -> i`` = "i aggregates from j", ``edata['s']`` =
-    the kept similarity (with a gradient). :func:`combine` mixes modalities and normalises;
-    :meth:`propagate` is one step over the result.
-    Shapes: ``(N, d_in)`` -> a DGL graph on ``N`` nodes with exactly ``N min(k, N)`` edges.
+    :meth:`forward` returns a :class:`LearnedGraph` whose ``weight`` is the kept similarity (with a
+    gradient); :func:`combine` mixes modalities and normalises.
+    Shapes: ``(N, d_in)`` -> a graph on ``N`` nodes with exactly ``N min(k, N)`` edges.
     """
 
     relations = ()
@@ -37,7 +55,7 @@ class LearnedKNNGraph(nn.Module):
         self.k = k
         self.chunk_size = chunk_size
 
-    def forward(self, x: torch.Tensor) -> dgl.DGLGraph:
+    def forward(self, x: torch.Tensor) -> LearnedGraph:
         z = F.normalize(self.projection(x), dim=1)
         n = z.shape[0]
         k = min(self.k, n)
@@ -47,29 +65,23 @@ class LearnedKNNGraph(nn.Module):
             v, c = (z[lo : lo + step] @ z.T).topk(k, dim=1)
             vals.append(v.clamp_min(0.0))
             cols.append(c)
-        g = dgl.graph((torch.cat(cols).reshape(-1), torch.arange(n, device=z.device).repeat_interleave(k)), num_nodes=n, idtype=torch.int64)
-        g.edata["s"] = torch.cat(vals).reshape(-1)
-        return g
-
-    @staticmethod
-    def propagate(g: dgl.DGLGraph, h: torch.Tensor) -> torch.Tensor:
-        """``(N, d)`` one step ``h' = Ŝ h`` over a graph of :func:`combine` (``edata['w']``)."""
-        return u_mul_e_sum(g, g.canonical_etypes[0], h, g.edata["w"])
+        src = torch.cat(cols).reshape(-1).cpu()
+        dst = torch.arange(n).repeat_interleave(k)
+        return LearnedGraph(dgl.graph((src, dst), num_nodes=n, idtype=torch.int64), torch.cat(vals).reshape(-1))
 
 
-def combine(graphs: Sequence[dgl.DGLGraph], weights: torch.Tensor) -> dgl.DGLGraph:
+def combine(graphs: Sequence[LearnedGraph], weights: torch.Tensor) -> LearnedGraph:
     """LATTICE eq. 4-5: ``Ŝ = D^-1/2 (Σ_m a_m S_m) D^-1/2`` with ``D`` the row sums of the mix.
 
     ``graphs``: outputs of :meth:`LearnedKNNGraph.forward` on the same ``N`` items; ``weights``:
     ``(M,)`` ``a_m``. The result holds the union of their edges (a pair kept by two modalities is
-    two parallel edges, whose messages add up) with the normalised weight in ``edata['w']``.
+    two parallel edges, whose messages add up) with the normalised weights.
     """
-    n = graphs[0].num_nodes()
-    src = torch.cat([g.edges()[0] for g in graphs])
-    dst = torch.cat([g.edges()[1] for g in graphs])
-    s = torch.cat([a * g.edata["s"] for a, g in zip(weights, graphs)])
-    r = torch.zeros(n, device=s.device, dtype=s.dtype).index_add(0, dst, s)
+    n = graphs[0].graph.num_nodes()
+    src = torch.cat([g.graph.edges()[0] for g in graphs])
+    dst = torch.cat([g.graph.edges()[1] for g in graphs])
+    s = torch.cat([a * g.weight for a, g in zip(weights, graphs)])
+    d_src, d_dst = src.to(s.device), dst.to(s.device)
+    r = torch.zeros(n, device=s.device, dtype=s.dtype).index_add(0, d_dst, s)
     inv = torch.where(r > 0, r.clamp_min(1e-12).rsqrt(), torch.zeros_like(r))
-    out = dgl.graph((src, dst), num_nodes=n, idtype=torch.int64)
-    out.edata["w"] = s * inv[dst] * inv[src]
-    return out
+    return LearnedGraph(dgl.graph((src, dst), num_nodes=n, idtype=torch.int64), s * inv[d_dst] * inv[d_src])

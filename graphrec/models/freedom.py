@@ -84,11 +84,6 @@ class FREEDOM(MultimodalBaseline):
         """Prune the user-item graph for this epoch (FREEDOM redraws it every epoch)."""
         self.train_graph = self.pruning(self.graph, self.keep)
 
-    def to_device(self, device: torch.device | str) -> "FREEDOM":
-        super().to_device(device)
-        self.train_graph = self.train_graph.to(device)
-        return self
-
     def item_graph_embeddings(self) -> torch.Tensor:
         """``(N, d)``: ``S^L`` applied to the item ID embeddings, ``S = Σ_m a_m S_m``."""
         h = self.item_emb

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphrec.blocks.bpr import batch_bpr, batch_l2
-from graphrec.blocks.learned_graph import LearnedKNNGraph, combine
+from graphrec.blocks.learned_graph import LearnedGraph, LearnedKNNGraph, combine
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
@@ -77,7 +77,7 @@ class LATTICE(MultimodalBaseline):
         self.n_mm_layers = int(config["n_mm_layers"])
         self.frozen_weight = float(config["frozen_weight"])
         self.reg_weight = float(config["reg_weight"])
-        self._cached: dgl.DGLGraph | None = None
+        self._cached: LearnedGraph | None = None
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations plus the frozen similarity-weighted ``knn_<m>`` item graphs."""
@@ -85,7 +85,7 @@ class LATTICE(MultimodalBaseline):
         graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=False, chunk_size=chunk) for m in dataset.modalities}
         return build_heterograph(dataset.n_users, dataset.n_items, dataset.train, item_graphs=graphs)
 
-    def learned_graph(self) -> dgl.DGLGraph:
+    def learned_graph(self) -> LearnedGraph:
         """``Ŝ``: the modalities' learned kNN graphs mixed by ``a = softmax(α)`` and normalised
         (:func:`~graphrec.blocks.learned_graph.combine`); differentiable in the projections and ``α``."""
         graphs = [self.learned[m](self.feature(m)) for m in self.modalities]
@@ -95,7 +95,7 @@ class LATTICE(MultimodalBaseline):
         """The next batch rebuilds ``Ŝ`` with a gradient; the epoch's other batches reuse it detached."""
         self._cached = None
 
-    def item_graph_embeddings(self, learned: dgl.DGLGraph | None) -> torch.Tensor:
+    def item_graph_embeddings(self, learned: LearnedGraph | None) -> torch.Tensor:
         """``(N, d)``: ``Â^L`` applied to the item ID embeddings, ``Â = (1 - λ) Ŝ + λ Σ_m a_m S̃_m``."""
         a = torch.softmax(self.modal_logits, dim=0)
         lam = self.frozen_weight
@@ -103,15 +103,15 @@ class LATTICE(MultimodalBaseline):
         for _ in range(self.n_mm_layers):
             out = sum(a[j] * self.item_conv(self.graph, h, m) for j, m in enumerate(self.modalities)) * lam
             if learned is not None:
-                out = out + (1 - lam) * LearnedKNNGraph.propagate(learned, h)
+                out = out + (1 - lam) * learned.propagate(h)
             h = out
         return h
 
-    def _forward(self, learned: dgl.DGLGraph | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, learned: LearnedGraph | None) -> tuple[torch.Tensor, torch.Tensor]:
         user, item = self.propagation(self.graph, self.user_emb, self.item_emb)
         return user, item + F.normalize(self.item_graph_embeddings(learned), dim=1)
 
-    def _learned(self) -> dgl.DGLGraph | None:
+    def _learned(self) -> LearnedGraph | None:
         return self.learned_graph() if self.frozen_weight < 1 else None
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,8 +122,7 @@ class LATTICE(MultimodalBaseline):
         if self._cached is None:  # first batch of the epoch: Ŝ with a gradient
             learned = self._learned()
             if learned is not None:
-                self._cached = dgl.graph(learned.edges(), num_nodes=learned.num_nodes(), idtype=torch.int64)
-                self._cached.edata["w"] = learned.edata["w"].detach()
+                self._cached = learned.detach()
         else:
             learned = self._cached
         user, item = self._forward(learned)

@@ -55,11 +55,6 @@ class SGL(TwoViewContrastive):
         """Draw the epoch's two edge-dropped views (SGL redraws them every epoch)."""
         self.graph_views = (self.dropout(self.graph, self.keep), self.dropout(self.graph, self.keep))
 
-    def to_device(self, device: torch.device | str) -> "SGL":
-        super().to_device(device)
-        self.graph_views = tuple(v.to(device) for v in self.graph_views)
-        return self
-
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagation(self.graph, self.user_emb, self.item_emb)
 
