@@ -16,7 +16,7 @@ from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
-from graphrec.blocks.infonce import contrast_views, infonce
+from graphrec.blocks.infonce import infonce
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
@@ -56,7 +56,6 @@ __all__ = [
     "batch_bpr",
     "batch_l2",
     "bpr_loss",
-    "contrast_views",
     "infonce",
     "l2_reg",
     "perturb",

@@ -1,4 +1,4 @@
-"""InfoNCE as DGMRec uses it (spec 4.6), and the two-view user/item contrast of SGL and SimGCL."""
+"""InfoNCE as DGMRec uses it (spec 4.6)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,3 @@ def infonce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     b = F.normalize(b, dim=1)
     logits = a @ b.T
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
-
-
-def contrast_views(u1: torch.Tensor, i1: torch.Tensor, u2: torch.Tensor, i2: torch.Tensor, batch, temp: float) -> torch.Tensor:
-    """InfoNCE between two views of the batch's distinct users plus that of its distinct positive items
-    (SGL eq. 9-10, SimGCL eq. 3). Shapes: ``(U, d), (N, d)`` per view -> scalar."""
-    users, items = torch.unique(batch.users), torch.unique(batch.pos)
-    return infonce(u1[users], u2[users], temp) + infonce(i1[items], i2[items], temp)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from graphrec.blocks.bpr import batch_bpr, batch_l2
-from graphrec.blocks.infonce import contrast_views
+from graphrec.blocks.contrast import contrast_views
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.models.base import RecModel, check_keys
@@ -17,7 +17,7 @@ Views = tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 
 class TwoViewContrastive(RecModel):
     """ID embeddings; loss = BPR on :meth:`representations` + ``cl_weight`` x
-    :func:`~graphrec.blocks.infonce.contrast_views` of the two :meth:`views` (temperature ``temp``)
+    :func:`~graphrec.blocks.contrast.contrast_views` of the two :meth:`views` (temperature ``temp``)
     + ``reg_weight`` x L2 of the batch's ego embeddings.
 
     Subclasses implement :meth:`representations` and :meth:`views`; they declare ``n_layers``,
