@@ -51,6 +51,9 @@ def test_perturbed_propagation_without_noise_is_lightgcn_without_the_ego_layer(n
     torch.testing.assert_close(pi, ((n_layers + 1) * li - i) / n_layers, rtol=1e-5, atol=1e-6)
     nu, _ = PerturbedPropagation(n_layers)(g, u, i, eps=0.1)
     assert not torch.allclose(nu, pu)
+    eu, ei = PerturbedPropagation(n_layers, ego=True)(g, u, i)  # the DGMRec authors' variant: LightGCN itself
+    torch.testing.assert_close(eu, lu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ei, li, rtol=1e-5, atol=1e-6)
 
 
 @settings(max_examples=25, deadline=None)

@@ -34,6 +34,8 @@ class SimGCL(TwoViewContrastive):
         "cl_weight": 0.2,
         "temp": 0.2,
         "reg_weight": 1e-4,
+        # true: mean over layers 0..L (the DGMRec authors' re-implementation), false: 1..L (SimGCL)
+        "ego_layer": False,
         "ui_block": "lightgcn_conv",
     }
     block_slots = {"ui_block": "ui_conv"}
@@ -41,7 +43,7 @@ class SimGCL(TwoViewContrastive):
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
         check_keys("simgcl", config, non_negative=("eps",))
         super().__init__(dataset, config)
-        self.propagation = PerturbedPropagation(int(config["n_layers"]), conv=self.make_block("ui_block"))
+        self.propagation = PerturbedPropagation(int(config["n_layers"]), conv=self.make_block("ui_block"), ego=bool(config["ego_layer"]))
         self.eps = float(config["eps"])
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
