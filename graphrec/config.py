@@ -81,7 +81,8 @@ DATA_DEFAULTS: dict[str, Any] = {
     "mask_file": None,
     # new-item setting (spec 1.5): read <dataset>_del.inter and new_items.npy (or derive them)
     "new_items": False,
-    # raw-feature imputation for missing rows: mean | zeros | nn
+    # raw-feature imputation for missing rows: mean | zeros | nn | neigh_mean (NN-injection over
+    # the co-interaction graph, how the DGMRec paper feeds its multimodal baselines; their default)
     "imputation": "mean",
     # per-modality feature normalisation before imputation: none | l2 | standardize, or a mapping
     # {modality: method} (graphrec.data.feature_norm); none = the values of the files, as the papers
@@ -204,6 +205,7 @@ AUTHOR_ALIASES: dict[str, str] = {
     "gpu_id": "device (cuda:<id>)",
     "use_gpu": "device (false -> cpu, true -> auto)",
     "learner": "(Adam is the only optimiser; 'adam' is accepted)",
+    "missing_imputation": "imputation (0 -> zeros, 1 -> mean, 2 -> neigh_mean, the NN-injection)",
     "n_layers / n_ui_layers": "the other name, for a model that has only one of them",
 }
 #: keys of the authors' code / MMRec without a graphrec counterpart: a one-line error that says what to use
@@ -212,7 +214,6 @@ AUTHOR_ERRORS: dict[str, str] = {
     "metrics": "graphrec computes recall, ndcg, precision, hit and map at every K of 'topk'; remove 'metrics'",
     "data_path": "use 'data_dir' (the folder that holds <dataset>.inter and <modality>_feat.npy)",
     "missing_modal": "graphrec applies the mask named by 'missing_ratio' or 'mask_file' ('missing_ratio: none' = no missing modality)",
-    "missing_imputation": "use 'imputation' (mean | zeros | nn)",
     "vision_feature_file": "graphrec reads <modality>_feat.npy from data_dir (image_feat.npy); choose modalities with 'modalities'",
     "text_feature_file": "graphrec reads <modality>_feat.npy from data_dir (text_feat.npy); choose modalities with 'modalities'",
     "use_raw_features": "graphrec always reads the feature files as they are; normalise with 'feature_norm'",
@@ -237,6 +238,13 @@ def _author_key(key: str, value: Any, defaults: Mapping[str, Any], source: str) 
         return "device", f"cuda:{int(value)}"
     if key == "use_gpu":
         return "device", "auto" if value else "cpu"
+    if key == "missing_imputation":
+        modes = {0: "zeros", 1: "mean", 2: "neigh_mean"}
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]  # MMRec's one-element hyper-parameter list
+        if isinstance(value, bool) or value not in modes:
+            raise GraphrecError(f"{source}: 'missing_imputation: {value}' must be 0, 1 or 2 (zeros, mean, NN-injection); or use 'imputation'")
+        return "imputation", modes[value]
     if key == "learner":
         if str(value).lower() != "adam":
             raise GraphrecError(f"{source}: 'learner: {value}': graphrec trains with Adam only")

@@ -155,3 +155,40 @@ def test_dataset_keeps_raw_and_imputed():
         assert (ds.features[m][mm] == 0).all()
         # the synthetic set keeps the true features in raw_features
         assert not (ds.raw_features[m][mm] == 0).all()
+
+
+@given(n_items=st.integers(3, 30), n_users=st.integers(1, 15), seed=st.integers(0, 10_000), ref_p=st.floats(0.3, 1.0))
+def test_neigh_mean_matches_brute_force(n_items, n_users, seed, ref_p):
+    """NN-injection (the DGMRec authors' missing_imputation 2): a missing row = unweighted mean over
+    the items sharing a train user with it that observe the modality (and are reference items);
+    none: the mean of the observed reference rows. Observed rows are untouched."""
+    rng = np.random.default_rng(seed)
+    feats, miss = random_case(n_items, seed)
+    reference = rng.random(n_items) < ref_p
+    train = np.stack([rng.integers(0, n_users, 40), rng.integers(0, n_items, 40)], axis=1)  # duplicates allowed
+    out = impute(feats, miss, "neigh_mean", train=train, reference=reference)
+    users_of = [set(train[train[:, 1] == j, 0]) for j in range(n_items)]
+    for m, x in feats.items():
+        mm = miss.missing[m]
+        src = ~mm & reference
+        np.testing.assert_array_equal(out[m][~mm], x[~mm])
+        for i in np.flatnonzero(mm):
+            nbrs = [j for j in np.flatnonzero(src) if users_of[i] & users_of[j]]
+            want = x[nbrs].mean(0) if nbrs else x[src].mean(0) if src.any() else np.zeros(x.shape[1])
+            np.testing.assert_allclose(out[m][i], want, rtol=1e-5, atol=1e-6)
+
+
+def test_neigh_mean_needs_train_and_is_a_dataset_option():
+    feats, miss = random_case(10, 0)
+    with pytest.raises(GraphrecError, match="needs the train interactions"):
+        impute(feats, miss, "neigh_mean")
+    cfg = small_config(missing_imputation=2)  # the DGMRec authors' key and codes
+    assert cfg["imputation"] == "neigh_mean" and "missing_imputation" not in cfg
+    assert small_config(missing_imputation=[0])["imputation"] == "zeros"
+    with pytest.raises(GraphrecError, match="'missing_imputation: 3' must be 0, 1 or 2"):
+        small_config(missing_imputation=3)
+    ds = load_dataset(small_config(imputation="neigh_mean"))
+    mean_ds = load_dataset(small_config(imputation="mean"))
+    m = ds.modalities[0]
+    mm = ds.missing.missing[m]
+    assert mm.any() and not np.allclose(ds.features[m][mm], mean_ds.features[m][mm])

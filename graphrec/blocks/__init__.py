@@ -7,38 +7,54 @@ features and return node features; each declares the relations it reads in a
 *slots* (:mod:`graphrec.blocks.slots`); ``docs/extending.md`` describes the API.
 """
 
-from graphrec.blocks.bpr import bpr_loss, l2_reg
+from graphrec.blocks.bootstrap import BootstrapAlignment
+from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
 from graphrec.blocks.content_head import ContentHead
+from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
 from graphrec.blocks.infonce import infonce, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
+from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
+from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
 from graphrec.blocks.modality_aggregation import ModalityAggregation
+from graphrec.blocks.ngcf import NGCFConv
+from graphrec.blocks.perturbed import PerturbedPropagation
 from graphrec.blocks.preference import PreferenceGate
 from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
+    "BehaviorFuser",
+    "BehaviorPurifier",
+    "BootstrapAlignment",
     "CLUB",
     "ContentHead",
+    "DegreeSensitivePruning",
+    "EdgeDropout",
     "FeatureGenerator",
     "GeneralEncoder",
     "HypergraphPrototypeConv",
     "ItemGraphConv",
     "ItemGraphPropagation",
+    "LearnedKNNGraph",
     "LightGCNConv",
     "LightGCNPropagation",
     "ModalityAggregation",
     "ModalityDecoder",
     "ModalityFusion",
+    "NGCFConv",
+    "PerturbedPropagation",
     "PreferenceGate",
     "SinkhornTransport",
     "SpecificEncoder",
     "UserAggregation",
+    "batch_bpr",
+    "batch_l2",
     "bpr_loss",
     "infonce",
     "infonce_rows",

@@ -174,7 +174,7 @@ def build_dataset(
         features, notes = normalize_features(features, missing.missing, feature_norm, reference=~is_new)
         for note in notes:
             warnings.warn(f"{origin}: {note}", GraphrecWarning, stacklevel=2)
-    imputed = impute(features, missing, imputation, reference=~is_new) if features else {}
+    imputed = impute(features, missing, imputation, reference=~is_new, train=train) if features else {}
     return RecDataset(
         name=name,
         n_users=inter.n_users,

@@ -7,18 +7,24 @@
   mean of modality m over the ``k`` items most cosine-similar to the item in the
   modalities it does have (among items that observe m); items with no observed
   modality fall back to the mean.
+* ``neigh_mean``: NN-injection (Malitesta et al., CIKM 2024), the way the DGMRec paper and its
+  authors' code (``missing_imputation: 2``) feed the multimodal baselines: a missing row becomes
+  the unweighted mean of modality m over the item's neighbours in the train co-interaction graph
+  (items sharing at least one train user with it) that observe m; an item with no such
+  neighbour (e.g. a new item) keeps the mean.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from graphrec.data.masks import MissingModalities
 from graphrec.errors import GraphrecError
 
-IMPUTATION_METHODS = ("mean", "zeros", "nn")
+IMPUTATION_METHODS = ("mean", "zeros", "nn", "neigh_mean")
 
 
 def impute(
@@ -28,19 +34,25 @@ def impute(
     reference: np.ndarray | None = None,
     nn_k: int = 5,
     chunk_size: int = 2048,
+    train: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Return new feature tables with missing rows filled; inputs are not modified.
 
     Args:
         features: ``{m: (N, d_m)}`` raw tables.
         missing: which rows are missing.
-        method: ``mean`` | ``zeros`` | ``nn``.
+        method: ``mean`` | ``zeros`` | ``nn`` | ``neigh_mean``.
         reference: ``(N,)`` bool, items allowed as sources of statistics (old items in the
             new-item setting); default all.
+        nn_k: neighbours averaged by ``nn``.
+        train: ``(E, 2)`` (user, item) train pairs, needed by ``neigh_mean``.
     """
     if method not in IMPUTATION_METHODS:
         raise GraphrecError(f"unknown imputation '{method}'; choose one of {', '.join(IMPUTATION_METHODS)}")
+    if method == "neigh_mean" and train is None:
+        raise GraphrecError("imputation 'neigh_mean' needs the train interactions (the co-interaction graph)")
     n = missing.n_items
+    r = _interaction_matrix(train, n) if method == "neigh_mean" and features else None
     ref = np.ones(n, dtype=bool) if reference is None else np.asarray(reference, dtype=bool)
     out: dict[str, np.ndarray] = {}
     for m, x in features.items():
@@ -54,6 +66,8 @@ def impute(
             x[miss] = mean
             if method == "nn" and miss.any() and observed.any():
                 _nn_fill(x, m, features, missing, observed, nn_k, chunk_size)
+            if method == "neigh_mean" and miss.any() and observed.any():
+                _neigh_fill(x, features[m], np.flatnonzero(miss), observed, r)
         out[m] = x
     return out
 
@@ -92,3 +106,24 @@ def _nn_fill(x, m, features, missing, observed, k, chunk_size) -> None:
         filled = ((xm[idx] * valid.unsqueeze(2)).sum(dim=1) / valid.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
         keep = valid.any(dim=1).numpy()  # no comparable candidate: the row keeps the mean
         x[rows[keep]] = filled[keep]
+
+
+def _interaction_matrix(train: np.ndarray, n_items: int) -> sp.csc_matrix:
+    """``(U, N)`` binary CSC matrix of the train pairs (duplicates count once)."""
+    train = np.asarray(train, dtype=np.int64).reshape(-1, 2)
+    n_users = int(train[:, 0].max()) + 1 if len(train) else 0
+    r = sp.csc_matrix((np.ones(len(train), dtype=np.float32), (train[:, 0], train[:, 1])), shape=(n_users, n_items))
+    r.data[:] = 1.0
+    return r
+
+
+def _neigh_fill(x: np.ndarray, source: np.ndarray, targets: np.ndarray, observed: np.ndarray, r: sp.csc_matrix) -> None:
+    """Overwrite ``x[targets]`` with the mean of ``source`` over each target's observed co-interaction
+    neighbours (sparse products, ``O(nnz)``); targets without one keep their row."""
+    sources = np.flatnonzero(observed)
+    co = (r[:, targets].T @ r[:, sources]).tocsr()  # (targets, sources): shared users
+    co.data[:] = 1.0
+    counts = np.asarray(co.sum(axis=1)).ravel()
+    has = counts > 0
+    sums = co @ np.nan_to_num(source[sources].astype(np.float64))
+    x[targets[has]] = (sums[has] / counts[has, None]).astype(x.dtype)

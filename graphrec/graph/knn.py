@@ -155,3 +155,22 @@ def blend_rows(current: sp.csr_matrix, new: sp.csr_matrix, rows: np.ndarray, lam
     out = (current + lam * (sp.diags(sel) @ (new - current))).tocsr().astype(np.float32)
     out.eliminate_zeros()
     return out
+
+
+def frozen_knn_graph(x, k: int, binary: bool = True, chunk_size: int = 2048) -> sp.csr_matrix:
+    """The frozen item graph of FREEDOM (``binary``) and LATTICE (similarity-weighted) for one modality.
+
+    Every item keeps its ``k`` most cosine-similar items (itself included) with weight 1
+    (``binary``) or ``max(similarity, 0)``; the result is normalised ``D^-1/2 A D^-1/2`` with the
+    row sums (:func:`sym_normalize`). Unlike :func:`build_knn_graph`, no item is masked: the
+    features are already filled (``imputation``).
+
+    Shapes: ``(N, d_m)`` features -> ``(N, N)`` CSR with at most ``k`` entries per row.
+    """
+    a = knn_topk(x, k, chunk_size=chunk_size)
+    if binary:
+        a.data[:] = 1.0
+    else:
+        a = a.maximum(0).tocsr()
+        a.eliminate_zeros()
+    return sym_normalize(a)

@@ -1,11 +1,19 @@
 """Models, registered by name in :data:`graphrec.registry.MODELS`."""
 
 from graphrec.models.base import RecModel, Scorer
+from graphrec.models.bm3 import BM3
 from graphrec.models.ci2mg import CI2MG
 from graphrec.models.content_knn import ContentKNN
 from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
+from graphrec.models.freedom import FREEDOM
+from graphrec.models.lattice import LATTICE
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
+from graphrec.models.mgcn import MGCN
+from graphrec.models.ngcf import NGCF
+from graphrec.models.sgl import SGL
+from graphrec.models.simgcl import SimGCL
+from graphrec.models.vbpr import VBPR
 
-__all__ = ["CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "LightGCN", "MFBPR", "RecModel", "Scorer"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "MGCN", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]

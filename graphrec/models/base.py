@@ -62,6 +62,19 @@ def check_table_memory(model: str, n_users: int, n_items: int, d: int) -> None:
         )
 
 
+def check_keys(model: str, config: dict[str, Any], positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (), unit: tuple[str, ...] = ()) -> None:
+    """One-line :class:`GraphrecError` for a model key out of range (``> 0``, ``>= 0``, ``[0, 1)``)."""
+    for key in positive:
+        if not float(config[key]) > 0:
+            raise GraphrecError(f"{model}: '{key}' must be > 0, got {config[key]!r}")
+    for key in non_negative:
+        if not float(config[key]) >= 0:
+            raise GraphrecError(f"{model}: '{key}' must be >= 0, got {config[key]!r}")
+    for key in unit:
+        if not 0 <= float(config[key]) < 1:
+            raise GraphrecError(f"{model}: '{key}' must be in [0, 1), got {config[key]!r}")
+
+
 class RecModel(nn.Module):
     """A recommender assembled from blocks.
 
@@ -98,6 +111,11 @@ class RecModel(nn.Module):
         #: the training data's identity, recorded in checkpoints (RecDataset.fingerprint)
         self.data_fingerprint = dataset.fingerprint()
         self.graph: dgl.DGLGraph = self.build_graph(dataset)
+
+    def add_id_embeddings(self) -> None:
+        """Create the ID embedding tables ``user_emb`` ``(U, d)`` and ``item_emb`` ``(N, d)``, xavier-uniform."""
+        self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, self.embedding_size)))
+        self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
 
     # ----- blocks -----
     def make_block(self, key: str) -> nn.Module:
