@@ -378,3 +378,21 @@ def test_with_offset_shifts_only_cold_scores():
     s = u @ i.T
     torch.testing.assert_close(s[:, ~cold], zu @ zi[~cold].T)
     torch.testing.assert_close(s[:, cold], zu @ c.T - 0.7)
+
+
+def test_cli_evaluate_accepts_the_models_own_scoring_key(ckpts):
+    """dgmrec_cold declares cold_scoring an evaluation key: --set cold_scoring=false scores as plain DGMRec."""
+    on = invoke("evaluate", ckpts["dgmrec_cold"], "--json")
+    off = invoke("evaluate", ckpts["dgmrec_cold"], "--json", "--set", "cold_scoring=false")
+    assert on.exit_code == 0 and off.exit_code == 0, (on.output, off.output)
+    assert json.loads(off.stdout)["metrics"]["recall@20"] >= 0.0
+    # a model without that key refuses it, naming what it may set
+    assert_user_error(invoke("evaluate", ckpts["lightgcn"], "--set", "cold_scoring=false"), "--set cold_scoring", "evaluate may set topk")
+    assert_user_error(invoke("evaluate", ckpts["dgmrec_cold"], "--set", "cold_weight=0.5"), "--set cold_weight", "cold_scoring")
+
+
+def test_cli_recommend_has_trust_checkpoint(ckpts, tmp_path):
+    out = tmp_path / "recs.tsv"
+    r = invoke("recommend", ckpts["lightgcn"], "-k", "3", "--out", out, "--trust-checkpoint", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert out.read_text().startswith("user\trank\titem\tscore")

@@ -263,9 +263,9 @@ def test_checkpoint_errors(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, trainer.model, trainer.config)
     with pytest.raises(GraphrecError, match=r"the data does not match the data this model was trained on \(users: 120 here, 150"):
-        load_model(path, overrides={"synth_users": 120})
+        load_model(path, overrides={"synth_users": 120}, eval_only=False)
     payload = torch.load(path, weights_only=True)
     del payload["data_fingerprint"]  # a checkpoint from before fingerprints: the weights' shapes still catch it
     torch.save(payload, path)
     with pytest.raises(GraphrecError, match="weights do not fit"):
-        load_model(path, overrides={"synth_users": 120})
+        load_model(path, overrides={"synth_users": 120}, eval_only=False)

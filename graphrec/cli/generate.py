@@ -62,7 +62,7 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins, trust)
     if lam is not None and not 0.0 <= lam <= 1.0:
         raise GraphrecError(f"--lambda must be in [0, 1], got {lam}")
     console = _console()
-    model, dataset, payload = _load_generator(checkpoint, plugins, trust)
+    model, dataset, payload = _load_generator(checkpoint, plugins, trust)  # a refused checkpoint creates no --out
     out_dir = _prepare_out(out, "refine", dataset.name, overwrite)
     with console.status("generating features and refining graphs"):
         result = model.export_refined(lam)

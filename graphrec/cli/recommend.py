@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 import numpy as np
 
-from graphrec.cli.common import CONTEXT, _console, _import_plugins, plugin_option
+from graphrec.cli.common import (
+    CONTEXT,
+    _console,
+    _import_plugins,
+    plugin_option,
+    trust_option,
+)
 from graphrec.errors import GraphrecError
 
 #: ``--exclude`` choices -> the splits whose items a user's list leaves out
@@ -57,7 +63,12 @@ class _Progress:
         self.bar = None
         self.next_line = 0.1
         if not quiet and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress("recommending", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
             self.task = self.bar.add_task("users", total=total)
@@ -93,7 +104,8 @@ class _Progress:
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress and no summary line.")
 @plugin_option
-def recommend(checkpoint, k, out, users_file, exclude, new_items_dir, fmt, batch_size, data_dir, overwrite, quiet, plugins) -> None:
+@trust_option
+def recommend(checkpoint, k, out, users_file, exclude, new_items_dir, fmt, batch_size, data_dir, overwrite, quiet, plugins, trust) -> None:
     """Write the top-K items of every user (or of --users) of a trained CHECKPOINT.
 
     \b
@@ -128,7 +140,7 @@ def recommend(checkpoint, k, out, users_file, exclude, new_items_dir, fmt, batch
         raise GraphrecError(f"--new-items folder '{new_items_dir}' does not exist")
     overrides = {"data_dir": str(data_dir)} if data_dir else None
     with console.status("loading the model"):
-        model, dataset, payload = load_model(checkpoint, overrides=overrides)
+        model, dataset, payload = load_model(checkpoint, overrides=overrides, trust=trust)
     model.eval()
     users = read_users(users_file, model.n_users) if users_file else np.arange(model.n_users, dtype=np.int64)
     new = None

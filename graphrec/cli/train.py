@@ -149,15 +149,10 @@ def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
 
 
 def _fit_body(model, config, out, overwrite, quiet, console, dist, run=None, resume_state=None, logger="none") -> None:
-    import torch
-
     from graphrec.data.dataset import load_dataset
     from graphrec.train.distributed import share_from_main
     from graphrec.train.run_folder import RunFolder
-    from graphrec.train.seed import resolve_threads
 
-    if not dist.enabled or int(config.get("threads", 0)) > 0:  # ranks otherwise share the cores (distributed.py)
-        torch.set_num_threads(resolve_threads(int(config.get("threads", 0))))
     try:
         with console.status("loading data"):
             dataset = load_dataset(config)
@@ -270,7 +265,7 @@ def _report_interrupt(run, intr, trainer) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Evaluate on this folder instead of the training data (same ids).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override evaluation keys (topk, eval_batch_size, eval_item_chunk, eval_mask_valid_in_test, device, data_dir, dataset, missing_ratio, mask_file), e.g. --set topk=[5,10].")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override evaluation keys (topk, eval_batch_size, eval_item_chunk, eval_mask_valid_in_test, device, data_dir, dataset, missing_ratio, mask_file; a model may add its own, e.g. dgmrec_cold's cold_scoring), e.g. --set topk=[5,10].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @plugin_option
 @trust_option
@@ -283,12 +278,11 @@ def evaluate(checkpoint, split, data_dir, sets, as_json, plugins, trust) -> None
     from graphrec.config import parse_set
     from graphrec.data.interactions import json_default
     from graphrec.eval.evaluator import Evaluator
-    from graphrec.train.checkpoint import check_eval_overrides, load_model
+    from graphrec.train.checkpoint import load_model
     from graphrec.train.trainer import groups_table
 
     _import_plugins(plugins)
-    overrides = parse_set(sets)
-    check_eval_overrides(overrides)
+    overrides = parse_set(sets)  # only evaluation keys (load_model checks them)
     if data_dir:
         overrides["data_dir"] = str(data_dir)
     model, dataset, payload = load_model(checkpoint, overrides=overrides, trust=trust)

@@ -331,7 +331,11 @@ def _new_item_interactions(data_dir: Path, name: str, full: Interactions) -> tup
     del_path = data_dir / f"{name}_del.inter"
     ids_path = data_dir / "new_items.npy"
     if ids_path.is_file():
-        new_items = np.asarray(np.load(ids_path), dtype=np.int64).ravel()
+        try:  # allow_pickle stays False: an object array is refused, not run
+            new_items = np.asarray(np.load(ids_path), dtype=np.int64).ravel()
+        except (OSError, ValueError, TypeError, EOFError) as exc:
+            raise GraphrecError(f"{ids_path}: not a numpy array of item ids ({type(exc).__name__}); "
+                                "write it with np.save(path, np.array(ids, dtype=np.int64))") from None
         if len(new_items) and (new_items.min() < 0 or new_items.max() >= full.n_items):
             raise GraphrecError(f"{ids_path}: item ids outside 0..{full.n_items - 1}")
     elif del_path.is_file():

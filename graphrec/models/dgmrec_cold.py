@@ -54,6 +54,8 @@ class DGMRecCold(DGMRec):
     """DGMRec with a content head scoring items that have no training interaction (beyond the paper)."""
 
     name = "dgmrec_cold"
+    #: config keys ``graphrec evaluate --set`` may change besides the shared evaluation keys
+    eval_keys = ("cold_scoring",)
     default_config: dict[str, Any] = {
         **DGMRec.default_config,
         "cold_weight": 1.0,

@@ -44,6 +44,7 @@ from graphrec.data.interactions import atomic_write_bytes
 from graphrec.errors import GraphrecError
 from graphrec.models.base import RecModel
 from graphrec.registry import BLOCKS, MODELS, load_builtin
+from graphrec.train.seed import resolve_device
 
 FORMAT = 1
 
@@ -143,13 +144,15 @@ def check_fingerprint(recorded: dict[str, Any] | None, dataset: RecDataset, path
             )
 
 
-def check_eval_overrides(overrides: dict[str, Any]) -> None:
-    """``evaluate --set`` may change only :data:`EVAL_KEYS`; training keys are the checkpoint's."""
-    bad = [k for k in overrides if k not in EVAL_KEYS]
+def check_eval_overrides(overrides: dict[str, Any], model_cls: type | None = None) -> None:
+    """``evaluate --set`` may change only :data:`EVAL_KEYS` and the model's own scoring keys
+    (``eval_keys`` of its class, e.g. ``dgmrec_cold``'s ``cold_scoring``); training keys are the checkpoint's."""
+    allowed = (*EVAL_KEYS, *getattr(model_cls, "eval_keys", ()))
+    bad = [k for k in overrides if k not in allowed]
     if bad:
         raise GraphrecError(
             f"--set {', '.join(bad)}: cannot change at evaluation (the model was trained with the checkpoint's values); "
-            f"evaluate may set {', '.join(EVAL_KEYS)}"
+            f"evaluate may set {', '.join(allowed)}"
         )
 
 
@@ -279,13 +282,16 @@ def require_plugins(payload: dict[str, Any]) -> None:
 
 
 def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: dict[str, Any] | None = None,
-               trust: bool = False) -> tuple[RecModel, RecDataset, dict]:
+               trust: bool = False, eval_only: bool = True) -> tuple[RecModel, RecDataset, dict]:
     """Rebuild the model of a checkpoint (and its dataset, unless given) and load its weights.
 
     The model and blocks it names must be registered (:func:`require_plugins`; pass their
     ``--plugin``); the data must match the training data's fingerprint (:func:`check_fingerprint`).
     Config keys the checkpoint lacks (added to the model later) take the model's defaults.
-    ``trust``: see :func:`read_checkpoint`.
+    With ``eval_only`` (the CLI's case) ``overrides`` may set only evaluation keys
+    (:func:`check_eval_overrides`); the Python API may pass ``eval_only=False``. The model is
+    moved to the config's ``device`` (``auto``: the GPU when torch sees one). ``trust``: see
+    :func:`read_checkpoint`.
     """
     load_builtin()
     payload = read_checkpoint(path, trust=trust)
@@ -296,6 +302,8 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     model_defaults = getattr(cls, "default_config", {})
     checked = {}
     if overrides:  # unknown keys, wrong types and out-of-range values are one-line errors
+        if eval_only:
+            check_eval_overrides(overrides, cls)
         resolved = resolve_config(payload["model"], model_defaults, overrides=overrides)
         checked = {k: resolved[k] for k in overrides}
     config = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **model_defaults, **payload["config"], **checked}
@@ -307,4 +315,5 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise GraphrecError(f"{path}: weights do not fit model '{payload['model']}' on this dataset ({first})") from None
+    model.to_device(resolve_device(str(config.get("device", "auto"))))
     return model, ds, payload

@@ -49,6 +49,7 @@ import torch.distributed as dist
 from torch import nn
 
 from graphrec.errors import GraphrecError
+from graphrec.train.seed import resolve_threads
 
 #: seconds a collective may wait for the other ranks (rank 0's per-epoch work included)
 DEFAULT_TIMEOUT_S = 1800.0
@@ -285,8 +286,8 @@ def _entry(local_rank: int, fn: Callable, nproc: int, port: int, errdir: str, ar
     # every rank is on this machine: gloo talks over loopback instead of resolving the host name
     if "GLOO_SOCKET_IFNAME" not in os.environ and Path("/sys/class/net/lo").exists():
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
-    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores (of this process's affinity mask) instead of oversubscribing them
+        torch.set_num_threads(max(1, resolve_threads(0) // nproc))
     # the launcher asks a stuck rank where it is (SIGUSR1) before stopping it
     import faulthandler
     import signal

@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from graphrec.data.dataset import RecDataset
@@ -44,8 +51,21 @@ from graphrec.data.sampler import BPRSampler
 from graphrec.errors import GraphrecError
 from graphrec.eval.evaluator import EvalResult, EvalSums, Evaluator
 from graphrec.models.base import RecModel
-from graphrec.train.distributed import SINGLE, DistContext, all_gather, allreduce_gradients, broadcast_state, loss_contribution, run_on_main
-from graphrec.train.seed import resolve_device, set_deterministic, set_seed
+from graphrec.train.distributed import (
+    SINGLE,
+    DistContext,
+    all_gather,
+    allreduce_gradients,
+    broadcast_state,
+    loss_contribution,
+    run_on_main,
+)
+from graphrec.train.seed import (
+    resolve_device,
+    resolve_threads,
+    set_deterministic,
+    set_seed,
+)
 
 
 class Callback:
@@ -147,6 +167,9 @@ class Trainer:
         self.config = config
         self.dataset = dataset
         self.dist = dist or SINGLE
+        threads = int(config.get("threads", 0))
+        if not self.dist.enabled or threads > 0:  # data-parallel ranks otherwise share the cores (distributed.py)
+            torch.set_num_threads(resolve_threads(threads))
         self.device = resolve_device(str(config.get("device", "auto")))
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
