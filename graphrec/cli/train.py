@@ -47,7 +47,8 @@ def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out,
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
     stops early on valid_metric, restores the best epoch and reports test metrics.
     After every evaluation the run folder holds the best-so-far model.pt and what
-    --resume needs; Ctrl-C or SIGTERM stops with exit code 130/143.
+    --resume needs; Ctrl-C or SIGTERM stops with exit code 130/143 (0 when the
+    run had already finished writing its results).
 
     \b
     Interrupted runs:
