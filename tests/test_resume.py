@@ -390,6 +390,12 @@ def test_resume_on_other_train_pairs_with_the_same_counts_is_one_line(tmp_path, 
     assert_user_error(invoke("fit", "--resume", out, "--quiet"), f"{out / 'resume.pt'}", "train rows (hash)",
                       "resume with the --data-dir contents the run was trained on")
     write_inter_file(data / "toy.inter", rows)
+    state = read_resume(out)  # a resume.pt without a fingerprint falls back to the summary (counts)
+    state.pop("data_fingerprint")
+    state["dataset"]["train"] += 1
+    ds = load_dataset(state["config"])
+    with pytest.raises(GraphrecError, match="users, items or interactions"):
+        restore_trainer(Trainer(build_model(ds, state["config"]), ds, state["config"], progress=False), state)
     assert invoke("fit", "--resume", out, "--quiet").exit_code == 0
 
 
