@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -12,21 +13,29 @@ import time
 
 import pytest
 import torch
+from conftest import (
+    REPO_ROOT,
+    assert_user_error,
+    invoke,
+    small_config,
+    tiny_rows,
+    write_inter_file,
+    write_mmrec_dir,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import REPO_ROOT, assert_user_error, invoke, small_config
 from graphrec.data.dataset import load_dataset
 from graphrec.errors import GraphrecError
 from graphrec.models.build import build_model
 from graphrec.train import run_folder
+from graphrec.train.checkpoint import from_plain, to_plain
 from graphrec.train.interrupt import Interrupted
 from graphrec.train.resume import (
     RunCheckpointer,
-    from_plain,
     read_resume,
     restore_trainer,
-    to_plain,
+    trainer_state,
 )
 from graphrec.train.run_folder import RunFolder
 from graphrec.train.trainer import Callback, Trainer
@@ -107,13 +116,35 @@ def test_plain_encoding_round_trips_numpy_and_big_ints():
     import numpy as np
 
     obj = {"a": np.arange(5, dtype=np.int32), "b": np.array([1, 2], dtype=np.uint32), "c": (1, 2**100, [np.float32(1.5)]),
-           "d": np.zeros((2, 3), dtype=bool), "e": None}
+           "d": np.zeros((2, 3), dtype=bool), "e": None, "f": np.array(7, dtype=np.int64), "g": np.arange(3, dtype=">f4")}
     back = from_plain(to_plain(obj))
     assert back["a"].dtype == np.int32 and back["a"].tolist() == [0, 1, 2, 3, 4]
     assert back["b"].dtype == np.uint32 and back["b"].tolist() == [1, 2]
     assert back["c"] == (1, 2**100, [1.5]) and back["d"].shape == (2, 3) and back["e"] is None
-    with pytest.raises(GraphrecError, match="cannot save"):
-        to_plain({"f": object()})
+    assert back["f"].shape == () and back["f"] == 7  # 0-d stays 0-d
+    assert back["g"].dtype == np.dtype(">f4") and back["g"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_resume_state_is_plain_and_an_unstorable_value_is_one_line(monkeypatch):
+    import io
+
+    import numpy as np
+
+    trainer, _ = _trainer("lightgcn")
+    np.random.seed(5)
+    buf = io.BytesIO()
+    torch.save(trainer_state(trainer), buf)
+    buf.seek(0)
+    state = from_plain(torch.load(buf, weights_only=True))
+    name, key, pos, has_gauss, cached = state["rng"]["numpy"]  # MT19937's uint32 key through the array path
+    ref = np.random.get_state()
+    assert (name, pos, has_gauss, cached) == (ref[0], ref[2], ref[3], ref[4])
+    assert key.dtype == np.uint32 and np.array_equal(key, ref[1])
+    assert state["sampler_rng"] == trainer.sampler.get_rng_state()  # PCG64's 128-bit ints
+    assert state["data_fingerprint"] == trainer.dataset.fingerprint()
+    monkeypatch.setattr(trainer.sampler, "get_rng_state", lambda: {"x": object()})
+    with pytest.raises(GraphrecError, match="cannot save sampler RNG for resuming: .*object cannot be stored"):
+        trainer_state(trainer)
 
 
 _DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64", "uint16", "uint32", "uint64"]
@@ -132,11 +163,13 @@ def test_plain_encoding_survives_weights_only_load(arrays, big, floats):
     import numpy as np
 
     obj = {"arrays": [np.asarray(v, dtype=d) for d, v in arrays], "big": big, "floats": tuple(floats), "n": {"x": None}}
+    obj["arrays"] += [a.astype(a.dtype.newbyteorder()) for a in obj["arrays"]]  # non-native byte order
+    obj["arrays"] += [np.asarray(v[0] if v else 0, dtype=d) for d, v in arrays]  # 0-d
     buf = io.BytesIO()
     torch.save(to_plain(obj), buf)
     buf.seek(0)
     back = from_plain(torch.load(buf, weights_only=True))
-    assert [(a.dtype, a.tolist()) for a in back["arrays"]] == [(a.dtype, a.tolist()) for a in obj["arrays"]]
+    assert [(a.dtype, a.shape, a.tolist()) for a in back["arrays"]] == [(a.dtype, a.shape, a.tolist()) for a in obj["arrays"]]
     assert back["big"] == big and back["floats"] == tuple(floats) and back["n"] == {"x": None}
 
 
@@ -309,3 +342,103 @@ def test_an_unusable_out_path_is_one_error_line(tmp_path):
     blocker.write_text("x")
     r = invoke("fit", "lightgcn", "--epochs", "1", "--out", blocker / "run", "--quiet", *SMALL)
     assert_user_error(r, "cannot write to output folder", str(blocker))
+
+
+# ----------------------------------------------------------------------------- damaged files, other data
+def _interrupted_run(tmp_path, monkeypatch, *extra):
+    """A lightgcn run folder interrupted after 2 evaluated epochs (resume.pt written)."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupting(m, 3)
+        r = invoke("fit", "lightgcn", "--epochs", "3", "--seed", "1", "--out", out, "--quiet", *extra)
+    assert r.exit_code == 143 and (out / "resume.pt").is_file(), r.output
+    return out
+
+
+def test_a_malformed_resume_file_is_one_line(tmp_path, monkeypatch):
+    out = _interrupted_run(tmp_path, monkeypatch, *SMALL)
+    good = torch.load(out / "resume.pt", weights_only=True)
+
+    def damaged(change):
+        state = copy.deepcopy(good)
+        change(state)
+        torch.save(state, out / "resume.pt")
+        return invoke("fit", "--resume", out, "--quiet")
+
+    assert_user_error(damaged(lambda s: s.pop("loop")), "resume.pt", "malformed resume file", "no loop")
+    assert_user_error(damaged(lambda s: s["loop"].update(next_epoch="two")), "resume.pt", "malformed resume file", "ValueError")
+    assert_user_error(damaged(lambda s: s["rng"]["numpy"][1].update(shape=[7])), "malformed resume file", "ValueError")
+    assert_user_error(damaged(lambda s: s["rng"].update(python="x")), "malformed resume file")
+    assert_user_error(damaged(lambda s: s.update(optimizer={"state": 1})), "malformed resume file")
+    (out / "resume.pt").write_bytes(b"not a zip")
+    assert_user_error(invoke("fit", "--resume", out), "not a graphrec resume file")
+    assert not (out / ".lock").exists()
+
+
+def test_resume_on_other_train_pairs_with_the_same_counts_is_one_line(tmp_path, monkeypatch):
+    rows = tiny_rows(n_users=20, n_items=30, per_user=6, seed=2)
+    data = write_mmrec_dir(tmp_path / "data", rows)
+    out = _interrupted_run(tmp_path, monkeypatch, "--data-dir", data)
+    # user 0's first train row and its valid row swap splits: same users, items, split sizes, other train pairs
+    i_train = next(k for k, (u, _, lab) in enumerate(rows) if u == 0 and lab == 0)
+    i_valid = next(k for k, (u, _, lab) in enumerate(rows) if u == 0 and lab == 1)
+    swapped = list(rows)
+    swapped[i_train], swapped[i_valid] = (0, rows[i_train][1], 1), (0, rows[i_valid][1], 0)
+    write_inter_file(data / "toy.inter", swapped)
+    cfg = from_plain(torch.load(out / "resume.pt", weights_only=True))
+    assert load_dataset(cfg["config"]).summary() == cfg["dataset"]  # the counts alone do not tell
+    assert_user_error(invoke("fit", "--resume", out, "--quiet"), f"{out / 'resume.pt'}", "train rows (hash)",
+                      "resume with the --data-dir contents the run was trained on")
+    write_inter_file(data / "toy.inter", rows)
+    state = read_resume(out)  # a resume.pt without a fingerprint falls back to the summary (counts)
+    state.pop("data_fingerprint")
+    state["dataset"]["train"] += 1
+    ds = load_dataset(state["config"])
+    with pytest.raises(GraphrecError, match="users, items or interactions"):
+        restore_trainer(Trainer(build_model(ds, state["config"]), ds, state["config"], progress=False), state)
+    assert invoke("fit", "--resume", out, "--quiet").exit_code == 0
+
+
+# ----------------------------------------------------------------------------- interrupts around the finish
+def test_a_signal_while_the_run_finishes_exits_0_and_names_the_results(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert invoke("fit", "lightgcn", "--epochs", "1", "--out", out, "--quiet", *SMALL).exit_code == 0
+    original = RunFolder.finish
+
+    def finish(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, held back by critical() until the folder is finished
+        return original(self)
+
+    monkeypatch.setattr(RunFolder, "finish", finish)
+    r = invoke("fit", "lightgcn", "--epochs", "2", "--out", out, "--overwrite", "--quiet", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.strip().splitlines() == [
+        f"Interrupted by SIGTERM after the run finished; its results are in {out} (metrics.json, model.pt)"]
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
+    assert not (out / "resume.pt").exists() and not (out / ".lock").exists()
+    assert not list(tmp_path.glob("run.*"))
+
+
+def test_an_interrupt_before_the_swap_keeps_the_run_resumable(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(RunFolder, "finish", lambda self: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))
+        r = invoke("fit", "lightgcn", "--epochs", "2", "--out", out, "--quiet", *SMALL)
+    assert r.exit_code == 130
+    assert f"graphrec fit --resume {out}" in r.stderr and "no run folder" not in r.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert invoke("fit", "--resume", out, "--quiet").exit_code == 0
+
+
+def test_an_interrupt_while_a_resume_loads_leaves_the_folder_resumable(tmp_path, monkeypatch):
+    out = _interrupted_run(tmp_path, monkeypatch, *SMALL)
+    before = (out / "run.json").read_text()
+    with monkeypatch.context() as m:
+        m.setattr("graphrec.train.resume.read_resume", lambda path: (_ for _ in ()).throw(Interrupted(signal.SIGINT)))
+        r = invoke("fit", "--resume", out, "--quiet")
+    assert r.exit_code == 130
+    assert r.stderr.strip().splitlines() == [
+        f"Interrupted by SIGINT before the run continued; {out} is unchanged: continue with 'graphrec fit --resume {out}'"]
+    assert (out / "run.json").read_text() == before and not (out / ".lock").exists()
+    assert invoke("fit", "--resume", out, "--quiet").exit_code == 0

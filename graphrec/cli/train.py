@@ -47,7 +47,8 @@ def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out,
     Trains with BPR and Adam, evaluates the validation split every eval_step epochs,
     stops early on valid_metric, restores the best epoch and reports test metrics.
     After every evaluation the run folder holds the best-so-far model.pt and what
-    --resume needs; Ctrl-C or SIGTERM stops with exit code 130/143.
+    --resume needs; Ctrl-C or SIGTERM stops with exit code 130/143 (0 when the
+    run had already finished writing its results).
 
     \b
     Interrupted runs:
@@ -93,9 +94,12 @@ def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out,
                                                  dist_timeout, logger))
                 return
             _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger)
-    except KeyboardInterrupt as exc:  # before a run folder existed (after: _fit_body reports and exits)
+    except KeyboardInterrupt as exc:  # before training into a run folder began (after: _train_in_folder reports)
         intr = as_interrupted(exc)
-        if distributed and resume_dir is None:  # the ranks were stopped; rank 0 marked its folder
+        if resume_dir is not None:  # while reading resume.pt or the data: the folder was not changed
+            click.echo(f"Interrupted by {intr.name} before the run continued; {resume_dir} is unchanged: continue "
+                       f"with 'graphrec fit --resume {resume_dir}'", err=True)
+        elif distributed:  # the ranks were stopped; rank 0 marked its folder
             click.echo(f"Interrupted by {intr.name}; the {nproc} ranks were stopped; continue the run folder in one "
                        "process with 'graphrec fit --resume DIR'", err=True)
         else:
@@ -132,14 +136,14 @@ def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
     from graphrec.registry import load_builtin
     from graphrec.train.distributed import SINGLE
-    from graphrec.train.resume import from_plain, read_resume
+    from graphrec.train.resume import read_resume
     from graphrec.train.run_folder import RunFolder
 
     load_builtin()
     run = RunFolder.reopen(resume_dir)  # one-line errors for non-runs, finished runs and live runs
     try:
         state = read_resume(run.path)
-        config = from_plain(state["config"])
+        config = state["config"]
         if model is not None and model != config["model"]:
             raise GraphrecError(f"run '{resume_dir}' trains '{config['model']}', not '{model}'")
     except BaseException:
@@ -188,24 +192,24 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     console.print(f"[bold]{model}[/] on [bold]{dataset.name}[/]: {dataset.n_users} users, {dataset.n_items} items, "
                   f"{len(dataset.train)} train rows, modalities {', '.join(dataset.modalities) or 'none'}")
     callbacks = []
-    if run is not None:
-        checkpointer = RunCheckpointer(run, {"dataset": dataset.summary()})
-        callbacks += [checkpointer, LineLogger(run.log)]
-        if logger == "tensorboard":
-            purge = int(resume_state["loop"]["next_epoch"]) + 1 if resume_state else None
-            callbacks.append(TensorBoardLogger(summary_writer(run.path / "tensorboard", purge_step=purge)))
-        if resume_state is None:
-            atomic_write_bytes(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
-            run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
-                    f"valid_metric={_valid_metric(config)}")
-        run.write_status("running", model=model, dataset=dataset.name, out=str(final))
     trainer = None
     try:
+        if run is not None:
+            checkpointer = RunCheckpointer(run, {"dataset": dataset.summary()})
+            callbacks += [checkpointer, LineLogger(run.log)]
+            if logger == "tensorboard":
+                purge = int(resume_state["loop"]["next_epoch"]) + 1 if resume_state else None
+                callbacks.append(TensorBoardLogger(summary_writer(run.path / "tensorboard", purge_step=purge)))
+            if resume_state is None:
+                atomic_write_bytes(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=True).encode())
+                run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
+                        f"valid_metric={_valid_metric(config)}")
+            run.write_status("running", model=model, dataset=dataset.name, out=str(final))
         with console.status(f"building {model}"):
             net = build_model(dataset, config)  # seeds first (spec 2.2)
         trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
         if resume_state is not None:
-            restore_trainer(trainer, resume_state)
+            restore_trainer(trainer, resume_state, run.path / RESUME_FILE)
             if resume_state["best_is_current"]:  # model.pt may predate resume.pt (see graphrec.train.resume)
                 checkpointer.save_best(trainer)
             run.log(f"resumed epoch={trainer.loop.next_epoch} best_epoch={trainer.loop.best_epoch}")
@@ -227,18 +231,29 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
     if run is None:
         return
     extra = {"distributed": {"world_size": dist.world_size, "backend": dist.backend}} if dist.enabled else {}
-    with critical():
-        save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
-        atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
-        out_dir = run.finish()
-        (run.path / RESUME_FILE).unlink(missing_ok=True)
-        run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
-    console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
-    if result.test and result.test.groups:
-        console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
-    console.print(f"wrote {out_dir}: config.yaml, metrics.json, model.pt, history.jsonl, train.log, run.json")
-    if quiet:
-        click.echo(json.dumps({"out": str(out_dir), "test": result.test.metrics if result.test else None}))
+    out_dir = None  # set once the folder is in place and marked finished
+    try:
+        with critical():  # a signal here is held back until the block ends (the run has then finished)
+            save_checkpoint(run.path / "model.pt", trainer.model, config, extra={"dataset": dataset.summary(), "result": result.to_dict()})
+            atomic_write_json(run.path / "metrics.json", {"model": model, "dataset": dataset.summary(), **result.to_dict(), **extra})
+            done = run.finish()
+            (run.path / RESUME_FILE).unlink(missing_ok=True)
+            run.write_status("finished", epoch=result.epochs_run, best_epoch=result.best_epoch)
+            out_dir = done
+        console.print(summary_table(result, title=f"{model} on {dataset.name} (best epoch {result.best_epoch}, {result.seconds:.1f}s)"))
+        if result.test and result.test.groups:
+            console.print(groups_table(result.test, _group_metrics(trainer.evaluator.topk)))
+        console.print(f"wrote {out_dir}: config.yaml, metrics.json, model.pt, history.jsonl, train.log, run.json")
+        if quiet:
+            click.echo(json.dumps({"out": str(out_dir), "test": result.test.metrics if result.test else None}))
+    except KeyboardInterrupt as exc:
+        intr = as_interrupted(exc)
+        if out_dir is None:  # not by a signal (those wait for the block's end): the folder is still resumable
+            _report_interrupt(run, intr, trainer)
+            sys.exit(intr.exit_code)
+        # the run is complete: exit 0, so that scripts use its results
+        click.echo(f"Interrupted by {intr.name} after the run finished; its results are in {out_dir} "
+                   "(metrics.json, model.pt)", err=True)
 
 
 def _valid_metric(config) -> str:

@@ -114,7 +114,7 @@ def from_plain(obj: Any) -> Any:
                 return np.frombuffer(data.numpy().tobytes(), dtype=dtype).reshape(shape).copy()
             return data.numpy().astype(np.dtype(obj["dtype"]), copy=True).reshape(shape)
         if set(obj) == {"__set__"}:
-            return set(from_plain(v) for v in obj["__set__"])
+            return {from_plain(v) for v in obj["__set__"]}
         if set(obj) == {"__bytes__"}:
             return obj["__bytes__"].numpy().tobytes()
         out = OrderedDict() if isinstance(obj, OrderedDict) else {}
@@ -130,8 +130,14 @@ def from_plain(obj: Any) -> Any:
     return obj
 
 
-def check_fingerprint(recorded: dict[str, Any] | None, dataset: RecDataset, path: str | Path) -> None:
-    """One-line :class:`GraphrecError` when ``dataset`` is not the data the checkpoint was trained on."""
+_EVAL_HINT = "evaluate on the training data (its data_dir and dataset are in the checkpoint's config)"
+
+
+def check_fingerprint(recorded: dict[str, Any] | None, dataset: RecDataset, path: str | Path, hint: str = _EVAL_HINT) -> None:
+    """One-line :class:`GraphrecError` when ``dataset`` is not the data the checkpoint was trained on.
+
+    ``hint`` ends the message (what to do); ``graphrec fit --resume`` passes its own.
+    """
     if not recorded:
         return  # written before fingerprints existed
     now = dataset.fingerprint()
@@ -140,7 +146,7 @@ def check_fingerprint(recorded: dict[str, Any] | None, dataset: RecDataset, path
         if recorded.get(key) != now.get(key):
             raise GraphrecError(
                 f"{path}: the data does not match the data this model was trained on ({what}: {now.get(key)} here, "
-                f"{recorded.get(key)} in training); evaluate on the training data (its data_dir and dataset are in the checkpoint's config)"
+                f"{recorded.get(key)} in training); {hint}"
             )
 
 

@@ -6,7 +6,7 @@ After every evaluation :class:`RunCheckpointer` writes, atomically and with SIGI
 ``run.json``. A resumed run whose best epoch is its current one rewrites ``model.pt`` first (a hard kill
 between the two writes can leave an older one). ``resume.pt`` holds (:func:`trainer_state`)::
 
-    {"format": 1, "kind": "graphrec-resume", "graphrec_version", "config", "dataset",
+    {"format": 1, "kind": "graphrec-resume", "graphrec_version", "config", "dataset", "data_fingerprint",
      "model": state_dict (the current epoch's; extra state as plain data),
      "model_optimizers": {attribute: state_dict},     # optimisers the model keeps (DGMRec's CLUB Adam)
      "model_resume": ...,                             # model.get_resume_state() where a model defines it
@@ -18,8 +18,10 @@ between the two writes can leave an older one). ``resume.pt`` holds (:func:`trai
      "best": state_dict | None}                       # else the best epoch's model state
 
 Everything in it is a tensor or plain Python data, so it loads with ``torch.load(weights_only=True)``:
-numpy arrays become ``{"__ndarray__": tensor}`` (or a list and a dtype for dtypes torch lacks), integers
-beyond int64 ``{"__bigint__": str}`` (:func:`to_plain`, :func:`from_plain`). DGL's RNG has no state to
+it goes through the checkpoint encoding (:func:`graphrec.train.checkpoint.to_plain` / ``from_plain``: numpy
+arrays of any dtype, 0-d and non-native byte order included, as tagged tensors; numpy's MT19937 key is such
+a uint32 array). ``"data_fingerprint"`` (:meth:`RecDataset.fingerprint`) makes resuming on other data an
+error, as for ``graphrec evaluate``. A damaged file is a one-line error. DGL's RNG has no state to
 save; the trainer reseeds it from ``(seed, epoch)`` at every epoch instead. With the same seed and
 thread count a resumed run ends with the same metrics, bit for bit, as an uninterrupted one.
 """
@@ -38,6 +40,7 @@ import torch
 import graphrec
 from graphrec.errors import GraphrecError
 from graphrec.eval.evaluator import EvalResult
+from graphrec.train.checkpoint import check_fingerprint, from_plain, to_plain
 from graphrec.train.interrupt import critical
 from graphrec.train.run_folder import RunFolder
 from graphrec.train.trainer import Callback, LoopState, Trainer
@@ -45,73 +48,37 @@ from graphrec.train.trainer import Callback, LoopState, Trainer
 FORMAT = 1
 KIND = "graphrec-resume"
 RESUME_FILE = "resume.pt"
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 # ----------------------------------------------------------------------------- plain data
-def to_plain(obj: Any, where: str = "state") -> Any:
-    """``obj`` with numpy arrays/scalars and huge ints replaced by tensors and plain data (see module docstring)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, np.ndarray):
-        try:
-            return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(obj)).clone()}
-        except TypeError:  # a dtype torch lacks (uint16/32/64, strings)
-            return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (float, str)):
-        return obj
-    if isinstance(obj, int):
-        return obj if _INT64[0] <= obj <= _INT64[1] else {"__bigint__": str(obj)}
-    if isinstance(obj, dict):
-        return {k: to_plain(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(to_plain(v, where) for v in obj)
-    if isinstance(obj, list):
-        return [to_plain(v, where) for v in obj]
-    raise GraphrecError(f"cannot save {where} for resuming: {type(obj).__name__} is not a tensor, array or plain value")
-
-
-def from_plain(obj: Any) -> Any:
-    """The inverse of :func:`to_plain` (arrays come back as numpy arrays of their dtype)."""
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj:
-            value = obj["__ndarray__"]
-            return value.numpy().copy() if torch.is_tensor(value) else np.asarray(value, dtype=np.dtype(obj["dtype"]))
-        if "__bigint__" in obj and len(obj) == 1:
-            return int(obj["__bigint__"])
-        return {k: from_plain(v) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(from_plain(v) for v in obj)
-    if isinstance(obj, list):
-        return [from_plain(v) for v in obj]
-    return obj
+def _plain(obj: Any, where: str) -> Any:
+    """:func:`graphrec.train.checkpoint.to_plain`, with a one-line :class:`GraphrecError` for what it cannot store."""
+    try:
+        return to_plain(obj, where)
+    except TypeError as exc:
+        raise GraphrecError(f"cannot save {where} for resuming: {exc}") from None
 
 
 def _state_dict_plain(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: to_plain(v, f"model state '{k}'") for k, v in state.items()}
-
-
-def _state_dict_from_plain(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if torch.is_tensor(v) else from_plain(v) for k, v in state.items()}
+    return _plain(state, "model state")
 
 
 # ----------------------------------------------------------------------------- RNGs
 def rng_states() -> dict[str, Any]:
-    """python, numpy (global) and torch (CPU and CUDA) RNG states, as plain data."""
+    """python, numpy (global; its MT19937 key is a uint32 array) and torch (CPU and CUDA) RNG states, as plain data."""
     return {
-        "python": to_plain(random.getstate()),
-        "numpy": to_plain(np.random.get_state()),
+        "python": _plain(random.getstate(), "python RNG state"),
+        "numpy": _plain(np.random.get_state(), "numpy RNG state"),
         "torch": torch.get_rng_state(),
         "cuda": [s.cpu() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
     }
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
-    py = from_plain(states["python"])
+    """Set the RNG states of :func:`rng_states` (as :func:`read_resume` returns them: decoded)."""
+    py = states["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    np.random.set_state(tuple(from_plain(states["numpy"])))
+    np.random.set_state(tuple(states["numpy"]))
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -132,19 +99,20 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         "format": FORMAT,
         "kind": KIND,
         "graphrec_version": graphrec.__version__,
-        "config": to_plain(dict(trainer.config), "config"),
-        "dataset": to_plain(trainer.dataset.summary(), "dataset summary"),
+        "config": _plain(dict(trainer.config), "config"),
+        "dataset": _plain(trainer.dataset.summary(), "dataset summary"),
+        "data_fingerprint": _plain(trainer.dataset.fingerprint(), "data fingerprint"),
         "model": _state_dict_plain(model.state_dict()),
-        "model_optimizers": {k: to_plain(o.state_dict(), k) for k, o in _model_optimizers(model).items()},
-        "model_resume": to_plain(model.get_resume_state(), "model resume state") if hasattr(model, "get_resume_state") else None,
-        "optimizer": to_plain(trainer.optimizer.state_dict(), "optimizer"),
-        "scheduler": to_plain(trainer.scheduler.state_dict(), "LR scheduler"),
-        "sampler_rng": to_plain(trainer.sampler.get_rng_state(), "sampler RNG"),
+        "model_optimizers": {k: _plain(o.state_dict(), f"model optimiser '{k}'") for k, o in _model_optimizers(model).items()},
+        "model_resume": _plain(model.get_resume_state(), "model resume state") if hasattr(model, "get_resume_state") else None,
+        "optimizer": _plain(trainer.optimizer.state_dict(), "optimizer"),
+        "scheduler": _plain(trainer.scheduler.state_dict(), "LR scheduler"),
+        "sampler_rng": _plain(trainer.sampler.get_rng_state(), "sampler RNG"),
         "rng": rng_states(),
         "loop": {
             "next_epoch": st.next_epoch, "best_score": st.best_score, "best_epoch": st.best_epoch,
             "best_valid": st.best_valid.to_dict() if st.best_valid is not None else None,
-            "counter": st.counter, "history": to_plain(st.history, "history"), "elapsed": st.elapsed, "stopped": st.stopped,
+            "counter": st.counter, "history": _plain(st.history, "history"), "elapsed": st.elapsed, "stopped": st.stopped,
         },
         "best_is_current": best_is_current,
         "best": _state_dict_plain(trainer.best_state) if not best_is_current and trainer.best_state is not None else None,
@@ -160,8 +128,15 @@ def save_resume(path: str | Path, trainer: Trainer) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+#: keys every resume.pt has (``data_fingerprint``, ``model_optimizers`` and ``model_resume`` may be absent)
+_REQUIRED = ("config", "dataset", "model", "optimizer", "scheduler", "sampler_rng", "rng", "loop", "best_is_current", "best")
+#: what can go wrong when a damaged or hand-edited resume.pt is decoded and loaded
+_MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError)
+
+
 def read_resume(path: str | Path) -> dict[str, Any]:
-    """Load a ``resume.pt`` (``weights_only=True``); one-line errors for missing or foreign files."""
+    """Load a ``resume.pt`` (``weights_only=True``) and decode it (:func:`~graphrec.train.checkpoint.from_plain`);
+    one-line errors for missing, foreign or malformed files."""
     p = Path(path)
     if p.is_dir():
         p = p / RESUME_FILE
@@ -176,46 +151,71 @@ def read_resume(path: str | Path) -> dict[str, Any]:
         raise GraphrecError(f"{p}: not a graphrec resume file ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("kind") != KIND or state.get("format") != FORMAT:
         raise GraphrecError(f"{p}: not a graphrec resume file (format {FORMAT} expected)")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise GraphrecError(f"{p}: malformed resume file (no {', '.join(missing)}); start the run again")
+    try:
+        state = from_plain(state)
+    except _MALFORMED as exc:
+        raise GraphrecError(f"{p}: malformed resume file ({_first_line(exc)}); start the run again") from None
+    if not isinstance(state["config"], dict) or not isinstance(state["loop"], dict) or "model" not in state["config"]:
+        raise GraphrecError(f"{p}: malformed resume file (no config or loop state); start the run again")
     return state
 
 
-def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
-    """Put ``trainer`` (built from the same config and data) where ``state`` was saved.
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
-    The RNGs are set last, so nothing between this and :meth:`Trainer.fit` may draw from them.
+
+def restore_trainer(trainer: Trainer, state: dict[str, Any], where: str | Path = RESUME_FILE) -> None:
+    """Put ``trainer`` (built from the same config and data) where ``state`` (:func:`read_resume`) was saved.
+
+    The data must match the fingerprint recorded in ``state``
+    (:func:`~graphrec.train.checkpoint.check_fingerprint`: sizes, feature dims, a hash of the train pairs);
+    a state without one is checked by its dataset summary (counts) only. A malformed state is a one-line
+    :class:`GraphrecError` naming ``where``. The RNGs are set last, so nothing between this and
+    :meth:`Trainer.fit` may draw from them.
     """
-    summary = to_plain(trainer.dataset.summary())
-    if state["dataset"] != summary:
+    if state.get("data_fingerprint"):
+        check_fingerprint(state["data_fingerprint"], trainer.dataset, where,
+                          hint="resume with the --data-dir contents the run was trained on")
+    elif state["dataset"] != from_plain(_plain(trainer.dataset.summary(), "dataset summary")):
         raise GraphrecError("the data differ from those the run was trained on (users, items or interactions); "
                             "resume with the same --data-dir contents")
     model = trainer.model
     try:
-        model.load_state_dict(_state_dict_from_plain(state["model"]))
+        model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise GraphrecError(f"the saved model state does not fit the model ({str(exc).splitlines()[0]})") from None
+    except _MALFORMED as exc:
+        raise GraphrecError(f"{where}: malformed resume file ({_first_line(exc)}); start the run again") from None
     optimizers = _model_optimizers(model)
-    for name, sd in (state.get("model_optimizers") or {}).items():
-        if name not in optimizers:
-            raise GraphrecError(f"the saved run has model optimiser '{name}', which the model does not create")
-        optimizers[name].load_state_dict(from_plain(sd))
-    if state.get("model_resume") is not None:
-        model.set_resume_state(from_plain(state["model_resume"]))
-    trainer.optimizer.load_state_dict(from_plain(state["optimizer"]))
-    trainer.scheduler.load_state_dict(from_plain(state["scheduler"]))
-    trainer.sampler.set_rng_state(from_plain(state["sampler_rng"]))
-    loop = state["loop"]
-    bv = loop["best_valid"]
-    trainer.loop = LoopState(
-        next_epoch=int(loop["next_epoch"]), best_score=float(loop["best_score"]), best_epoch=int(loop["best_epoch"]),
-        best_valid=EvalResult(**bv) if bv is not None else None, counter=int(loop["counter"]),
-        history=from_plain(loop["history"]), elapsed=float(loop["elapsed"]), stopped=bool(loop["stopped"]),
-    )
-    if state["best_is_current"]:
-        trainer.best_state = copy.deepcopy(model.state_dict())
-    elif state.get("best") is not None:
-        trainer.best_state = _state_dict_from_plain(state["best"])
-    trainer.epoch = max(trainer.loop.next_epoch - 1, 0)
-    set_rng_states(state["rng"])
+    try:
+        for name, sd in (state.get("model_optimizers") or {}).items():
+            if name not in optimizers:
+                raise GraphrecError(f"the saved run has model optimiser '{name}', which the model does not create")
+            optimizers[name].load_state_dict(sd)
+        if state.get("model_resume") is not None:
+            model.set_resume_state(state["model_resume"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.sampler.set_rng_state(state["sampler_rng"])
+        loop = state["loop"]
+        bv = loop["best_valid"]
+        trainer.loop = LoopState(
+            next_epoch=int(loop["next_epoch"]), best_score=float(loop["best_score"]), best_epoch=int(loop["best_epoch"]),
+            best_valid=EvalResult(**bv) if bv is not None else None, counter=int(loop["counter"]),
+            history=list(loop["history"]), elapsed=float(loop["elapsed"]), stopped=bool(loop["stopped"]),
+        )
+        if state["best_is_current"]:
+            trainer.best_state = copy.deepcopy(model.state_dict())
+        elif state.get("best") is not None:
+            trainer.best_state = state["best"]
+        trainer.epoch = max(trainer.loop.next_epoch - 1, 0)
+        set_rng_states(state["rng"])
+    except _MALFORMED as exc:
+        raise GraphrecError(f"{where}: malformed resume file ({_first_line(exc)}); start the run again") from None
 
 
 # ----------------------------------------------------------------------------- the callback
