@@ -115,3 +115,27 @@ def test_bench_user_errors_are_one_line(tmp_path: Path) -> None:
         res = _bench(*args, "--dry-run", "--out", str(tmp_path / "b"))
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output and res.output.count("Error:") == 1
+
+
+@pytest.mark.parametrize("command", ["bench", "tune"])
+@pytest.mark.parametrize(("exc", "code", "name"), [("sigterm", 143, "SIGTERM"), ("ctrl-c", 130, "SIGINT")])
+def test_interrupted_bench_and_tune_exit_with_one_line(tmp_path: Path, monkeypatch, command, exc, code, name) -> None:
+    import signal
+
+    from graphrec.train.interrupt import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM) if exc == "sigterm" else KeyboardInterrupt()
+
+    monkeypatch.setattr(bench_runner, "run_all", interrupted)
+    if command == "bench":
+        args = ["bench", "--model", "mfbpr", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), *TINY]
+    else:
+        space = tmp_path / "space.yaml"
+        space.write_text("learning_rate: [0.001]\n")
+        args = ["tune", "mfbpr", "--space", str(space), "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), *TINY]
+    res = CliRunner().invoke(cli, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == code, res.output
+    assert lines[-1].startswith(f"{command} interrupted (signal {code - 128}, {name}); 0 of 1 runs finished in "), res.output
+    assert "Traceback" not in res.output and not list((tmp_path / "o").glob("runs/*.json"))

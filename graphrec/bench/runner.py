@@ -29,12 +29,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -71,14 +68,6 @@ SETTING_LABELS = {
     "learning_rate": "lr", "train_batch_size": "batch", "epochs": "cap", "stopping_step": "patience",
     "learning_rate_scheduler": "sched", "reg_weight": "reg", "eval_mask_valid_in_test": "mask valid",
 }
-
-
-class BenchInterrupted(Exception):
-    """``bench`` received SIGTERM (``signum``); the running worker has been stopped."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 def slug(text: str) -> str:
@@ -395,23 +384,6 @@ def _child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def sigterm_raises():
-    """Within the block, SIGTERM raises :class:`BenchInterrupted` (main thread only), so the worker is stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise BenchInterrupted(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def stop_worker(proc: subprocess.Popen, grace: float = 20.0) -> None:
     """SIGTERM the worker, wait up to ``grace`` seconds, then SIGKILL; it writes no record when stopped."""
     if proc.poll() is not None:
@@ -430,9 +402,21 @@ def run_all(
     progress: bool = True,
     on_done: Callable[[dict[str, Any], str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids)."""
+    """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids).
+
+    SIGINT/SIGTERM raise :class:`graphrec.train.interrupt.Interrupted` (the running worker is stopped
+    first and writes no record).
+    """
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from graphrec.train.interrupt import handle_signals
 
     runs_dir, logs_dir = p.out / "runs", p.out / "logs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +433,7 @@ def run_all(
         console=console,
         disable=not progress,
     )
-    with bar, sigterm_raises():
+    with bar, handle_signals():  # SIGINT/SIGTERM -> Interrupted: the worker is stopped below
         total = bar.add_task("runs", total=len(p.specs), info="")
         epochs = bar.add_task("epochs", total=None, info="", visible=False)
         for spec in p.specs:

@@ -12,6 +12,7 @@ from graphrec.cli.common import (
     _import_plugins,
     check_writable_dir,
     plugin_option,
+    run_plan,
 )
 from graphrec.errors import GraphrecError
 
@@ -71,7 +72,12 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     """
     from graphrec.bench.report import write_report
     from graphrec.bench.runner import (
-        BenchInterrupted, changes_message, existing_changes, parse_presets, parse_seeds, plan, run_all, set_aside,
+        changes_message,
+        existing_changes,
+        parse_presets,
+        parse_seeds,
+        plan,
+        set_aside,
     )
     from graphrec.config import parse_set
 
@@ -118,14 +124,7 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
         moved = set_aside(p, list(changes))
         console.print(f"[yellow]note:[/] {len(changes)} record(s) made with other settings moved to {escape(str(moved))}; running them again")
     console.print(f"[bold]bench[/] protocol {protocol}: {len(p.specs)} runs ({len(done)} done) -> {out}")
-    try:
-        records, skipped, failed = run_all(p, console, progress=not quiet)
-    except (BenchInterrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, BenchInterrupted) else 2
-        n = sum(1 for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file())
-        click.echo(f"bench interrupted (signal {signum}); {n} of {len(p.specs)} runs finished in {out / 'runs'}; "
-                   "the same command resumes", err=True)
-        raise SystemExit(128 + signum) from None
+    records, skipped, failed = run_plan(p, console, quiet, "bench")
     if skipped:
         console.print(f"skipped {len(skipped)} finished run(s) (records exist in {out / 'runs'})")
     md, plots, plot_note = write_report(p, records, failed)
