@@ -139,3 +139,15 @@ def test_interrupted_bench_and_tune_exit_with_one_line(tmp_path: Path, monkeypat
     assert res.exit_code == code, res.output
     assert lines[-1].startswith(f"{command} interrupted (signal {code - 128}, {name}); 0 of 1 runs finished in "), res.output
     assert "Traceback" not in res.output and not list((tmp_path / "o").glob("runs/*.json"))
+
+
+def test_report_only_writes_no_sweep_work_folder(tmp_path: Path) -> None:
+    data = write_mmrec_dir(tmp_path / "data")
+    out = tmp_path / "b"
+    out.mkdir()
+    res = CliRunner().invoke(cli, ["bench", "--model", "lightgcn", "--protocol", "ratio-sweep", "--data-dir", str(data),
+                                   "--report-only", "--out", str(out)])
+    assert res.exit_code == 2 and "--report-only: no finished record" in res.output, res.output
+    assert not (out / "work").exists()  # no masks written for a report
+    p = bench_runner.plan(["lightgcn"], "ratio-sweep", out, data_dir=str(data), write=False)
+    assert not (out / "work").exists() and any(n.startswith("masks: nested") for n in p.notes)

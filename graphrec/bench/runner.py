@@ -195,7 +195,7 @@ def plan(
 ) -> Plan:
     """The run specs of one invocation; every config is resolved here, so bad keys fail before any run.
 
-    ``write=False`` (dry run) does not create the sweep work folder. ``trainer="shared"`` gives every
+    ``write=False`` (dry run, ``--report-only``) does not create the sweep work folder. ``trainer="shared"`` gives every
     model the trainer defaults (:data:`graphrec.config.TRAIN_DEFAULTS`) for :data:`SHARED_TRAINER_KEYS`
     that no preset or ``--set`` names; ``"model"`` keeps each model's own defaults of them.
     Each spec holds its resolved ``config`` (what the run will use).
@@ -230,12 +230,16 @@ def plan(
     if work is not None:
         if write:
             mods = _prepare_sweep_dir(protocol, Path(data_dir), work, sets, mask_seed)
-            notes.append(
-                f"masks: nested, generated with graphrec.data.masks.generate_missing (seed {mask_seed}, modalities "
-                f"{', '.join(mods)}) in {work} (symbolic links to the data files; the dataset's own masks are not used)"
-            )
         elif not Path(data_dir).is_dir():
             raise GraphrecError(f"data directory '{data_dir}' does not exist")
+        else:  # a dry run or --report-only: the same note, nothing written
+            from graphrec.data.features import discover_modalities
+
+            mods = list(sets.get("modalities") or discover_modalities(Path(data_dir)))
+        notes.append(
+            f"masks: nested, generated with graphrec.data.masks.generate_missing (seed {mask_seed}, modalities "
+            f"{', '.join(mods)}) in {work} (symbolic links to the data files; the dataset's own masks are not used)"
+        )
     elif protocol in SWEEPS:
         notes.append("masks: the synthetic set's nested protocol (synth_missing=<ratio>, seed 1225 + synth_seed)")
 

@@ -94,7 +94,7 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     p = plan(
         models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
         presets=parse_presets(presets, models), seeds=parse_seeds(seeds), epochs=epochs,
-        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not dry_run,
+        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not (dry_run or report_only),
         trainer=trainer,
     )
     from rich.markup import escape
