@@ -63,6 +63,8 @@ SHARED_TRAINER_KEYS = (
     "epochs", "train_batch_size", "learning_rate", "learning_rate_scheduler", "weight_decay", "eval_step",
     "stopping_step", "stopping_min_epochs", "valid_metric", "eval_mask_valid_in_test", "embedding_size",
 )
+#: settings that change how fast a run goes, not its results: a record made with others is kept
+RESOURCE_KEYS = ("threads",)
 #: the trainer settings printed beside each row of results.md (short names)
 SETTING_LABELS = {
     "learning_rate": "lr", "train_batch_size": "batch", "epochs": "cap", "stopping_step": "patience",
@@ -188,7 +190,7 @@ def plan(
     epochs: int | None = None,
     variants: list[str] | None = None,
     plugins: tuple[str, ...] = (),
-    threads: int | None = 1,
+    threads: int | None = None,
     mask_seed: int = 1225,
     write: bool = True,
     trainer: str = "shared",
@@ -199,6 +201,9 @@ def plan(
     model the trainer defaults (:data:`graphrec.config.TRAIN_DEFAULTS`) for :data:`SHARED_TRAINER_KEYS`
     that no preset or ``--set`` names; ``"model"`` keeps each model's own defaults of them.
     Each spec holds its resolved ``config`` (what the run will use).
+    ``threads`` (``--threads``) sets the config key ``threads`` of every run (default 1, one torch
+    thread per run; 0 = the CPUs the worker may use); ``--set threads=N`` is the same setting, and
+    naming both with different values is an error.
     """
     from graphrec.config import TRAIN_DEFAULTS, load_yaml, resolve_config
     from graphrec.registry import MODELS, import_plugins, load_builtin
@@ -249,6 +254,11 @@ def plan(
     base = {**sets, **({"data_dir": str(data_dir)} if data_dir is not None else {})}
     if epochs is not None:
         base["epochs"] = int(epochs)
+    if "threads" in sets:
+        if threads is not None and str(sets["threads"]) != str(threads):
+            raise GraphrecError(f"--threads {threads} and --set threads={sets['threads']} disagree; name the threads once")
+    else:
+        base["threads"] = 1 if threads is None else int(threads)
     for seed in seeds:
         for model in models:
             model_variants, model_notes = _variants(protocol, model, data_dir, work)
@@ -283,7 +293,7 @@ def plan(
                     "config_files": cfg_files,
                     "overrides": overrides,
                     "plugins": list(plugins),
-                    "threads": threads,
+                    "threads": int(config.get("threads") or 0),  # 0 = the CPUs the worker may use
                     "retrieval": protocol == "retrieval",
                     "trainer": trainer,
                     "shared_trainer_keys": sorted(shared),
@@ -316,6 +326,7 @@ def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tup
 
     Compares the resolved configs (``old["config"]`` with ``spec["config"]``); a key that the old
     record lacks (added to graphrec later) counts only if its new value is not the default.
+    :data:`RESOURCE_KEYS` (``threads``) do not count: they change the timings, not what is measured.
     """
     before, after = old.get("config") or {}, spec.get("config") or {}
     if not before:  # a record without its config: compare what the spec asked for
@@ -324,6 +335,8 @@ def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tup
     defaults: dict[str, Any] | None = None
     out: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(before) | set(after)):
+        if key in RESOURCE_KEYS:
+            continue
         a, b = before.get(key, "(absent)"), after.get(key, "(absent)")
         if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
             continue

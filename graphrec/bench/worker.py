@@ -185,14 +185,14 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
     from graphrec.models.build import build_model
     from graphrec.registry import MODELS, import_plugins, load_builtin
     from graphrec.train.loggers import LineLogger
+    from graphrec.train.seed import resolve_threads
     from graphrec.train.trainer import Callback, Trainer
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
     load_builtin()
     import_plugins(tuple(spec.get("plugins") or ()))
     cls = MODELS.get(spec["model"])
     config = resolve_config(spec["model"], cls.default_config, spec.get("config_files") or (), spec.get("overrides") or {})
+    torch.set_num_threads(resolve_threads(int(config.get("threads") or 0)))  # config key threads (bench --threads)
 
     t0 = time.perf_counter()
     dataset = load_dataset(config)

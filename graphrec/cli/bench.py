@@ -29,7 +29,8 @@ BENCH_PROTOCOLS = ["missing", "new-items", "ratio-sweep", "ci2mg-sweep", "breakd
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs of every run (overrides the presets; early stopping may end sooner).")
 @click.option("--variant", "variants", multiple=True, help="Run only these variants of the protocol (repeatable), e.g. --variant 'w/o refinement'.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, results.md, results.json, plots). Default: bench-out/<protocol>.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each run.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch/OpenMP threads of each run (config key threads; default 1, 0 = all CPUs the run may use); same as --set threads=N, and both with different values is an error.")
 @click.option("--mask-seed", type=int, default=1225, show_default=True, help="Seed of the nested masks of ratio-sweep / ci2mg-sweep on a data folder.")
 @click.option("--trainer", type=click.Choice(["shared", "model"]), default="shared", show_default=True,
               help="shared: every model gets the same trainer settings (lr, batch, epochs, patience, ...) unless a preset or --set names them; model: each model's own defaults.")

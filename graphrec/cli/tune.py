@@ -28,7 +28,8 @@ from graphrec.errors import GraphrecError
 @click.option("--seeds", default="2024", show_default=True, help="Comma-separated seeds; each trial runs once per seed (validation averaged).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs of every trial.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, tune.md, tune.json). Default: tune-out/<model>.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each trial.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch/OpenMP threads of each trial (config key threads; default 1, 0 = all CPUs the trial may use); same as --set threads=N, and both with different values is an error.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @plugin_option
 def tune(model, space, search, trials, search_seed, data_dir, sets, configs, seeds, epochs, out, threads, quiet, plugins) -> None:
