@@ -173,3 +173,34 @@ def test_killing_bench_ends_its_worker_and_writes_no_record(tmp_path: Path, sig:
         time.sleep(0.2)
     assert not _alive(pid), "the worker outlived bench"
     assert not (out / "runs" / "lightgcn__missing__seed1.json").exists()
+
+
+def test_worker_ranks_the_test_split_once(tmp_path: Path, monkeypatch) -> None:
+    from graphrec.bench import worker
+    from graphrec.eval.evaluator import Evaluator
+
+    calls: list[str] = []
+    original = Evaluator.evaluate_sums
+
+    def counted(self, scorer, split="valid", users=None, per_user=()):
+        calls.append(split)
+        return original(self, scorer, split, users, per_user)
+
+    monkeypatch.setattr(Evaluator, "evaluate_sums", counted)
+    ranked: list[int] = []
+    original_topk = Evaluator._topk
+
+    def counted_topk(self, scorer, ub, *args):
+        ranked.append(len(ub))
+        return original_topk(self, scorer, ub, *args)
+
+    monkeypatch.setattr(Evaluator, "_topk", counted_topk)
+    sets = {"synth_users": 60, "synth_items": 80, "device": "cpu", "train_batch_size": 512}
+    spec = bench_runner.plan(["mfbpr"], "missing", tmp_path, sets=sets, seeds=[1], epochs=2, write=False).specs[0]
+    rec = worker.run_spec(spec, None, tmp_path / "u.users.npz")
+    assert calls.count("test") == 1 and calls.count("valid") == 2, calls
+    assert ranked == [60] * 3  # one ranking pass (one batch of the 60 users) per evaluation: 2 valid + 1 test
+    users, vals = load_per_user(tmp_path / "u.users.npz")
+    assert len(users) == rec["test_users"]
+    for name in ("recall@20", "ndcg@20", "recall@50", "ndcg@50"):
+        assert vals[name].mean() == pytest.approx(rec["test"][name], abs=1e-12)

@@ -240,6 +240,14 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
             eval_s.append(time.perf_counter() - t)
 
     trainer.evaluate = timed_eval
+    per_user_names = tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk)
+    if per_user_file is not None:  # the test evaluation's ranking pass also gives each user's values
+        original_ranking = trainer.evaluator.evaluate
+
+        def ranking_with_users(scorer, split="valid", users=None, per_user=()):
+            return original_ranking(scorer, split, users, per_user or (per_user_names if split == "test" else ()))
+
+        trainer.evaluator.evaluate = ranking_with_users
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     print(f"bench worker: {spec['id']} (pid {os.getpid()}) on {trainer.device}, {torch.get_num_threads()} thread(s), "
@@ -247,9 +255,12 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
     result = trainer.fit()
     test_per_user = None
     if per_user_file is not None:
-        trainer.model.eval()
-        with torch.no_grad():
-            users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk))
+        if result.test is not None and result.test.users is not None:
+            users, values = result.test.users, result.test.per_user
+        else:  # no test evaluation in fit: rank the test split here
+            trainer.model.eval()
+            with torch.no_grad():
+                users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", per_user_names)
         save_per_user(per_user_file, users, values)
         test_per_user = {"file": per_user_file.name, "users": int(len(users)), "metrics": sorted(values)}
     if result.test is not None:
