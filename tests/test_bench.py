@@ -93,7 +93,7 @@ def test_bench_plan_sweep_writes_nested_masks_beside_links(tmp_path: Path) -> No
     assert (work / "toy.inter").is_symlink() and (work / "image_feat.npy").resolve() == (data / "image_feat.npy").resolve()
     assert not (data / "missing_items_0.2.npy").exists()  # the data folder is left alone
     assert [s["variant"] for s in p.specs] == ["missing=0", "missing=0.2", "missing=0.4", "missing=0.6", "missing=0.8"]
-    assert p.specs[2]["overrides"] == {"data_dir": str(work), "missing_ratio": 0.4, "mask_file": None, "epochs": 1, "seed": 7}
+    assert p.specs[2]["overrides"] == {"data_dir": str(work), "missing_ratio": 0.4, "mask_file": None, "epochs": 1, "threads": 1, "seed": 7}
     m2 = load_mask_file(work / "missing_items_0.2.npy", ["image", "text"], 15)
     m4 = load_mask_file(work / "missing_items_0.4.npy", ["image", "text"], 15)
     for m in ("image", "text"):
@@ -115,3 +115,67 @@ def test_bench_user_errors_are_one_line(tmp_path: Path) -> None:
         res = _bench(*args, "--dry-run", "--out", str(tmp_path / "b"))
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output and res.output.count("Error:") == 1
+
+
+@pytest.mark.parametrize("command", ["bench", "tune"])
+@pytest.mark.parametrize(("exc", "code", "name"), [("sigterm", 143, "SIGTERM"), ("ctrl-c", 130, "SIGINT")])
+def test_interrupted_bench_and_tune_exit_with_one_line(tmp_path: Path, monkeypatch, command, exc, code, name) -> None:
+    import signal
+
+    from graphrec.train.interrupt import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM) if exc == "sigterm" else KeyboardInterrupt()
+
+    monkeypatch.setattr(bench_runner, "run_all", interrupted)
+    if command == "bench":
+        args = ["bench", "--model", "mfbpr", "--seeds", "1", "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), *TINY]
+    else:
+        space = tmp_path / "space.yaml"
+        space.write_text("learning_rate: [0.001]\n")
+        args = ["tune", "mfbpr", "--space", str(space), "--epochs", "1", "--quiet", "--out", str(tmp_path / "o"), *TINY]
+    res = CliRunner().invoke(cli, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == code, res.output
+    assert lines[-1].startswith(f"{command} interrupted (signal {code - 128}, {name}); 0 of 1 runs finished in "), res.output
+    assert "Traceback" not in res.output and not list((tmp_path / "o").glob("runs/*.json"))
+
+
+def test_report_only_writes_no_sweep_work_folder(tmp_path: Path) -> None:
+    data = write_mmrec_dir(tmp_path / "data")
+    out = tmp_path / "b"
+    out.mkdir()
+    res = CliRunner().invoke(cli, ["bench", "--model", "lightgcn", "--protocol", "ratio-sweep", "--data-dir", str(data),
+                                   "--report-only", "--out", str(out)])
+    assert res.exit_code == 2 and "--report-only: no finished record" in res.output, res.output
+    assert not (out / "work").exists()  # no masks written for a report
+    p = bench_runner.plan(["lightgcn"], "ratio-sweep", out, data_dir=str(data), write=False)
+    assert not (out / "work").exists() and any(n.startswith("masks: nested") for n in p.notes)
+
+
+def test_threads_is_the_config_key_of_every_run(tmp_path: Path) -> None:
+    def threads(**kw):
+        p = bench_runner.plan(["mfbpr"], "missing", tmp_path / "b", seeds=[1], write=False, **kw)
+        return {(s["threads"], s["config"]["threads"], s["overrides"].get("threads")) for s in p.specs}
+
+    assert threads() == {(1, 1, 1)}  # bench's default: one thread per run
+    assert threads(threads=4) == {(4, 4, 4)}
+    assert threads(sets={"threads": 3}) == {(3, 3, 3)}
+    assert threads(sets={"threads": 2}, threads=2) == {(2, 2, 2)}
+    assert threads(threads=0) == {(0, 0, 0)}  # all CPUs the worker may use
+    with pytest.raises(bench_runner.GraphrecError, match="--threads 4 and --set threads=2 disagree"):
+        threads(sets={"threads": 2}, threads=4)
+    # another thread count is no other setting: the record is kept
+    spec = bench_runner.plan(["mfbpr"], "missing", tmp_path / "b", seeds=[1], threads=4, write=False).specs[0]
+    old = {"config": {**spec["config"], "threads": 1}}
+    assert bench_runner.changed_settings(old, spec) == {}
+
+
+def test_set_threads_is_what_the_worker_uses(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    res = _bench("--model", "mfbpr", "--seeds", "1", "--epochs", "1", "--set", "threads=2", "--quiet", "--out", str(out), *TINY)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "runs" / "mfbpr__missing__seed1.json").read_text())
+    assert rec["config"]["threads"] == 2 and rec["threads"] == 2 and rec["environment"]["torch_threads"] == 2
+    res = _bench("--model", "mfbpr", "--seeds", "1", "--epochs", "1", "--threads", "1", "--set", "threads=2", "--out", str(out), *TINY)
+    assert res.exit_code == 2 and "--threads 1 and --set threads=2 disagree" in res.output

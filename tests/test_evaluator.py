@@ -222,3 +222,22 @@ def test_popularity_scorer():
     # u0: train {0,1} masked, valid {3} masked -> 2 first then 4: hit at 2
     # u1: masked {0,1} -> 2, 3: test item 3 at rank 2;  u2: masked {0,2} -> 1, 3, 4: miss at 2
     assert res.metrics["recall@2"] == pytest.approx((1 + 1 + 0) / 3)
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 10_000), batch_size=st.integers(1, 40))
+def test_one_ranking_pass_gives_metrics_and_per_user_values(seed, batch_size):
+    ds = random_dataset(30, 25, seed)
+    scorer = matrix_scorer(np.random.default_rng(seed).normal(size=(30, 25)))
+    ev = Evaluator(ds, topk=[5, 10], batch_size=batch_size)
+    plain = ev.evaluate(scorer, "test")
+    names = ("recall@10", "ndcg@5")
+    res = ev.evaluate(scorer, "test", per_user=names)
+    assert res.metrics == plain.metrics and res.groups == plain.groups  # no metric changes
+    assert plain.users is None and not plain.per_user
+    assert np.array_equal(res.users, ev.users("test")) and set(res.per_user) == set(names)
+    for n in names:
+        assert len(res.per_user[n]) == res.n_users
+        assert res.per_user[n].mean() == pytest.approx(res.metrics[n], rel=1e-12, abs=1e-14)
+    users, values = ev.per_user(scorer, "test", names)
+    assert np.array_equal(users, res.users) and all(np.array_equal(values[n], res.per_user[n]) for n in names)

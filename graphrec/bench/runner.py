@@ -29,12 +29,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -66,19 +63,13 @@ SHARED_TRAINER_KEYS = (
     "epochs", "train_batch_size", "learning_rate", "learning_rate_scheduler", "weight_decay", "eval_step",
     "stopping_step", "stopping_min_epochs", "valid_metric", "eval_mask_valid_in_test", "embedding_size",
 )
+#: settings that change how fast a run goes, not its results: a record made with others is kept
+RESOURCE_KEYS = ("threads",)
 #: the trainer settings printed beside each row of results.md (short names)
 SETTING_LABELS = {
     "learning_rate": "lr", "train_batch_size": "batch", "epochs": "cap", "stopping_step": "patience",
     "learning_rate_scheduler": "sched", "reg_weight": "reg", "eval_mask_valid_in_test": "mask valid",
 }
-
-
-class BenchInterrupted(Exception):
-    """``bench`` received SIGTERM (``signum``); the running worker has been stopped."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 def slug(text: str) -> str:
@@ -199,17 +190,20 @@ def plan(
     epochs: int | None = None,
     variants: list[str] | None = None,
     plugins: tuple[str, ...] = (),
-    threads: int | None = 1,
+    threads: int | None = None,
     mask_seed: int = 1225,
     write: bool = True,
     trainer: str = "shared",
 ) -> Plan:
     """The run specs of one invocation; every config is resolved here, so bad keys fail before any run.
 
-    ``write=False`` (dry run) does not create the sweep work folder. ``trainer="shared"`` gives every
+    ``write=False`` (dry run, ``--report-only``) does not create the sweep work folder. ``trainer="shared"`` gives every
     model the trainer defaults (:data:`graphrec.config.TRAIN_DEFAULTS`) for :data:`SHARED_TRAINER_KEYS`
     that no preset or ``--set`` names; ``"model"`` keeps each model's own defaults of them.
     Each spec holds its resolved ``config`` (what the run will use).
+    ``threads`` (``--threads``) sets the config key ``threads`` of every run (default 1, one torch
+    thread per run; 0 = the CPUs the worker may use); ``--set threads=N`` is the same setting, and
+    naming both with different values is an error.
     """
     from graphrec.config import TRAIN_DEFAULTS, load_yaml, resolve_config
     from graphrec.registry import MODELS, import_plugins, load_builtin
@@ -241,12 +235,16 @@ def plan(
     if work is not None:
         if write:
             mods = _prepare_sweep_dir(protocol, Path(data_dir), work, sets, mask_seed)
-            notes.append(
-                f"masks: nested, generated with graphrec.data.masks.generate_missing (seed {mask_seed}, modalities "
-                f"{', '.join(mods)}) in {work} (symbolic links to the data files; the dataset's own masks are not used)"
-            )
         elif not Path(data_dir).is_dir():
             raise GraphrecError(f"data directory '{data_dir}' does not exist")
+        else:  # a dry run or --report-only: the same note, nothing written
+            from graphrec.data.features import discover_modalities
+
+            mods = list(sets.get("modalities") or discover_modalities(Path(data_dir)))
+        notes.append(
+            f"masks: nested, generated with graphrec.data.masks.generate_missing (seed {mask_seed}, modalities "
+            f"{', '.join(mods)}) in {work} (symbolic links to the data files; the dataset's own masks are not used)"
+        )
     elif protocol in SWEEPS:
         notes.append("masks: the synthetic set's nested protocol (synth_missing=<ratio>, seed 1225 + synth_seed)")
 
@@ -256,6 +254,11 @@ def plan(
     base = {**sets, **({"data_dir": str(data_dir)} if data_dir is not None else {})}
     if epochs is not None:
         base["epochs"] = int(epochs)
+    if "threads" in sets:
+        if threads is not None and str(sets["threads"]) != str(threads):
+            raise GraphrecError(f"--threads {threads} and --set threads={sets['threads']} disagree; name the threads once")
+    else:
+        base["threads"] = 1 if threads is None else int(threads)
     for seed in seeds:
         for model in models:
             model_variants, model_notes = _variants(protocol, model, data_dir, work)
@@ -290,7 +293,7 @@ def plan(
                     "config_files": cfg_files,
                     "overrides": overrides,
                     "plugins": list(plugins),
-                    "threads": threads,
+                    "threads": int(config.get("threads") or 0),  # 0 = the CPUs the worker may use
                     "retrieval": protocol == "retrieval",
                     "trainer": trainer,
                     "shared_trainer_keys": sorted(shared),
@@ -323,6 +326,7 @@ def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tup
 
     Compares the resolved configs (``old["config"]`` with ``spec["config"]``); a key that the old
     record lacks (added to graphrec later) counts only if its new value is not the default.
+    :data:`RESOURCE_KEYS` (``threads``) do not count: they change the timings, not what is measured.
     """
     before, after = old.get("config") or {}, spec.get("config") or {}
     if not before:  # a record without its config: compare what the spec asked for
@@ -331,6 +335,8 @@ def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tup
     defaults: dict[str, Any] | None = None
     out: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(before) | set(after)):
+        if key in RESOURCE_KEYS:
+            continue
         a, b = before.get(key, "(absent)"), after.get(key, "(absent)")
         if json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str):
             continue
@@ -395,23 +401,6 @@ def _child_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def sigterm_raises():
-    """Within the block, SIGTERM raises :class:`BenchInterrupted` (main thread only), so the worker is stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise BenchInterrupted(signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def stop_worker(proc: subprocess.Popen, grace: float = 20.0) -> None:
     """SIGTERM the worker, wait up to ``grace`` seconds, then SIGKILL; it writes no record when stopped."""
     if proc.poll() is not None:
@@ -430,9 +419,21 @@ def run_all(
     progress: bool = True,
     on_done: Callable[[dict[str, Any], str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids)."""
+    """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids).
+
+    SIGINT/SIGTERM raise :class:`graphrec.train.interrupt.Interrupted` (the running worker is stopped
+    first and writes no record).
+    """
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from graphrec.train.interrupt import handle_signals
 
     runs_dir, logs_dir = p.out / "runs", p.out / "logs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -449,7 +450,7 @@ def run_all(
         console=console,
         disable=not progress,
     )
-    with bar, sigterm_raises():
+    with bar, handle_signals():  # SIGINT/SIGTERM -> Interrupted: the worker is stopped below
         total = bar.add_task("runs", total=len(p.specs), info="")
         epochs = bar.add_task("epochs", total=None, info="", visible=False)
         for spec in p.specs:

@@ -184,14 +184,15 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
     from graphrec.data.interactions import atomic_write_json
     from graphrec.models.build import build_model
     from graphrec.registry import MODELS, import_plugins, load_builtin
+    from graphrec.train.loggers import LineLogger
+    from graphrec.train.seed import resolve_threads
     from graphrec.train.trainer import Callback, Trainer
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
     load_builtin()
     import_plugins(tuple(spec.get("plugins") or ()))
     cls = MODELS.get(spec["model"])
     config = resolve_config(spec["model"], cls.default_config, spec.get("config_files") or (), spec.get("overrides") or {})
+    torch.set_num_threads(resolve_threads(int(config.get("threads") or 0)))  # config key threads (bench --threads)
 
     t0 = time.perf_counter()
     dataset = load_dataset(config)
@@ -216,29 +217,18 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
         model.refine = timed_refine
 
     curve: list[dict[str, Any]] = []
-    t_fit = [time.perf_counter()]
-    last_loss: list[float | None] = [None]
-    vm = str(config.get("valid_metric", "recall@20")).lower()
 
     class Progress(Callback):
         def on_epoch_end(self, trainer, epoch, logs) -> None:
-            last_loss[0] = logs.get("loss")
             if progress_path is not None:
                 atomic_write_json(progress_path, {"epoch": epoch + 1, "epochs": int(config["epochs"]), "loss": logs.get("loss")})
 
         def on_evaluate(self, trainer, epoch, result) -> None:
             point = {"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in result.metrics.items() if k.split("@")[0] in ("recall", "ndcg")}}
             curve.append(point)
-            best = max(curve, key=lambda p: round(p.get(vm, 0.0), 4))
-            loss = last_loss[0]
-            print(
-                f"epoch {epoch + 1}/{int(config['epochs'])} loss {'nan' if loss is None else f'{loss:.4f}'} "
-                f"valid {vm} {result.metrics.get(vm, float('nan')):.4f} best {best.get(vm, float('nan')):.4f} @ {best['epoch']} "
-                f"elapsed {time.perf_counter() - t_fit[0]:.0f}s",
-                flush=True,
-            )
 
-    trainer = Trainer(model, dataset, config, callbacks=[Progress()], progress=False)
+    # logs/<id>.log: the stable plain lines of graphrec.train.loggers (parse_line reads them back)
+    trainer = Trainer(model, dataset, config, callbacks=[Progress(), LineLogger(lambda line: print(line, flush=True))], progress=False)
     eval_s: list[float] = []
     original_eval = trainer.evaluate
 
@@ -250,17 +240,27 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
             eval_s.append(time.perf_counter() - t)
 
     trainer.evaluate = timed_eval
+    per_user_names = tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk)
+    if per_user_file is not None:  # the test evaluation's ranking pass also gives each user's values
+        original_ranking = trainer.evaluator.evaluate
+
+        def ranking_with_users(scorer, split="valid", users=None, per_user=()):
+            return original_ranking(scorer, split, users, per_user or (per_user_names if split == "test" else ()))
+
+        trainer.evaluator.evaluate = ranking_with_users
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     print(f"bench worker: {spec['id']} (pid {os.getpid()}) on {trainer.device}, {torch.get_num_threads()} thread(s), "
           f"{dataset.n_users} users x {dataset.n_items} items", flush=True)
-    t_fit[0] = time.perf_counter()
     result = trainer.fit()
     test_per_user = None
     if per_user_file is not None:
-        trainer.model.eval()
-        with torch.no_grad():
-            users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk))
+        if result.test is not None and result.test.users is not None:
+            users, values = result.test.users, result.test.per_user
+        else:  # no test evaluation in fit: rank the test split here
+            trainer.model.eval()
+            with torch.no_grad():
+                users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", per_user_names)
         save_per_user(per_user_file, users, values)
         test_per_user = {"file": per_user_file.name, "users": int(len(users)), "metrics": sorted(values)}
     if result.test is not None:

@@ -12,6 +12,7 @@ from graphrec.cli.common import (
     _import_plugins,
     check_writable_dir,
     plugin_option,
+    run_plan,
 )
 from graphrec.errors import GraphrecError
 
@@ -28,7 +29,8 @@ BENCH_PROTOCOLS = ["missing", "new-items", "ratio-sweep", "ci2mg-sweep", "breakd
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs of every run (overrides the presets; early stopping may end sooner).")
 @click.option("--variant", "variants", multiple=True, help="Run only these variants of the protocol (repeatable), e.g. --variant 'w/o refinement'.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, results.md, results.json, plots). Default: bench-out/<protocol>.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each run.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch/OpenMP threads of each run (config key threads; default 1, 0 = all CPUs the run may use); same as --set threads=N, and both with different values is an error.")
 @click.option("--mask-seed", type=int, default=1225, show_default=True, help="Seed of the nested masks of ratio-sweep / ci2mg-sweep on a data folder.")
 @click.option("--trainer", type=click.Choice(["shared", "model"]), default="shared", show_default=True,
               help="shared: every model gets the same trainer settings (lr, batch, epochs, patience, ...) unless a preset or --set names them; model: each model's own defaults.")
@@ -71,7 +73,12 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     """
     from graphrec.bench.report import write_report
     from graphrec.bench.runner import (
-        BenchInterrupted, changes_message, existing_changes, parse_presets, parse_seeds, plan, run_all, set_aside,
+        changes_message,
+        existing_changes,
+        parse_presets,
+        parse_seeds,
+        plan,
+        set_aside,
     )
     from graphrec.config import parse_set
 
@@ -88,7 +95,7 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     p = plan(
         models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
         presets=parse_presets(presets, models), seeds=parse_seeds(seeds), epochs=epochs,
-        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not dry_run,
+        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not (dry_run or report_only),
         trainer=trainer,
     )
     from rich.markup import escape
@@ -118,14 +125,7 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
         moved = set_aside(p, list(changes))
         console.print(f"[yellow]note:[/] {len(changes)} record(s) made with other settings moved to {escape(str(moved))}; running them again")
     console.print(f"[bold]bench[/] protocol {protocol}: {len(p.specs)} runs ({len(done)} done) -> {out}")
-    try:
-        records, skipped, failed = run_all(p, console, progress=not quiet)
-    except (BenchInterrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, BenchInterrupted) else 2
-        n = sum(1 for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file())
-        click.echo(f"bench interrupted (signal {signum}); {n} of {len(p.specs)} runs finished in {out / 'runs'}; "
-                   "the same command resumes", err=True)
-        raise SystemExit(128 + signum) from None
+    records, skipped, failed = run_plan(p, console, quiet, "bench")
     if skipped:
         console.print(f"skipped {len(skipped)} finished run(s) (records exist in {out / 'runs'})")
     md, plots, plot_note = write_report(p, records, failed)

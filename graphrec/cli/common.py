@@ -150,3 +150,19 @@ def resolve_model_config(model: str, config_files: tuple[str, ...], sets: tuple[
     return config
 
 
+
+
+def run_plan(p, console, quiet: bool, command: str):
+    """``run_all(p)`` for ``bench`` and ``tune``; SIGINT/SIGTERM end the command with one line and exit
+    130/143 (the running worker is stopped and writes no record; finished records stay)."""
+    from graphrec.bench.runner import run_all
+    from graphrec.train.interrupt import as_interrupted
+
+    try:
+        return run_all(p, console, progress=not quiet)
+    except KeyboardInterrupt as exc:
+        intr = as_interrupted(exc)
+        n = sum(1 for s in p.specs if (p.out / "runs" / f"{s['id']}.json").is_file())
+        click.echo(f"{command} interrupted (signal {intr.signum}, {intr.name}); {n} of {len(p.specs)} runs finished in "
+                   f"{p.out / 'runs'}; the same command resumes", err=True)
+        raise SystemExit(intr.exit_code) from None

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from graphrec.cli.common import CONTEXT, _console, _import_plugins, plugin_option
+from graphrec.cli.common import (
+    CONTEXT,
+    _console,
+    _import_plugins,
+    plugin_option,
+    run_plan,
+)
 from graphrec.errors import GraphrecError
 
 
@@ -22,7 +28,8 @@ from graphrec.errors import GraphrecError
 @click.option("--seeds", default="2024", show_default=True, help="Comma-separated seeds; each trial runs once per seed (validation averaged).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs of every trial.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (runs/, logs/, tune.md, tune.json). Default: tune-out/<model>.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch/OpenMP threads of each trial.")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch/OpenMP threads of each trial (config key threads; default 1, 0 = all CPUs the trial may use); same as --set threads=N, and both with different values is an error.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @plugin_option
 def tune(model, space, search, trials, search_seed, data_dir, sets, configs, seeds, epochs, out, threads, quiet, plugins) -> None:
@@ -42,8 +49,14 @@ def tune(model, space, search, trials, search_seed, data_dir, sets, configs, see
     """
     from rich.markup import escape
 
-    from graphrec.bench.runner import BenchInterrupted, changes_message, existing_changes, parse_seeds, run_all
-    from graphrec.bench.tune import combinations, read_space, select, tune_plan, write_tune_report
+    from graphrec.bench.runner import changes_message, existing_changes, parse_seeds
+    from graphrec.bench.tune import (
+        combinations,
+        read_space,
+        select,
+        tune_plan,
+        write_tune_report,
+    )
     from graphrec.config import parse_set
 
     root = click.get_current_context().find_root().params.get("plugins") or ()
@@ -64,12 +77,7 @@ def tune(model, space, search, trials, search_seed, data_dir, sets, configs, see
         raise GraphrecError(changes_message(out, changes).replace("--rerun-changed", "a new --out"))
     console = _console(quiet)
     console.print(f"[bold]tune[/] {escape(model)}: {len(combos)} trial(s) x {len(p.seeds)} seed(s) -> {escape(str(out))}")
-    try:
-        records, _, failed = run_all(p, console, progress=not quiet)
-    except (BenchInterrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, BenchInterrupted) else 2
-        click.echo(f"tune interrupted (signal {signum}); the same command resumes", err=True)
-        raise SystemExit(128 + signum) from None
+    records, _, failed = run_plan(p, console, quiet, "tune")
     result = select(p, records)
     md = write_tune_report(p, model, result, failed)
     if result["chosen"]:

@@ -42,6 +42,9 @@ class EvalResult:
     n_users: int
     groups: dict[str, dict[str, float]] = field(default_factory=dict)
     group_users: dict[str, int] = field(default_factory=dict)
+    #: with ``per_user=names``: the evaluated users ``(U,) int64`` and ``{name: (U,) float64}``
+    users: np.ndarray | None = None
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,8 @@ class EvalSums:
     n_users: int
     gsums: dict[str, dict[str, float]]
     gcount: dict[str, int]
+    users: np.ndarray | None = None  # with ``per_user``: the users, in the order of ``per_user``'s values
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)  # {name: (U,) float64}; not merged
 
     @staticmethod
     def merge(parts: list["EvalSums"]) -> "EvalSums":
@@ -83,7 +88,7 @@ class EvalSums:
         n = max(self.n_users, 1)
         metrics = {name: s / n for name, s in self.sums.items()}
         groups = {g: {name: s / self.gcount[g] for name, s in d.items()} for g, d in self.gsums.items() if self.gcount.get(g)}
-        return EvalResult(self.split, metrics, self.n_users, groups, dict(self.gcount))
+        return EvalResult(self.split, metrics, self.n_users, groups, dict(self.gcount), self.users, dict(self.per_user))
 
 
 def _csr(pairs: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -133,9 +138,11 @@ class Evaluator:
         """The evaluated users of ``split`` (sorted)."""
         return np.unique(self.splits[split][:, 0])
 
-    def evaluate(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None) -> EvalResult:
-        """Mean metrics over the split's users (or over ``users``, a subset of them)."""
-        return self.evaluate_sums(scorer, split, users).result()
+    def evaluate(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None,
+                 per_user: tuple[str, ...] = ()) -> EvalResult:
+        """Mean metrics over the split's users (or over ``users``, a subset of them); with ``per_user``
+        names, the same ranking pass also gives each user's values (``result.users``, ``result.per_user``)."""
+        return self.evaluate_sums(scorer, split, users, per_user).result()
 
     def _topk(self, scorer: Scorer, ub: np.ndarray, sub: sp.csr_matrix, kmax: int, device) -> torch.Tensor:
         """``(B, kmax)`` top item ids of users ``ub`` with the items of ``sub`` (CSR rows) excluded."""
@@ -147,25 +154,13 @@ class Evaluator:
         The means of the returned arrays are :meth:`evaluate`'s metrics (no item groups);
         paired significance tests over users use them (:mod:`graphrec.bench.significance`).
         """
-        pairs = self.splits[split]
-        pos = _csr(pairs, self.n_users, self.n_items)
-        users = self.users(split)
-        kmax = min(self.topk[-1], self.n_items)
-        keys = np.unique(pairs[:, 0] * self.n_items + pairs[:, 1])
-        out: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for start in range(0, len(users), self.batch_size):
-            ub = users[start : start + self.batch_size]
-            top = self._topk(scorer, ub, self.mask[split][ub], kmax, scorer.item.device)
-            k = ub[:, None] * self.n_items + top.numpy()
-            idx = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
-            hits = torch.from_numpy(keys[idx] == k)
-            vals = per_user_metrics(hits, torch.from_numpy(np.diff(pos[ub].indptr)), self.topk, self.metrics)
-            for n in names:
-                out[n].append(vals[n].double().numpy())
-        return users.astype(np.int64), {n: np.concatenate(v) if v else np.zeros(0) for n, v in out.items()}
+        s = self.evaluate_sums(scorer, split, per_user=tuple(names))
+        return s.users, s.per_user
 
-    def evaluate_sums(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None) -> EvalSums:
-        """Metric sums and user counts over ``users`` (default: all of the split's users)."""
+    def evaluate_sums(self, scorer: Scorer, split: str = "valid", users: np.ndarray | None = None,
+                      per_user: tuple[str, ...] = ()) -> EvalSums:
+        """Metric sums and user counts over ``users`` (default: all of the split's users); with
+        ``per_user`` names also each user's values of those metrics (``EvalSums.users``/``per_user``)."""
         pairs = self.splits[split]
         mask = self.mask[split]
         pos = _csr(pairs, self.n_users, self.n_items)
@@ -180,6 +175,7 @@ class Evaluator:
         gsums: dict[str, dict[str, float]] = {g: {} for g in group_ids}
         gcount = {g: 0 for g in group_ids}
         device = scorer.item.device
+        kept: dict[str, list[np.ndarray]] = {n: [] for n in per_user}
         for start in range(0, len(users), self.batch_size):
             ub = users[start : start + self.batch_size]
             top = self._topk(scorer, ub, mask[ub], kmax, device)
@@ -189,6 +185,8 @@ class Evaluator:
             n_pos = torch.from_numpy(np.diff(pos[ub].indptr))
             for name, vals in per_user_metrics(hits, n_pos, self.topk, self.metrics).items():
                 sums[name] = sums.get(name, 0.0) + float(vals.double().sum())  # float64: results agree across eval batch sizes
+                if name in kept:
+                    kept[name].append(vals.double().numpy())
             if group_mat is not None:
                 in_group = group_mat[top]  # (B, K, G)
                 pos_sub = pos[ub]
@@ -204,7 +202,13 @@ class Evaluator:
                     for name, v in vals.items():
                         gsums[g][name] = gsums[g].get(name, 0.0) + float(v.double().sum())
                     gcount[g] += int(sel.sum())
-        return EvalSums(split, sums, len(users), gsums, gcount)
+        if not per_user:
+            return EvalSums(split, sums, len(users), gsums, gcount)
+        unknown = [n for n in per_user if n not in sums and len(users)]
+        if unknown:
+            raise ValueError(f"per_user: unknown metric(s) {', '.join(unknown)}")
+        values = {n: np.concatenate(v) if v else np.zeros(0) for n, v in kept.items()}
+        return EvalSums(split, sums, len(users), gsums, gcount, users.astype(np.int64), values)
 
 
 def popularity_scorer(dataset: RecDataset) -> Scorer:
