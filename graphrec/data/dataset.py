@@ -17,10 +17,22 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from graphrec.data.features import FEATURE_SUFFIX, check_modality_names, discover_modalities, load_features
 from graphrec.data.feature_norm import normalize_features
+from graphrec.data.features import (
+    FEATURE_SUFFIX,
+    check_modality_names,
+    discover_modalities,
+    load_features,
+)
 from graphrec.data.imputation import impute
-from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions, read_inter
+from graphrec.data.interactions import (
+    TEST,
+    TRAIN,
+    VALID,
+    Interactions,
+    pair_matrix,
+    read_inter,
+)
 from graphrec.data.masks import MissingModalities, generate_missing, load_mask_file
 from graphrec.data.new_items import apply_new_items, derive_new_items, select_new_items
 from graphrec.data.synthetic import make_synthetic
@@ -61,23 +73,14 @@ class RecDataset:
 
     def train_matrix(self) -> sp.csr_matrix:
         """``(U, N)`` CSR matrix Y of training interactions (ones)."""
-        data = np.ones(len(self.train), dtype=np.float32)
-        m = sp.csr_matrix((data, (self.train[:, 0], self.train[:, 1])), shape=(self.n_users, self.n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
+        return self.interaction_matrix(("train",))
 
     def interaction_matrix(self, splits: tuple[str, ...] | list[str] = ("train",)) -> sp.csr_matrix:
         """``(U, N)`` CSR with ones at the (user, item) pairs of ``splits`` (e.g. the items a
         recommendation list excludes: ``("train", "valid")``)."""
         pairs = [self.split_pairs(s) for s in splits]
         pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
-        m = sp.csr_matrix(
-            (np.ones(len(pairs), dtype=np.float32), (pairs[:, 0], pairs[:, 1])), shape=(self.n_users, self.n_items)
-        )
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
+        return pair_matrix(pairs, self.n_users, self.n_items)
 
     def split_pairs(self, split: str) -> np.ndarray:
         if split not in ("train", "valid", "test"):

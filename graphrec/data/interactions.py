@@ -131,6 +131,19 @@ def write_inter(path: str | Path, users: np.ndarray, items: np.ndarray, labels: 
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
 
 
+def pair_matrix(pairs: np.ndarray, n_users: int, n_items: int, binary: bool = True):
+    """``(n_users, n_items)`` SciPy CSR matrix of ``(P, 2)`` (user, item) pairs: ones, or with
+    ``binary=False`` the number of times each pair occurs."""
+    import scipy.sparse as sp
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    m = sp.csr_matrix((np.ones(len(pairs), dtype=np.float32), (pairs[:, 0], pairs[:, 1])), shape=(n_users, n_items))
+    m.sum_duplicates()
+    if binary:
+        m.data[:] = 1.0
+    return m
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     p = Path(path)

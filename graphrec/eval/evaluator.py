@@ -28,9 +28,10 @@ import scipy.sparse as sp
 import torch
 
 from graphrec.data.dataset import RecDataset
+from graphrec.data.interactions import pair_matrix
 from graphrec.eval.metrics import METRICS, per_user_metrics
-from graphrec.models.topk import top_k
 from graphrec.models.base import Scorer
+from graphrec.models.topk import top_k
 
 
 @dataclass
@@ -92,11 +93,8 @@ class EvalSums:
 
 
 def _csr(pairs: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
-    m = sp.csr_matrix(
-        (np.ones(len(pairs), dtype=np.float32), (pairs[:, 0], pairs[:, 1])), shape=(n_users, n_items)
-    )
-    m.sum_duplicates()
-    return m
+    """Pair counts (a pair listed twice counts twice, as before the shared helper)."""
+    return pair_matrix(pairs, n_users, n_items, binary=False)
 
 
 class Evaluator:
