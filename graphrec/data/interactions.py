@@ -146,35 +146,24 @@ def pair_matrix(pairs: np.ndarray, n_users: int, n_items: int, binary: bool = Tr
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(path, binary=True) as fh:
+        fh.write(data)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path, newline: str | None = "\n"):
-    """Text file handle whose content replaces ``path`` only when the ``with`` block succeeds
-    (temporary file in the same folder, then ``os.replace``); for outputs too large to build in memory."""
+def atomic_writer(path: str | Path, newline: str | None = "\n", binary: bool = False):
+    """File handle (text, or bytes with ``binary``) whose content replaces ``path`` only when the
+    ``with`` block succeeds (temporary file in the same folder, then ``os.replace``); streams
+    outputs too large to build in memory."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)) as fh:
             yield fh
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
