@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -13,7 +15,7 @@ from graphrec.data.dataset import load_dataset
 from graphrec.data.interactions import TEST, TRAIN, VALID, Interactions
 from graphrec.data.new_items import apply_new_items, derive_new_items, select_new_items
 from graphrec.data.sampler import BPRSampler
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, GraphrecWarning
 
 
 def pairs(a: np.ndarray) -> set[tuple[int, int]]:
@@ -150,3 +152,18 @@ def test_sampler_excludes_items_that_have_train_rows():
     assert not np.isin(s.pool, [0, 5]).any()
     neg = s.sample_negatives(np.repeat(np.arange(6), 200))
     assert not np.isin(neg, [0, 5]).any()
+
+
+def test_a_del_file_given_as_the_full_file_warns(tmp_path):
+    """A <name>_del.inter put in place of <name>.inter would lose another 20 % of items: a warning says so."""
+    rows = tiny_rows(n_users=30, n_items=40, per_user=10, seed=6)
+    drop = set(range(0, 40, 5))  # 8 of 40 items (20 %) keep only held-out rows, as in a _del file
+    kept = [r for r in rows if not (r[2] == TRAIN and r[1] in drop)]
+    d = write_mmrec_dir(tmp_path / "d", kept, name="toy", dims={})
+    cfg = resolve_config("lightgcn", {}, overrides={"data_dir": str(d), "new_items": True})
+    with pytest.warns(GraphrecWarning, match=r"already have held-out rows but no train rows.*toy_del\.inter"):
+        load_dataset(cfg)
+    full = write_mmrec_dir(tmp_path / "f", rows, name="toy", dims={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GraphrecWarning)
+        load_dataset(resolve_config("lightgcn", {}, overrides={"data_dir": str(full), "new_items": True}))

@@ -345,5 +345,13 @@ def _new_item_interactions(data_dir: Path, name: str, full: Interactions) -> tup
         new_items = derive_new_items(full, read_inter(del_path))
     else:
         counts = np.bincount(full.items[full.labels == TRAIN], minlength=full.n_items)
+        cold = np.unique(full.items[(full.labels != TRAIN) & (counts[full.items] == 0)])
+        if len(cold) > 0.05 * full.n_items:  # e.g. a <name>_del.inter given as <name>.inter
+            warnings.warn(
+                f"{data_dir / (name + '.inter')}: {len(cold)} items ({len(cold) / full.n_items:.0%}) already have held-out "
+                "rows but no train rows, as in a _del file; the new-item setting draws about 20 % more new items from "
+                f"the rest. For the papers' protocol put the full file as {name}.inter and the _del file as {name}_del.inter",
+                GraphrecWarning, stacklevel=2,
+            )
         new_items = select_new_items(counts)
     return apply_new_items(full, new_items), new_items
