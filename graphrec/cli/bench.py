@@ -10,6 +10,7 @@ from graphrec.cli.common import (
     CONTEXT,
     _console,
     _import_plugins,
+    all_plugins,
     check_writable_dir,
     plugin_option,
     run_plan,
@@ -82,9 +83,8 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     )
     from graphrec.config import parse_set
 
-    root = click.get_current_context().find_root().params.get("plugins") or ()
-    all_plugins = tuple(dict.fromkeys((*root, *plugins)))
-    _import_plugins(all_plugins)
+    plugins = all_plugins(plugins)
+    _import_plugins(plugins)
     models = list(models)
     out = out or Path("bench-out") / protocol
     if out.exists() and not out.is_dir():
@@ -95,7 +95,7 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     p = plan(
         models, protocol, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
         presets=parse_presets(presets, models), seeds=parse_seeds(seeds), epochs=epochs,
-        variants=list(variants) or None, plugins=all_plugins, threads=threads, mask_seed=mask_seed, write=not (dry_run or report_only),
+        variants=list(variants) or None, plugins=plugins, threads=threads, mask_seed=mask_seed, write=not (dry_run or report_only),
         trainer=trainer,
     )
     from rich.markup import escape

@@ -110,6 +110,13 @@ def _import_plugins(plugins: tuple[str, ...]) -> None:
     import_plugins(plugins)
 
 
+def all_plugins(plugins: tuple[str, ...]) -> tuple[str, ...]:
+    """The group's ``graphrec --plugin`` modules followed by the command's, without repeats (what a
+    child process, a bench worker or a distributed rank, must import again)."""
+    root = click.get_current_context().find_root().params.get("plugins") or ()
+    return tuple(dict.fromkeys((*root, *plugins)))
+
+
 def _prepare_out(out: Path | None, model: str, dataset: str, overwrite: bool) -> Path:
     if out is None:
         out = Path("runs") / f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

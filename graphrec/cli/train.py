@@ -16,6 +16,7 @@ from graphrec.cli.common import (
     _console,
     _group_metrics,
     _import_plugins,
+    all_plugins,
     plugin_option,
     resolve_model_config,
     trust_option,
@@ -89,9 +90,7 @@ def fit(model, data_dir, config_files, sets, epochs, seed, device, threads, out,
             )
             resolve_device(str(config["device"]))  # an unknown device or a missing GPU is an error before loading data
             if distributed and launched_env() is None:  # start the ranks here; each runs _fit_worker
-                root = click.get_current_context().find_root().params.get("plugins") or ()
-                spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, tuple(dict.fromkeys((*root, *plugins))),
-                                                 dist_timeout, logger))
+                spawn_local(_fit_worker, nproc, (model, config, out, overwrite, quiet, all_plugins(plugins), dist_timeout, logger))
                 return
             _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger)
     except KeyboardInterrupt as exc:  # before training into a run folder began (after: _train_in_folder reports)

@@ -10,6 +10,7 @@ from graphrec.cli.common import (
     CONTEXT,
     _console,
     _import_plugins,
+    all_plugins,
     plugin_option,
     run_plan,
 )
@@ -59,9 +60,8 @@ def tune(model, space, search, trials, search_seed, data_dir, sets, configs, see
     )
     from graphrec.config import parse_set
 
-    root = click.get_current_context().find_root().params.get("plugins") or ()
-    all_plugins = tuple(dict.fromkeys((*root, *plugins)))
-    _import_plugins(all_plugins)
+    plugins = all_plugins(plugins)
+    _import_plugins(plugins)
     out = out or Path("tune-out") / model
     if out.exists() and not out.is_dir():
         raise GraphrecError(f"--out '{out}' is a file, not a folder")
@@ -71,7 +71,7 @@ def tune(model, space, search, trials, search_seed, data_dir, sets, configs, see
     combos = combinations(read_space(space), search, trials, search_seed)
     p = tune_plan(model, combos, out, data_dir=str(data_dir) if data_dir else None, sets=parse_set(sets),
                   presets={model: [str(c) for c in configs]}, seeds=parse_seeds(seeds), epochs=epochs,
-                  plugins=all_plugins, threads=threads)
+                  plugins=plugins, threads=threads)
     changes = existing_changes(p)
     if changes:
         raise GraphrecError(changes_message(out, changes).replace("--rerun-changed", "a new --out"))
