@@ -48,14 +48,19 @@ class ContentKNN(LightGCN):
         self._observed = np.stack([~dataset.missing.missing[m] for m in self.modalities], axis=1)
         counts = np.bincount(dataset.train[:, 1], minlength=dataset.n_items)
         self._old = counts > 0
+        self._cold_neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def feature_widths(self) -> dict[str, int]:
         return {m: int(x.shape[1]) for m, x in self._feats.items()}
 
-    def _transfer(self, item: torch.Tensor, feats: dict[str, np.ndarray], observed: np.ndarray) -> torch.Tensor:
-        """``(n, d)`` representations of query items from their nearest old items' rows of ``item``."""
+    def _neighbours(self, feats: dict[str, np.ndarray], observed: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, k)`` nearest old items of query items in feature space and their weights."""
         idx, sim = content_neighbours(feats, observed, self._feats, self._observed, self.content_k, candidates=self._old)
-        w = neighbour_weights(sim).to(item.device, item.dtype)
+        return idx, neighbour_weights(sim)
+
+    def _transfer(self, item: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``(n, d)`` representations of query items from their nearest old items' rows of ``item``."""
+        w = w.to(item.device, item.dtype)
         out = (w.unsqueeze(2) * item[idx.to(item.device)]).sum(dim=1)
         none = w.sum(dim=1) == 0
         if none.any():
@@ -67,12 +72,13 @@ class ContentKNN(LightGCN):
         user, item = self.representations()
         cold = np.flatnonzero(~self._old)
         if len(cold):
+            if self._cold_neighbours is None:  # features never change: one search, not one per evaluation
+                self._cold_neighbours = self._neighbours({m: x[cold] for m, x in self._feats.items()}, self._observed[cold])
             item = item.clone()
-            q = {m: x[cold] for m, x in self._feats.items()}
-            item[torch.from_numpy(cold).to(item.device)] = self._transfer(item, q, self._observed[cold])
+            item[torch.from_numpy(cold).to(item.device)] = self._transfer(item, *self._cold_neighbours)
         return Scorer(user, item)
 
     @torch.no_grad()
     def new_item_representations(self, new: NewItems) -> torch.Tensor:
         _, item = self.representations()
-        return self._transfer(item, new.features, new.observed)
+        return self._transfer(item, *self._neighbours(new.features, new.observed))
