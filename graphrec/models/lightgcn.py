@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from graphrec.blocks.bpr import bpr_loss, l2_reg
-from graphrec.blocks.lightgcn import LightGCNPropagation
+from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv, LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
+from graphrec.graph.sampling import UserItemSampler, check_propagation, resolve_fanouts
 from graphrec.models.base import RecModel
 from graphrec.registry import register_model
 
@@ -23,11 +25,26 @@ class LightGCN(RecModel):
 
     Loss: BPR on the propagated embeddings + ``reg_weight`` x L2 of the batch's ego embeddings.
     The layer is the block named by ``ui_block`` (slot ``ui_conv``, default ``lightgcn_conv``).
+
+    ``propagation: sampled`` computes a training batch's users and items from DGL-sampled
+    neighbourhoods (``fanouts`` per layer, input side first; ``sampled_rescale``), so an epoch
+    is linear in the interactions (:mod:`graphrec.graph.sampling`); evaluation always uses
+    full propagation.
     """
 
     name = "lightgcn"
     distributed_loss = "rows"  # BPR and L2 are means over the batch rows
-    default_config = {"n_layers": 3, "reg_weight": 1e-4, "ui_block": "lightgcn_conv"}
+    default_config = {
+        "n_layers": 3,
+        "reg_weight": 1e-4,
+        "ui_block": "lightgcn_conv",
+        # 'full': every batch propagates over the whole graph; 'sampled': over sampled neighbourhoods
+        "propagation": "full",
+        # in-edges kept per node and layer with propagation=sampled: null (10 each), k, or one per layer
+        "fanouts": None,
+        # sampled messages into a node x (full degree / kept edges): an unbiased estimate of the full sum
+        "sampled_rescale": True,
+    }
     block_slots = {"ui_block": "ui_conv"}
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
@@ -36,13 +53,37 @@ class LightGCN(RecModel):
         self.item_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, self.embedding_size)))
         self.propagation = LightGCNPropagation(int(config["n_layers"]), conv=self.make_block("ui_block"))
         self.reg_weight = float(config["reg_weight"])
+        self.propagation_mode = check_propagation(config.get("propagation", "full"), self.name)
+        self.fanouts = resolve_fanouts(config.get("fanouts"), int(config["n_layers"]), self.name)
+        self._ui_sampler: UserItemSampler | None = None
+        if self.propagation_mode == "sampled" and type(self.propagation.conv) not in (LightGCNConv, LightGCNMeanConv):
+            raise GraphrecError(
+                f"{self.name}: propagation=sampled needs a weight-free LightGCN layer as ui_block "
+                f"(lightgcn_conv or lightgcn_mean_conv), got {config['ui_block']!r}"
+            )
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagation(self.graph, self.user_emb, self.item_emb)
 
-    def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
+    @property
+    def ui_sampler(self) -> UserItemSampler:
+        """The user-item neighbour sampler (built on first use, on the CPU)."""
+        if self._ui_sampler is None:
+            self._ui_sampler = UserItemSampler(
+                self.graph, self.fanouts, self.propagation.conv.weight, bool(self.config.get("sampled_rescale", True))
+            )
+        return self._ui_sampler
+
+    def batch_representations(self, batch: BPRBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, d)`` each: propagated embeddings of the batch's users, positives and negatives."""
+        if self.propagation_mode == "sampled":
+            u, p, n = self.ui_sampler.batch(self.user_emb, self.item_emb, batch.users, batch.pos, batch.neg)
+            return u, p, n
         user, item = self.representations()
-        u, p, n = user[batch.users], item[batch.pos], item[batch.neg]
+        return user[batch.users], item[batch.pos], item[batch.neg]
+
+    def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
+        u, p, n = self.batch_representations(batch)
         bpr = bpr_loss((u * p).sum(1), (u * n).sum(1))
         reg = self.reg_weight * l2_reg(self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
         return {"loss": bpr + reg, "bpr": bpr, "reg": reg}

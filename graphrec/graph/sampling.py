@@ -1,0 +1,175 @@
+"""Sampled mini-batch propagation: layer-mean embeddings of a batch's nodes from DGL's sampled blocks.
+
+Full propagation computes every node's embedding at every batch, so an epoch costs about
+``|E|^2 / B``. With ``propagation: sampled`` a batch computes only its seed nodes (its users,
+positive and negative items): DGL's :class:`dgl.dataloading.MultiLayerNeighborSampler` draws,
+from the seeds outwards, at most ``fanouts[l]`` in-neighbours per node and layer and returns
+one *block* (bipartite graph) per layer; messages flow only along the sampled edges, so a
+batch costs ``O(B * prod(fanouts))`` whatever the size of the graph and an epoch is linear in
+the number of interactions.
+
+Weights: every sampled edge keeps its weight from the **full** graph (LightGCN's
+``1/sqrt(deg_u deg_i)`` with the full graph's degrees). With ``rescale`` (the default) the
+messages into a node that kept ``k`` of its ``D`` in-edges are multiplied by ``D / k``, so the
+sampled sum is an unbiased estimate of the full one (Horvitz-Thompson; ``k = D`` when the fan-out
+is at least the node's degree, so nothing changes then). With fan-outs at least the maximum
+degree, sampled propagation equals full propagation exactly.
+
+Layer mean: DGL lists a block's destination nodes first among its source nodes, so the seeds are
+the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
+
+The graph lives on the CPU (DGL's sampler runs there; the registry's DGL is CPU-only); the
+sampled edge lists and weights are moved to the embeddings' device, where the messages are summed
+with torch operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import dgl
+import torch
+
+from graphrec.errors import GraphrecError
+from graphrec.graph.heterograph import IU, UI
+
+#: fan-out per layer when the config gives none (``fanouts: null``)
+DEFAULT_FANOUT = 10
+
+
+def resolve_fanouts(value: Any, n_layers: int, model: str) -> list[int]:
+    """The per-layer fan-outs of config key ``fanouts``: ``None`` -> ``[10] * n_layers``, an int ``k`` ->
+    ``[k] * n_layers``, a list of ``n_layers`` positive ints as it is. ``-1`` = all neighbours.
+
+    ``fanouts[0]`` is the input-side (outermost) layer, as in DGL. One-line :class:`GraphrecError` otherwise.
+    """
+    if value is None:
+        return [DEFAULT_FANOUT] * n_layers
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value] * n_layers
+    if not isinstance(value, (list, tuple)) or not all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+        raise GraphrecError(f"{model}: 'fanouts' must be a positive integer or a list of {n_layers} (one per layer), got {value!r}")
+    if len(value) != n_layers:
+        raise GraphrecError(f"{model}: 'fanouts' {list(value)!r} has {len(value)} entries for {n_layers} layers (n_layers); give one per layer")
+    if any(k == 0 or k < -1 for k in value):
+        raise GraphrecError(f"{model}: 'fanouts' must hold positive integers (or -1 = all neighbours), got {list(value)!r}")
+    return [int(k) for k in value]
+
+
+def check_propagation(value: Any, model: str) -> str:
+    """``'full'`` or ``'sampled'``; a one-line :class:`GraphrecError` for anything else."""
+    if value not in ("full", "sampled"):
+        raise GraphrecError(f"{model}: 'propagation' must be 'full' or 'sampled', got {value!r}")
+    return str(value)
+
+
+@dataclass
+class SampledBlocks:
+    """The sampled computation graph of one batch.
+
+    Attributes:
+        input_nodes: ``(n_in,)`` int64 node ids whose ego embeddings enter the first layer.
+        n_seeds: the seeds are the first ``n_seeds`` nodes at every layer.
+        layers: per layer, input side first: ``(src, dst, w, n_dst)`` with ``src``/``dst`` ``(e,)``
+            int64 local indices and ``w`` ``(e,)`` float32 weights (rescaled), on the target device.
+    """
+
+    input_nodes: torch.Tensor
+    n_seeds: int
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]
+
+    @property
+    def n_edges(self) -> int:
+        return sum(len(s) for s, _, _, _ in self.layers)
+
+
+class NeighbourSampler:
+    """Samples blocks of a weighted homogeneous graph (CPU) for a batch of seed nodes.
+
+    Args:
+        src, dst: ``(E,)`` int64 edges ``src -> dst`` (messages flow to ``dst``).
+        weight: ``(E,)`` float32 full-graph edge weights.
+        n_nodes: number of nodes.
+        fanouts: in-edges kept per node and layer, input side first (``-1`` = all).
+        rescale: multiply the messages into a node by ``full in-degree / sampled in-degree``.
+    """
+
+    def __init__(
+        self, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, n_nodes: int, fanouts: list[int], rescale: bool = True
+    ) -> None:
+        self.graph = dgl.graph((src.long(), dst.long()), num_nodes=int(n_nodes), idtype=torch.int64)
+        self.weight = weight.detach().float().cpu()
+        self.in_degree = self.graph.in_degrees().float()
+        self.fanouts = list(fanouts)
+        self.rescale = bool(rescale)
+        self.sampler = dgl.dataloading.MultiLayerNeighborSampler(self.fanouts)
+
+    def sample(self, seeds: torch.Tensor, device: torch.device | str) -> SampledBlocks:
+        """Blocks for ``(S,)`` unique int64 ``seeds`` (they stay first, in this order), tensors on ``device``."""
+        input_nodes, _, blocks = self.sampler.sample(self.graph, seeds.cpu())
+        layers = []
+        for block in blocks:
+            src, dst = block.edges()
+            w = self.weight[block.edata[dgl.EID]]
+            if self.rescale:
+                full = self.in_degree[block.dstdata[dgl.NID]]
+                kept = block.in_degrees().float().clamp(min=1.0)
+                w = w * (full / kept)[dst]
+            layers.append((src.to(device), dst.to(device), w.to(device), block.num_dst_nodes()))
+        return SampledBlocks(input_nodes, len(seeds), layers)
+
+
+def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
+    """Mean of layers ``0..L`` for the seeds: ``(n_in, d)`` ego embeddings of ``blocks.input_nodes`` -> ``(S, d)``.
+
+    Each layer is ``h'[v] = sum over sampled in-edges (u -> v) of w_uv h[u]`` (weight-free, as LightGCN).
+    """
+    h = ego
+    acc = ego[: blocks.n_seeds]
+    for src, dst, w, n_dst in blocks.layers:
+        msg = h.index_select(0, src) * w.unsqueeze(1)
+        h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
+        acc = acc + h[: blocks.n_seeds]
+    return acc / (len(blocks.layers) + 1)
+
+
+class UserItemSampler:
+    """Sampled LightGCN propagation on the user-item relations of a heterograph.
+
+    Nodes of the homogeneous sampling graph: users ``0..U-1``, items ``U..U+N-1``; edges both ways
+    with the heterograph's ``ui``/``iu`` weights ``edata[weight]`` (``w``: symmetric, ``w_mean``: mean).
+
+    Shapes: :meth:`batch` maps ``(B,)`` users and any number of ``(B,)`` item tensors to ``(B, d)``
+    layer-mean embeddings, computed from the ``(U, d)``/``(N, d)`` ego tables.
+    """
+
+    def __init__(self, g: dgl.DGLGraph, fanouts: list[int], weight: str = "w", rescale: bool = True) -> None:
+        self.n_users = g.num_nodes("user")
+        self.n_items = g.num_nodes("item")
+        u, i = g.edges(etype=UI)
+        iu_src, iu_dst = g.edges(etype=IU)
+        src = torch.cat([u, iu_src + self.n_users])
+        dst = torch.cat([i + self.n_users, iu_dst])
+        w = torch.cat([g.edges[UI].data[weight], g.edges[IU].data[weight]])
+        self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale)
+
+    def ego(self, nodes: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+        """``(n, d)`` ego embeddings of sampling-graph ``nodes`` (users first, then items offset by U)."""
+        nodes = nodes.to(user_emb.device)
+        is_user = nodes < self.n_users
+        pos_u = is_user.nonzero().squeeze(1)
+        pos_i = (~is_user).nonzero().squeeze(1)
+        out = torch.zeros((len(nodes), user_emb.shape[1]), dtype=user_emb.dtype, device=user_emb.device)
+        out = out.index_copy(0, pos_u, user_emb.index_select(0, nodes[pos_u]))
+        return out.index_copy(0, pos_i, item_emb.index_select(0, nodes[pos_i] - self.n_users))
+
+    def batch(self, user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, *items: torch.Tensor) -> list[torch.Tensor]:
+        """``[(B, d) users, (B_k, d) per item tensor]``: sampled layer-mean embeddings of the batch's nodes."""
+        device = user_emb.device
+        parts = [users.cpu()] + [t.cpu() + self.n_users for t in items]
+        seeds, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+        blocks = self.sampler.sample(seeds, device)
+        out = propagate_blocks(blocks, self.ego(blocks.input_nodes, user_emb, item_emb))
+        rows = inverse.to(device).split([len(p) for p in parts])
+        return [out.index_select(0, r) for r in rows]

@@ -1,0 +1,140 @@
+"""Sampled mini-batch propagation (propagation: sampled): exact with fan-outs >= the maximum degree,
+shapes, unbiasedness of the rescaled estimate, config errors and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import dgl
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import assert_user_error, invoke, small_config
+from graphrec.data.dataset import load_dataset
+from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
+from graphrec.graph.sampling import NeighbourSampler, propagate_blocks, resolve_fanouts
+from graphrec.models import LightGCN
+from graphrec.train.seed import set_seed
+
+SMALL = ["--set", "synth_users=150", "--set", "synth_items=200"]
+
+
+def _model(mode: str, seed: int = 0, **over) -> LightGCN:
+    cfg = small_config("lightgcn", propagation=mode, **over)
+    ds = load_dataset(cfg)
+    set_seed(seed)
+    return LightGCN(ds, cfg)
+
+
+def _batch(model: LightGCN, b: int = 64, seed: int = 1) -> BPRBatch:
+    rng = np.random.default_rng(seed)
+    tr = model.graph.edges(etype="ui")
+    rows = rng.choice(len(tr[0]), b, replace=False)
+    neg = rng.integers(0, model.n_items, b)
+    return BPRBatch(tr[0][rows].long(), tr[1][rows].long(), torch.from_numpy(neg))
+
+
+def _max_degree(model: LightGCN) -> int:
+    g = model.graph
+    return int(max(g.in_degrees(etype="ui").max(), g.in_degrees(etype="iu").max()))
+
+
+@pytest.mark.parametrize("weight", ["lightgcn_conv", "lightgcn_mean_conv"])
+def test_full_fanout_equals_full_propagation(weight):
+    full = _model("full", ui_block=weight)
+    k = _max_degree(full)
+    sampled = _model("sampled", fanouts=[k, k + 5, -1], ui_block=weight)
+    assert torch.equal(full.user_emb, sampled.user_emb)  # same seed, same weights
+    batch = _batch(full)
+    lf, ls = full.loss(batch), sampled.loss(batch)
+    assert float(ls["loss"]) == pytest.approx(float(lf["loss"]), rel=1e-5, abs=1e-7)
+    lf["loss"].backward()
+    ls["loss"].backward()
+    for a, b in [(full.user_emb.grad, sampled.user_emb.grad), (full.item_emb.grad, sampled.item_emb.grad)]:
+        assert float(a.abs().max()) > 0
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+    # and the rows match full propagation's
+    u, i = full.representations()
+    su, sp, sn = sampled.batch_representations(batch)
+    torch.testing.assert_close(su, u[batch.users], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(sn, i[batch.neg], rtol=1e-5, atol=1e-7)
+
+
+def test_small_fanout_shapes_and_differs():
+    model = _model("sampled", fanouts=[2, 2, 2])
+    batch = _batch(model, b=32)
+    u, p, n = model.batch_representations(batch)
+    assert u.shape == p.shape == n.shape == (32, model.embedding_size)
+    fu, fi = model.representations()
+    assert not torch.allclose(u, fu[batch.users])  # really sampled
+    loss = model.loss(batch)["loss"]
+    loss.backward()
+    touched = model.item_emb.grad.abs().sum(1) > 0
+    assert 0 < int(touched.sum()) < model.n_items  # only the sampled neighbourhood gets a gradient
+
+
+def test_rescaled_estimate_is_unbiased():
+    # a star: node 0 aggregates from 20 neighbours with weight 1; fan-out 4 keeps 4, rescaled x5
+    n = 21
+    src = torch.arange(1, n)
+    dst = torch.zeros(n - 1, dtype=torch.int64)
+    h = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    est = []
+    for s in range(400):
+        dgl.seed(s)
+        blocks = NeighbourSampler(src, dst, torch.ones(n - 1), n, [4]).sample(torch.tensor([0]), "cpu")
+        assert blocks.n_edges == 4
+        ego = h[blocks.input_nodes]
+        est.append(2 * float(propagate_blocks(blocks, ego)[0, 0]))  # layer mean (h0 + h1) / 2 with h0 = 0
+    assert np.mean(est) == pytest.approx(float(h[1:].sum()), rel=0.03)
+
+
+@given(st.lists(st.integers(0, 29), min_size=1, max_size=12), st.integers(1, 3))
+def test_seed_rows_follow_the_batch(users, layers):
+    # rows come back in batch order, duplicates included; full fan-out = full propagation
+    model = _model("sampled", fanouts=-1, n_layers=layers)
+    batch = torch.tensor(users)
+    items = (batch * 7) % model.n_items
+    out_u, out_i = model.ui_sampler.batch(model.user_emb, model.item_emb, batch, items)
+    fu, fi = model.representations()
+    torch.testing.assert_close(out_u, fu[batch], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_i, fi[items], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value,fragment",
+    [([10, 10], "has 2 entries for 3 layers"), ([10, 0, 10], "positive integers"), ("many", "positive integer or a list"), ([1.5, 2, 2], "positive integer or a list")],
+)
+def test_bad_fanouts(value, fragment):
+    with pytest.raises(GraphrecError, match=fragment):
+        resolve_fanouts(value, 3, "lightgcn")
+
+
+def test_fanout_defaults():
+    assert resolve_fanouts(None, 2, "m") == [10, 10]
+    assert resolve_fanouts(5, 3, "m") == [5, 5, 5]
+
+
+def test_cli_sampled_fit(tmp_path):
+    r = invoke("fit", "lightgcn", "--epochs", "2", "--out", tmp_path / "r", "--quiet", *SMALL,
+               "--set", "propagation=sampled", "--set", "fanouts=[5,5,5]")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and 0.0 < metrics["test"]["metrics"]["recall@20"] <= 1.0
+    r = invoke("evaluate", tmp_path / "r", "--json")  # the checkpoint reloads
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(
+    "sets,fragment",
+    [(["propagation=sampling"], "'propagation' must be 'full' or 'sampled'"),
+     (["propagation=sampled", "fanouts=[10,10]"], "has 2 entries for 3 layers"),
+     (["propagation=sampled", "fanouts=[10,-3,10]"], "positive integers")],
+)  # fmt: skip
+def test_cli_bad_propagation(tmp_path, sets, fragment):
+    args = [a for s in sets for a in ("--set", s)]
+    assert_user_error(invoke("fit", "lightgcn", "--epochs", "1", "--out", tmp_path / "r", "--quiet", *SMALL, *args), fragment)
