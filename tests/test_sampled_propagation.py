@@ -138,3 +138,41 @@ def test_cli_sampled_fit(tmp_path):
 def test_cli_bad_propagation(tmp_path, sets, fragment):
     args = [a for s in sets for a in ("--set", s)]
     assert_user_error(invoke("fit", "lightgcn", "--epochs", "1", "--out", tmp_path / "r", "--quiet", *SMALL, *args), fragment)
+
+
+def test_sparse_embeddings_same_gradient_and_row_local_step():
+    k = _max_degree(_model("full"))
+    dense = _model("sampled", fanouts=-1)
+    sparse = _model("sampled", fanouts=-1, sparse_embeddings=True)
+    batch = _batch(dense)
+    dense.loss(batch)["loss"].backward()
+    sparse.loss(batch)["loss"].backward()
+    assert sparse.item_emb.grad.is_sparse and not dense.item_emb.grad.is_sparse
+    torch.testing.assert_close(sparse.item_emb.grad.to_dense(), dense.item_emb.grad, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(sparse.user_emb.grad.to_dense(), dense.user_emb.grad, rtol=1e-5, atol=1e-8)
+    opt = sparse.make_optimizer(1e-2, 0.0)
+    assert isinstance(opt, torch.optim.SparseAdam) and k > 0
+    before = sparse.item_emb.detach().clone()
+    opt.step()
+    moved = (sparse.item_emb.detach() != before).any(1)
+    touched = sparse.item_emb.grad.coalesce().indices()[0].unique()
+    assert set(moved.nonzero().squeeze(1).tolist()) <= set(touched.tolist()) and bool(moved.any())
+
+
+@pytest.mark.parametrize(
+    "over,fragment",
+    [({"sparse_embeddings": True}, "needs propagation=sampled"),
+     ({"sparse_embeddings": True, "propagation": "sampled", "weight_decay": 0.1}, "does not support weight_decay")],
+)  # fmt: skip
+def test_sparse_embeddings_errors(over, fragment):
+    mode = over.pop("propagation", "full")
+    with pytest.raises(GraphrecError, match=fragment):
+        _model(mode, **over)
+
+
+def test_cli_sparse_embeddings_fit(tmp_path):
+    r = invoke("fit", "lightgcn", "--epochs", "2", "--out", tmp_path / "r", "--quiet", *SMALL,
+               "--set", "propagation=sampled", "--set", "sparse_embeddings=true")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["test"]["metrics"]["recall@20"] > 0.0

@@ -134,6 +134,14 @@ def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     return acc / (len(blocks.layers) + 1)
 
 
+def lookup(table: torch.Tensor, rows: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+    """``(n, d)`` rows of a ``(R, d)`` table; with ``sparse`` its gradient is a sparse tensor of those rows
+    (an optimiser step then costs ``O(n d)``, not ``O(R d)``)."""
+    if sparse:
+        return torch.nn.functional.embedding(rows.to(table.device), table, sparse=True)
+    return table.index_select(0, rows.to(table.device))
+
+
 class UserItemSampler:
     """Sampled LightGCN propagation on the user-item relations of a heterograph.
 
@@ -154,22 +162,26 @@ class UserItemSampler:
         w = torch.cat([g.edges[UI].data[weight], g.edges[IU].data[weight]])
         self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale)
 
-    def ego(self, nodes: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """``(n, d)`` ego embeddings of sampling-graph ``nodes`` (users first, then items offset by U)."""
+    def ego(self, nodes: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """``(n, d)`` ego embeddings of sampling-graph ``nodes`` (users first, then items offset by U).
+
+        ``sparse``: the tables get sparse (row-wise) gradients, for :class:`torch.optim.SparseAdam`."""
         nodes = nodes.to(user_emb.device)
         is_user = nodes < self.n_users
         pos_u = is_user.nonzero().squeeze(1)
         pos_i = (~is_user).nonzero().squeeze(1)
         out = torch.zeros((len(nodes), user_emb.shape[1]), dtype=user_emb.dtype, device=user_emb.device)
-        out = out.index_copy(0, pos_u, user_emb.index_select(0, nodes[pos_u]))
-        return out.index_copy(0, pos_i, item_emb.index_select(0, nodes[pos_i] - self.n_users))
+        out = out.index_copy(0, pos_u, lookup(user_emb, nodes[pos_u], sparse))
+        return out.index_copy(0, pos_i, lookup(item_emb, nodes[pos_i] - self.n_users, sparse))
 
-    def batch(self, user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, *items: torch.Tensor) -> list[torch.Tensor]:
+    def batch(
+        self, user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, *items: torch.Tensor, sparse: bool = False
+    ) -> list[torch.Tensor]:
         """``[(B, d) users, (B_k, d) per item tensor]``: sampled layer-mean embeddings of the batch's nodes."""
         device = user_emb.device
         parts = [users.cpu()] + [t.cpu() + self.n_users for t in items]
         seeds, inverse = torch.unique(torch.cat(parts), return_inverse=True)
         blocks = self.sampler.sample(seeds, device)
-        out = propagate_blocks(blocks, self.ego(blocks.input_nodes, user_emb, item_emb))
+        out = propagate_blocks(blocks, self.ego(blocks.input_nodes, user_emb, item_emb, sparse))
         rows = inverse.to(device).split([len(p) for p in parts])
         return [out.index_select(0, r) for r in rows]

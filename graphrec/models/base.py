@@ -154,6 +154,11 @@ class RecModel(nn.Module):
         """Parameters the trainer's Adam optimises (default: all; DGMRec excludes its CLUB estimators)."""
         return self.parameters()
 
+    def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """The trainer's optimiser: Adam over :meth:`optim_parameters` (LightGCN with ``sparse_embeddings``:
+        SparseAdam, whose step touches only the batch's rows)."""
+        return torch.optim.Adam(self.optim_parameters(), lr=lr, weight_decay=weight_decay)
+
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
         """Losses of one batch; ``'loss'`` is the total that is back-propagated."""
         raise NotImplementedError

@@ -12,7 +12,7 @@ from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv, LightGCNPro
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.graph.sampling import UserItemSampler, check_propagation, resolve_fanouts
+from graphrec.graph.sampling import UserItemSampler, check_propagation, lookup, resolve_fanouts
 from graphrec.models.base import RecModel
 from graphrec.registry import register_model
 
@@ -44,6 +44,9 @@ class LightGCN(RecModel):
         "fanouts": None,
         # sampled messages into a node x (full degree / kept edges): an unbiased estimate of the full sum
         "sampled_rescale": True,
+        # propagation=sampled only: row-wise (sparse) gradients and SparseAdam (lazy Adam: a step updates only
+        # the batch's rows), so a step does not cost O((users + items) x d); for 10^5+ items
+        "sparse_embeddings": False,
     }
     block_slots = {"ui_block": "ui_conv"}
 
@@ -61,6 +64,16 @@ class LightGCN(RecModel):
                 f"{self.name}: propagation=sampled needs a weight-free LightGCN layer as ui_block "
                 f"(lightgcn_conv or lightgcn_mean_conv), got {config['ui_block']!r}"
             )
+        self.sparse_embeddings = bool(config.get("sparse_embeddings", False))
+        if self.sparse_embeddings and self.propagation_mode != "sampled":
+            raise GraphrecError(f"{self.name}: sparse_embeddings=true needs propagation=sampled (full propagation touches every row)")
+        if self.sparse_embeddings and float(config.get("weight_decay", 0.0)) > 0:
+            raise GraphrecError(f"{self.name}: sparse_embeddings=true does not support weight_decay (SparseAdam); use reg_weight")
+
+    def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        if self.sparse_embeddings:
+            return torch.optim.SparseAdam(list(self.optim_parameters()), lr=lr)
+        return super().make_optimizer(lr, weight_decay)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagation(self.graph, self.user_emb, self.item_emb)
@@ -77,7 +90,7 @@ class LightGCN(RecModel):
     def batch_representations(self, batch: BPRBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, d)`` each: propagated embeddings of the batch's users, positives and negatives."""
         if self.propagation_mode == "sampled":
-            u, p, n = self.ui_sampler.batch(self.user_emb, self.item_emb, batch.users, batch.pos, batch.neg)
+            u, p, n = self.ui_sampler.batch(self.user_emb, self.item_emb, batch.users, batch.pos, batch.neg, sparse=self.sparse_embeddings)
             return u, p, n
         user, item = self.representations()
         return user[batch.users], item[batch.pos], item[batch.neg]
@@ -85,5 +98,8 @@ class LightGCN(RecModel):
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
         u, p, n = self.batch_representations(batch)
         bpr = bpr_loss((u * p).sum(1), (u * n).sum(1))
-        reg = self.reg_weight * l2_reg(self.user_emb[batch.users], self.item_emb[batch.pos], self.item_emb[batch.neg])
+        sp = self.sparse_embeddings
+        reg = self.reg_weight * l2_reg(
+            lookup(self.user_emb, batch.users, sp), lookup(self.item_emb, batch.pos, sp), lookup(self.item_emb, batch.neg, sp)
+        )
         return {"loss": bpr + reg, "bpr": bpr, "reg": reg}

@@ -196,9 +196,9 @@ class Trainer:
         known = {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit", "map") for k in self.evaluator.topk}
         if self.valid_metric not in known:
             raise GraphrecError(f"valid_metric '{self.valid_metric}' is not computed; choose one of {', '.join(sorted(known))}")
-        self.optimizer = torch.optim.Adam(
-            self.model.optim_parameters(), lr=float(config["learning_rate"]), weight_decay=float(config.get("weight_decay", 0.0))
-        )
+        self.optimizer = self.model.make_optimizer(float(config["learning_rate"]), float(config.get("weight_decay", 0.0)))
+        if self.dist.enabled and isinstance(self.optimizer, torch.optim.SparseAdam):
+            raise GraphrecError("sparse_embeddings=true is not supported with --distributed (gradients are summed as dense tensors)")
         a, b = (list(config.get("learning_rate_scheduler") or [1.0, 50]) + [50])[:2]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
         self.epoch = 0
