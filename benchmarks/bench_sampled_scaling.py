@@ -144,11 +144,12 @@ def plot(records: list[dict[str, Any]], path: Path) -> bool:
         return False
     syn = [r for r in records if "error" not in r and r["dataset"].startswith("synthetic")]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, style in (("full", "o-"), ("sampled", "s--"), ("sampled_sparse", "^-")):
-        rs = sorted((r for r in syn if r["mode"] == mode), key=lambda r: r["interactions"])
-        if not rs:
-            continue
-        ax.plot([r["interactions"] for r in rs], [r["epoch_s"] for r in rs], style, label=mode)
+    styles = {"full": "o-", "sampled": "s--", "sampled_sparse": "^-"}
+    series = sorted({(r["mode"], tuple(r["fanouts"]) if r["mode"] != "full" else ()) for r in syn})
+    for mode, fan in series:
+        rs = sorted((r for r in syn if r["mode"] == mode and (mode == "full" or tuple(r["fanouts"]) == fan)), key=lambda r: r["interactions"])
+        label = mode if mode == "full" else f"{mode} {list(fan)}"
+        ax.plot([r["interactions"] for r in rs], [r["epoch_s"] for r in rs], styles.get(mode, "x-"), label=label)
         for r in rs:
             if r["partial"]:
                 ax.annotate("extrapolated", (r["interactions"], r["epoch_s"]), fontsize=7, textcoords="offset points", xytext=(4, -10))

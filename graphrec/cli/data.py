@@ -37,7 +37,7 @@ def datasets_synth(out, users, items, interactions, modalities, seed, mask, over
     Feature files hold the true features of every item; the mask file says which are
     to be treated as missing, so retrieval of hidden modalities can be scored.
     Large sets are generated in chunks (docs/scaling.md), e.g. 10^6 items and 10^7
-    interactions: --users 410000 --items 1000000 (a few minutes, about 3 GiB).
+    interactions: --users 43000 --items 1000000 --interactions 250 (a few minutes).
     """
     from graphrec.data.features import check_modality_names
     from graphrec.data.interactions import atomic_save_npy, write_inter

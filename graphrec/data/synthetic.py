@@ -37,7 +37,7 @@ DEFAULT_FEATURE_DIMS = {"image": 128, "text": 96, "audio": 64}
 #: above this many user-item pairs the candidate-based generator is used (module docstring)
 DENSE_PAIRS = 50_000_000
 #: candidate items per user in the large-set generator (a user's count is capped at half of it)
-CANDIDATES = 256
+CANDIDATES = 512
 #: users per chunk and items per feature block in the large-set generator
 USER_CHUNK = 4096
 ITEM_BLOCK = 262_144
