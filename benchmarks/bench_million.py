@@ -14,6 +14,7 @@ evaluator, BPR sampler), **epoch** (each of ``--epochs`` training epochs, ``Trai
 after the model's epoch hook), **evaluate valid** / **evaluate test** (full-ranking over all items,
 ``Trainer.evaluate``). After every stage: its seconds and the process's peak RSS so far
 (``ru_maxrss``), so a stage's own peak is the first row where the value rises to it.
+``--max-batches K`` times only K batches of the first epoch and extrapolates it (labelled).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     ap.add_argument("--model", default="lightgcn")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE (repeatable)")
+    ap.add_argument("--max-batches", type=int, default=0, help="time only this many batches of the (first) epoch and extrapolate it (0 = whole epochs)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=Path("bench-out/million.json"))
     args = ap.parse_args()
@@ -67,12 +69,29 @@ def main() -> None:
     t = time.perf_counter()
     trainer = Trainer(model, ds, cfg, progress=False)
     stage("trainer set-up", t)
-    for epoch in range(args.epochs):
+    n_batches = trainer.sampler.n_batches(int(cfg["train_batch_size"]))
+    for epoch in range(args.epochs if not args.max_batches else 1):
         t = time.perf_counter()
         trainer.epoch = epoch
         trainer._model_hook("on_epoch_start", epoch)
+        if args.max_batches:  # a partial epoch, the trainer's step without its progress bar
+            batches = trainer.sampler.epoch(int(cfg["train_batch_size"]))
+            model.train()
+            first = next(batches)  # the epoch's shuffle and negative sampling
+            set_up = time.perf_counter() - t
+            done, t_batches = 0, time.perf_counter()
+            for batch in [first, *(b for _, b in zip(range(args.max_batches - 1), batches))]:
+                trainer.optimizer.zero_grad(set_to_none=True)
+                loss = model.loss(batch.to(trainer.device))["loss"]
+                loss.backward()
+                trainer.optimizer.step()
+                done += 1
+            per = (time.perf_counter() - t_batches) / done
+            stage("epoch 1 (extrapolated)", t, batches_timed=done, batches=n_batches, s_per_batch=round(per, 4),
+                  epoch_s_extrapolated=round(set_up + per * n_batches, 1), loss=round(float(loss), 5))  # fmt: skip
+            continue
         logs = trainer.train_epoch()
-        stage(f"epoch {epoch + 1}", t, loss=round(logs["loss"], 5), batches=trainer.sampler.n_batches(int(cfg["train_batch_size"])))
+        stage(f"epoch {epoch + 1}", t, loss=round(logs["loss"], 5), batches=n_batches)
     res = {}
     for split in ("valid", "test"):
         t = time.perf_counter()
