@@ -1,0 +1,41 @@
+"""The scaling scripts of issue 15 run end to end on tiny inputs and write what docs/scaling.md quotes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, invoke
+
+
+def _run(*args: str) -> None:
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_bench_sampled_scaling_records(tmp_path):
+    js = tmp_path / "s.json"
+    _run("benchmarks/bench_sampled_scaling.py", "--sizes", "3000", "--modes", "full", "sampled_sparse", "--fanouts", "3", "3",
+         "--per-user", "10", "--time-limit", "100", "--json", str(js))  # fmt: skip
+    recs = json.loads(js.read_text())["records"]
+    assert [r["mode"] for r in recs] == ["full", "sampled_sparse"]
+    for r in recs:
+        assert r["partial"] is False and r["batches_timed"] == r["batches_per_epoch"] - 1
+        assert r["epoch_s"] > 0 and r["interactions"] > 1500 and r["fanouts"] == [3, 3]
+    merged = tmp_path / "m.json"
+    _run("benchmarks/bench_sampled_scaling.py", "--merge", str(js), str(js), "--json", str(merged))
+    assert len(json.loads(merged.read_text())["records"]) == 4
+
+
+def test_bench_million_stages(tmp_path):
+    d = tmp_path / "d"
+    assert invoke("datasets", "synth", "--out", d, "--users", "60", "--items", "200", "--no-mask").exit_code == 0
+    js = tmp_path / "m.json"
+    _run("benchmarks/bench_million.py", "--data-dir", str(d), "--set", "dataset=synthetic", "--set", "propagation=sampled",
+         "--set", "sparse_embeddings=true", "--max-batches", "2", "--set", "train_batch_size=64", "--json", str(js))  # fmt: skip
+    stages = json.loads(js.read_text())["stages"]
+    names = [s["stage"] for s in stages]
+    assert names == ["load", "build (model + graph)", "trainer set-up", "epoch 1 (extrapolated)", "evaluate valid", "evaluate test"]
+    assert stages[3]["batches_timed"] == 2 and stages[3]["epoch_s_extrapolated"] > 0
+    assert all(s["peak_rss_mb"] > 0 for s in stages) and 0 <= stages[-1]["recall@20"] <= 1
