@@ -128,7 +128,7 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({
         "dataset": name, "mode": args.mode, "interactions": int(len(ds.train)), "users": ds.n_users, "items": ds.n_items,
         "batch_size": args.batch_size, "fanouts": args.fanouts, "batches_per_epoch": n_batches, "batches_timed": len(times),
-        "partial": partial, "s_per_batch": round(per_batch, 5), "epoch_s": round(epoch_s, 2), "epoch_setup_s": round(epoch_setup_s, 3),
+        "partial": partial, "s_per_batch": round(per_batch, 5), "epoch_s": round(epoch_s, 3), "epoch_setup_s": round(epoch_setup_s, 3),
         "setup_s": round(setup_s, 3), "load_s": round(load_s, 2), "build_s": round(build_s, 2), "full_propagation_s": round(prop_s, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }))  # fmt: skip

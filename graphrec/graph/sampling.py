@@ -19,13 +19,13 @@ Layer mean: DGL lists a block's destination nodes first among its source nodes, 
 the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
 
 The graph lives on the CPU (DGL's sampler runs there; the registry's DGL is CPU-only); the
-sampled edges of each layer become a sparse CSR matrix on the embeddings' device, multiplied with
-``torch.sparse.mm`` (the backward pass scatters along the edges with ``index_add_``).
+sampled edge lists and weights are moved to the embeddings' device, where each layer is a gather
+(``index_select``) and a scatter-add (``index_add_``) along the edges. (A sparse CSR product per
+block was measured 2x slower on ML-1M: 30.4 against 15.3-16.0 s per epoch.)
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,18 +72,17 @@ class SampledBlocks:
     Attributes:
         input_nodes: ``(n_in,)`` int64 node ids whose ego embeddings enter the first layer.
         n_seeds: the seeds are the first ``n_seeds`` nodes at every layer.
-        layers: per layer, input side first: ``(A, src, dst, w)``: the ``(n_dst, n_src)`` sparse CSR
-            matrix of the sampled edges' (rescaled) weights, and the edges as ``(e,)`` local indices
-            and weights (for the backward pass), on the target device.
+        layers: per layer, input side first: ``(src, dst, w, n_dst)`` with ``src``/``dst`` ``(e,)``
+            int64 local indices and ``w`` ``(e,)`` float32 weights (rescaled), on the target device.
     """
 
     input_nodes: torch.Tensor
     n_seeds: int
-    layers: list[tuple[torch.Tensor, ...]]
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]
 
     @property
     def n_edges(self) -> int:
-        return sum(len(src) for _, src, _, _ in self.layers)
+        return sum(len(src) for src, _, _, _ in self.layers)
 
 
 class NeighbourSampler:
@@ -118,41 +117,8 @@ class NeighbourSampler:
                 full = self.in_degree[block.dstdata[dgl.NID]]
                 kept = block.in_degrees().float().clamp(min=1.0)
                 w = w * (full / kept)[dst]
-            layers.append(_layer(src, dst, w, block.num_dst_nodes(), block.num_src_nodes(), device))
+            layers.append((src.to(device), dst.to(device), w.to(device), block.num_dst_nodes()))
         return SampledBlocks(input_nodes, len(seeds), layers)
-
-
-class _BlockMatmul(torch.autograd.Function):
-    """``A h`` with ``A`` a sparse CSR ``(n_dst, n_src)`` matrix (forward); the backward pass scatters
-    ``w_e grad[dst_e]`` into ``src_e`` (no transposed matrix to build for every batch)."""
-
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(src, dst, w)
-        ctx.n_src = h.shape[0]
-        return torch.sparse.mm(a, h)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        src, dst, w = ctx.saved_tensors
-        msg = grad.index_select(0, dst) * w.unsqueeze(1)
-        out = torch.zeros((ctx.n_src, grad.shape[1]), dtype=grad.dtype, device=grad.device).index_add_(0, src, msg)
-        return None, None, None, None, out
-
-
-def _layer(src: torch.Tensor, dst: torch.Tensor, w: torch.Tensor, n_dst: int, n_src: int, device) -> tuple[torch.Tensor, ...]:
-    """``(A, src, dst, w)`` on ``device``: ``A`` the ``(n_dst, n_src)`` sparse CSR of edges ``src -> dst`` with
-    weights ``w``. DGL's sampled blocks list edges grouped by destination, so ``A`` needs no sort (checked)."""
-    if len(dst) > 1 and not bool((dst[1:] >= dst[:-1]).all()):
-        order = torch.argsort(dst, stable=True)
-        src, dst, w = src[order], dst[order], w[order]
-    crow = torch.zeros(n_dst + 1, dtype=torch.int64)
-    crow[1:] = torch.cumsum(torch.bincount(dst, minlength=n_dst), 0)
-    src, dst, w = src.long(), dst.long(), w.float()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        a = torch.sparse_csr_tensor(crow, src, w, (n_dst, n_src))
-        return a.to(device), src.to(device), dst.to(device), w.to(device)
 
 
 def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
@@ -162,8 +128,9 @@ def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     """
     h = ego
     acc = ego[: blocks.n_seeds]
-    for a, src, dst, w in blocks.layers:
-        h = _BlockMatmul.apply(a, src, dst, w, h)
+    for src, dst, w, n_dst in blocks.layers:
+        msg = h.index_select(0, src) * w.unsqueeze(1)
+        h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
 
