@@ -21,8 +21,8 @@ from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
 
-MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn"]
-EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3"}
+MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn", "lgmrec"]
+EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3", "lgmrec": "hyper_num=3"}
 TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
 
 

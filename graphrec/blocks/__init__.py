@@ -15,8 +15,9 @@ from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
+from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
-from graphrec.blocks.infonce import infonce, infonce_rows
+from graphrec.blocks.infonce import infonce, infonce_all, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
@@ -41,6 +42,7 @@ __all__ = [
     "HypergraphPrototypeConv",
     "ItemGraphConv",
     "ItemGraphPropagation",
+    "LearnableHyperedges",
     "LearnedKNNGraph",
     "LightGCNConv",
     "LightGCNPropagation",
@@ -56,7 +58,9 @@ __all__ = [
     "batch_bpr",
     "batch_l2",
     "bpr_loss",
+    "hyperedge_propagate",
     "infonce",
+    "infonce_all",
     "infonce_rows",
     "l2_reg",
     "perturb",

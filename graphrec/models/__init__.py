@@ -8,6 +8,7 @@ from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.freedom import FREEDOM
 from graphrec.models.lattice import LATTICE
+from graphrec.models.lgmrec import LGMRec
 from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
 from graphrec.models.mgcn import MGCN
@@ -16,4 +17,4 @@ from graphrec.models.sgl import SGL
 from graphrec.models.simgcl import SimGCL
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LightGCN", "MFBPR", "MGCN", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "NGCF", "RecModel", "SGL", "Scorer", "SimGCL", "VBPR"]

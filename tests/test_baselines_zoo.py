@@ -1,0 +1,129 @@
+"""The rest of the DGMRec paper's baselines (issue 14): LGMRec, SiBraR, MILK and their blocks.
+
+The shared checks (NN-injection by default, `graphrec fit NAME` on the embedded set and on an MMRec
+folder, `imputation` recorded) run for them in tests/test_baselines_mm.py (list MM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from conftest import make_dataset, small_config, tiny_rows
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
+from graphrec.blocks.infonce import infonce_all
+from graphrec.data.dataset import load_dataset
+from graphrec.data.sampler import BPRBatch
+from graphrec.graph.heterograph import build_heterograph
+from graphrec.registry import BLOCKS, MODELS
+
+
+def build(name: str, **overrides):
+    cfg = small_config(name, embedding_size=8, synth_users=60, synth_items=80, **overrides)
+    ds = load_dataset(cfg)
+    return MODELS.get(name)(ds, cfg), ds
+
+
+def dense_interactions(ds) -> torch.Tensor:
+    a = torch.zeros(ds.n_users, ds.n_items)
+    a[torch.from_numpy(ds.train[:, 0]), torch.from_numpy(ds.train[:, 1])] = 1.0
+    return a
+
+
+# ----------------------------------------------------------------------------- LGMRec
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 9), width=st.integers(1, 6), tau=st.floats(0.05, 2.0), train=st.booleans(), seed=st.integers(0, 500))
+def test_lgmrec_hyperedge_assignments_are_distributions_over_the_hyperedges(k, width, tau, train, seed):
+    """Every user's and item's assignment row sums to 1 (Gumbel-softmax in training, softmax in
+    evaluation), and the logits are H_i = x V and H_u = A H_i (the sum over the user's train items)."""
+    ds = make_dataset(tiny_rows(10, 14, per_user=5, seed=seed % 7), n_users=10, n_items=14)
+    g = build_heterograph(ds.n_users, ds.n_items, ds.train)
+    torch.manual_seed(seed)
+    block = LearnableHyperedges(width, k, tau, keep_rate=1.0).train(train)
+    x = torch.randn(ds.n_items, width)
+    hu, hi = block.assignments(g, x)
+    assert hu.shape == (ds.n_users, k) and hi.shape == (ds.n_items, k)
+    for h in (hu, hi):
+        assert (h >= 0).all()
+        torch.testing.assert_close(h.sum(1), torch.ones(h.shape[0]), rtol=1e-5, atol=1e-5)
+    lu, li = block.logits(g, x)
+    torch.testing.assert_close(li, x @ block.hyperedges)
+    torch.testing.assert_close(lu, dense_interactions(ds) @ li, rtol=1e-5, atol=1e-5)
+    if not train:  # evaluation: deterministic, softmax(H / τ)
+        torch.testing.assert_close(hi, torch.softmax(li / tau, 1))
+        torch.testing.assert_close(block.assignments(g, x)[1], hi)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 12), u=st.integers(1, 8), k=st.integers(1, 5), layers=st.integers(1, 3), seed=st.integers(0, 500))
+def test_hyperedge_propagation_is_the_dense_product(n, u, k, layers, seed):
+    torch.manual_seed(seed)
+    hi, hu, e = torch.rand(n, k), torch.rand(u, k), torch.randn(n, 3)
+    pu, pi = hyperedge_propagate(hi, hu, e, layers)
+    want = e
+    for _ in range(layers - 1):
+        want = hi @ hi.T @ want
+    torch.testing.assert_close(pu, hu @ hi.T @ want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pi, hi @ hi.T @ want, rtol=1e-4, atol=1e-5)
+
+
+def test_one_hot_hyperedges_average_nothing_but_sum_their_members():
+    """With hard assignments, an item's global embedding is the sum over the items of its hyperedge."""
+    hi = F.one_hot(torch.tensor([0, 0, 1, 1, 1]), 2).float()
+    e = torch.arange(10.0).view(5, 2)
+    _, out = hyperedge_propagate(hi, hi[:1], e)
+    torch.testing.assert_close(out, torch.stack([e[:2].sum(0)] * 2 + [e[2:].sum(0)] * 3))
+
+
+def test_lgmrec_final_representation_is_local_plus_alpha_global():
+    model, ds = build("lgmrec", alpha=0.7)
+    model.eval()
+    with torch.no_grad():
+        final, hyper = model.views()
+        user, item = model.propagation(model.graph, model.user_emb, model.item_emb)
+        local = torch.cat([user, item]) + sum(F.normalize(model.modality_embedding(m), dim=1) for m in model.modalities)
+        torch.testing.assert_close(final, local + 0.7 * F.normalize(sum(hyper.values()), dim=1))
+        u, i = model.representations()
+        torch.testing.assert_close(torch.cat([u, i]), final)  # evaluation has no Gumbel noise, no dropout
+        # the global view starts from the collaborative items E^c, one hyperedge step
+        hu, hi = model.hyperedges["image"].assignments(model.graph, model.feature("image"))
+        torch.testing.assert_close(hyper["image"], torch.cat([hu @ (hi.T @ item), hi @ (hi.T @ item)]), rtol=1e-4, atol=1e-5)
+        # modality view: item rows x W, users the mean of their items, then n_mm_layers LightGCN steps
+        x = model.feature("text") @ model.projections["text"]
+        a = dense_interactions(ds)
+        deg_u, deg_i = a.sum(1), a.sum(0)
+        norm = a / torch.sqrt(torch.outer(deg_u + 1e-7, deg_i + 1e-7))
+        hu_, hi_ = (a @ x) / (deg_u[:, None] + 1e-7), x
+        for _ in range(2):
+            hu_, hi_ = norm @ hi_, norm.T @ hu_
+        torch.testing.assert_close(model.modality_embedding("text"), torch.cat([hu_, hi_]), rtol=1e-4, atol=1e-5)
+
+
+def test_lgmrec_contrast_and_loss_terms():
+    model, ds = build("lgmrec", cl_weight=1.0)
+    batch = BPRBatch(torch.tensor([0, 1, 1]), torch.tensor([2, 3, 4]), torch.tensor([5, 6, 7]))
+    torch.manual_seed(0)
+    out = model.loss(batch)
+    torch.manual_seed(0)
+    _, hyper = model.views()
+    gu, gi = (torch.split(hyper[m], [ds.n_users, ds.n_items]) for m in ("image", "text"))
+    want = infonce_all(gu[0][batch.users], gi[0], batch.users, 0.2) + infonce_all(gu[1][batch.pos], gi[1], batch.pos, 0.2)
+    torch.testing.assert_close(out["cl"], want)
+    # infonce_all is cross-entropy against every row of b, summed over the batch
+    a, b = torch.randn(3, 4), torch.randn(6, 4)
+    idx = torch.tensor([5, 0, 2])
+    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / 0.5
+    want = -(logits.log_softmax(1)[torch.arange(3), idx]).sum()
+    torch.testing.assert_close(infonce_all(a, b, idx, 0.5), want)
+    out["loss"].backward()
+    assert model.hyperedges["image"].hyperedges.grad.abs().sum() > 0  # the hyperedges are learned
+    assert BLOCKS.is_builtin("learnable_hyperedges")
+
+
+def test_lgmrec_with_one_modality_has_no_contrast_term():
+    model, _ = build("lgmrec", synth_modalities=["image"])
+    out = model.loss(BPRBatch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])))
+    assert model.modalities == ["image"] and out["cl"].item() == 0.0 and torch.isfinite(out["loss"])
