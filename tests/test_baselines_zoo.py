@@ -7,6 +7,7 @@ folder, `imputation` recorded) run for them in tests/test_baselines_mm.py (list 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_dataset, small_config, tiny_rows
@@ -127,3 +128,94 @@ def test_lgmrec_with_one_modality_has_no_contrast_term():
     model, _ = build("lgmrec", synth_modalities=["image"])
     out = model.loss(BPRBatch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])))
     assert model.modalities == ["image"] and out["cl"].item() == 0.0 and torch.isfinite(out["loss"])
+
+
+# ----------------------------------------------------------------------------- MILK
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 5), alpha=st.floats(0.05, 5.0), seed=st.integers(0, 500))
+def test_milk_environments_are_the_uniform_mixture_and_cyclic_shifts(m, alpha, seed):
+    """M + 1 environments: the uniform one, then M cyclic shifts of one Dirichlet draw, so over the
+    shifted environments every modality takes every weight once (each column sums to 1)."""
+    from graphrec.blocks.environments import CyclicMixup
+
+    torch.manual_seed(seed)
+    w = CyclicMixup([f"m{k}" for k in range(m)], alpha)()
+    assert w.shape == (m + 1, m) and (w >= 0).all()
+    torch.testing.assert_close(w.sum(1), torch.ones(m + 1))
+    torch.testing.assert_close(w[0], torch.full((m,), 1.0 / m))
+    for k in range(1, m + 1):
+        torch.testing.assert_close(w[k], torch.roll(w[1], k - 1))
+    torch.testing.assert_close(w[1:].sum(0), torch.ones(m), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 10), m=st.integers(1, 4), seed=st.integers(0, 500))
+def test_mix_modalities_ignores_what_an_item_does_not_observe(n, m, seed):
+    from graphrec.blocks.environments import mix_modalities
+
+    g = torch.Generator().manual_seed(seed)
+    reps, w = torch.randn(n, m, 3, generator=g), torch.rand(m, generator=g) + 0.1
+    avail = torch.rand(n, m, generator=g) > 0.4
+    out = mix_modalities(reps, w, avail)
+    changed = reps.clone()
+    changed[~avail] = 100.0  # what a row does not observe plays no part ...
+    full = avail.any(1)
+    torch.testing.assert_close(mix_modalities(changed, w, avail)[full], out[full])
+    want = (w * avail).unsqueeze(-1).mul(reps).sum(1) / (w * avail).sum(1, keepdim=True) * w.sum()
+    torch.testing.assert_close(out[full], want[full], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[~full], (w.unsqueeze(-1) * reps[~full]).sum(1))  # ... unless it observes nothing
+    torch.testing.assert_close(mix_modalities(reps, w), (w.unsqueeze(-1) * reps).sum(1))
+
+
+def test_milk_scores_an_item_from_the_modalities_it_observes():
+    model, ds = build("milk")
+    miss = torch.from_numpy(ds.missing.missing["image"] & ~ds.missing.missing["text"])
+    assert miss.any()
+    with torch.no_grad():
+        _, before = model.representations()
+        model.feat_0[miss] = 5.0  # the image rows of items without an image
+        _, after = model.representations()
+        torch.testing.assert_close(after[miss], before[miss])  # untouched: only the text speaks for them
+        torch.testing.assert_close(after[miss], model.projections["text"](model.feature("text")[miss]))
+        has = ~torch.from_numpy(ds.missing.missing["image"])
+        torch.testing.assert_close(after[has], before[has])
+        plain, _ = build("milk", skip_missing=False)
+        plain.load_state_dict(model.state_dict())
+        plain.feat_0.copy_(model.feat_0)
+        assert not torch.allclose(plain.representations()[1][miss], after[miss])  # skip_missing false: filled rows count
+
+
+def test_milk_loss_is_environment_risks_plus_their_variance():
+    model, ds = build("milk", penalty_weight=10.0, align_weight=0.5, reg_weight=0.0)
+    batch = BPRBatch(torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 6, 7]), torch.tensor([8, 9, 10, 11]))
+    torch.manual_seed(3)
+    out = model.loss(batch)
+    torch.manual_seed(3)
+    envs = model.environments()
+    reps = model.modality_reps(torch.cat([batch.pos, batch.neg]))
+    risks = []
+    for w in envs:
+        v = model.mixture(reps, w, torch.cat([batch.pos, batch.neg]))
+        s_pos, s_neg = (model.user_emb[batch.users] * v[:4]).sum(1), (model.user_emb[batch.users] * v[4:]).sum(1)
+        risks.append(-F.logsigmoid(s_pos - s_neg).mean())
+    risks = torch.stack(risks)
+    torch.testing.assert_close(out["bpr"], risks.sum())
+    torch.testing.assert_close(out["penalty"], 10.0 * risks.var())
+    obs = model.observed[batch.pos]
+    both = obs[:, 0] & obs[:, 1]
+    want = F.mse_loss(reps[:4][both, 0], reps[:4][both, 1]) if both.any() else torch.tensor(0.0)
+    torch.testing.assert_close(out["align"], 0.5 * want)
+    # equal modality representations: every environment sees the same items, no variance
+    with torch.no_grad():
+        for p in model.projections.values():
+            p.weight.zero_()
+            p.bias.fill_(0.1)
+    assert model.loss(batch)["penalty"].item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_milk_honours_the_imputation_key():
+    model, ds = build("milk", imputation="zeros", skip_missing=False)
+    miss = torch.from_numpy(ds.missing.missing["text"])
+    assert model.config["imputation"] == "zeros" and (model.feature("text")[miss] == 0).all()
+    mean, _ = build("milk", skip_missing=False)
+    assert mean.config["imputation"] == "mean" and not torch.allclose(mean.feature("text")[miss], model.feature("text")[miss])

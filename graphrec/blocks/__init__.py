@@ -13,6 +13,7 @@ from graphrec.blocks.club import CLUB
 from graphrec.blocks.content_head import ContentHead
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
+from graphrec.blocks.environments import CyclicMixup, invariance_penalty, mix_modalities
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
@@ -35,6 +36,7 @@ __all__ = [
     "BootstrapAlignment",
     "CLUB",
     "ContentHead",
+    "CyclicMixup",
     "DegreeSensitivePruning",
     "EdgeDropout",
     "FeatureGenerator",
@@ -62,6 +64,8 @@ __all__ = [
     "infonce",
     "infonce_all",
     "infonce_rows",
+    "invariance_penalty",
     "l2_reg",
+    "mix_modalities",
     "perturb",
 ]
