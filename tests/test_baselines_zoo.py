@@ -219,3 +219,77 @@ def test_milk_honours_the_imputation_key():
     assert model.config["imputation"] == "zeros" and (model.feature("text")[miss] == 0).all()
     mean, _ = build("milk", skip_missing=False)
     assert mean.config["imputation"] == "mean" and not torch.allclose(mean.feature("text")[miss], model.feature("text")[miss])
+
+
+# ----------------------------------------------------------------------------- SiBraR
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 12), seed=st.integers(0, 500))
+def test_single_branch_embeds_every_modality_with_the_same_function(n, seed):
+    """One branch g for all inputs: once projected to width d, an input gives the same embedding
+    whichever modality it came from (and the ID input, which has no projection, is g itself)."""
+    from graphrec.blocks.single_branch import SingleBranch
+
+    torch.manual_seed(seed)
+    block = SingleBranch({"id": None, "image": 5, "text": 7}, 4)
+    x = {"id": torch.randn(n, 4), "image": torch.randn(n, 5), "text": torch.randn(n, 7)}
+    out = block(x)
+    for m in x:
+        torch.testing.assert_close(out[m], block.embed(block.project(m, x[m])))
+    h = block.project("image", x["image"])
+    torch.testing.assert_close(block({"id": h})["id"], out["image"])
+    shared = [name for name, _ in block.named_parameters() if name.startswith("branch.")]
+    assert len(shared) == 4  # W1, b1, W2, b2: one set, whatever the number of modalities
+    assert BLOCKS.is_builtin("single_branch")
+
+
+def test_sibrar_scores_an_item_missing_every_modality_from_its_id():
+    model, ds = build("sibrar", skip_missing=True)
+    none = torch.from_numpy(ds.missing.missing["image"] & ds.missing.missing["text"])
+    assert none.any()
+    with torch.no_grad():
+        _, item = model.representations()
+        torch.testing.assert_close(item[none], model.single_branch.embed(model.item_emb[none]))
+        model.feat_0[none] = 1e3  # its (filled) feature rows play no part
+        model.feat_1[none] = -1e3
+        torch.testing.assert_close(model.representations()[1][none], item[none])
+        assert torch.isfinite(item).all()
+        full = ~torch.from_numpy(ds.missing.missing["image"] | ds.missing.missing["text"])
+        torch.testing.assert_close(item[full], model.input_embeddings(torch.nonzero(full).squeeze(1)).mean(1))
+    plain, _ = build("sibrar")  # default: the DGMRec authors' mean over the ID and all (filled) modalities
+    with torch.no_grad():
+        torch.testing.assert_close(plain.representations()[1], plain.input_embeddings().mean(1))
+
+
+def test_sibrar_samples_two_distinct_observed_inputs_per_row():
+    model, ds = build("sibrar", skip_missing=True)
+    items = torch.arange(ds.n_items)
+    torch.manual_seed(0)
+    pick = model.sample_inputs(items)
+    observed = model.observed
+    assert pick.shape == (ds.n_items, 2)
+    assert observed[items, pick[:, 0]].all() and observed[items, pick[:, 1]].all()  # only what the item observes
+    only_id = observed.sum(1) == 1
+    assert (pick[only_id] == 0).all()  # the ID twice
+    assert (pick[~only_id, 0] != pick[~only_id, 1]).all()
+    plain, _ = build("sibrar")
+    counts = torch.bincount(plain.sample_inputs(items.repeat(20)).flatten(), minlength=3)
+    assert (counts > counts.sum() / 6).all()  # about a third each: every input is drawn, observed or not
+
+
+def test_sibrar_loss_is_bpr_of_the_sampled_mean_plus_the_modality_contrast(monkeypatch):
+    model, _ = build("sibrar", cl_weight=0.5, temp=0.7)
+    batch = BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8]))
+    pick = torch.tensor([[0, 1], [2, 0], [1, 2]])
+    monkeypatch.setattr(model, "sample_inputs", lambda items: pick)
+    out = model.loss(batch)
+    pos, neg = model.input_embeddings(batch.pos), model.input_embeddings(batch.neg)
+    r = torch.arange(3)
+    p1, p2, n1, n2 = pos[r, pick[:, 0]], pos[r, pick[:, 1]], neg[r, pick[:, 0]], neg[r, pick[:, 1]]
+    u = model.user_emb[batch.users]
+    bpr = -F.logsigmoid((u * (p1 + p2) / 2).sum(1) - (u * (n1 + n2) / 2).sum(1)).mean()
+    s = (p1 * p2).sum(1) / 0.7
+    ce1 = -torch.log_softmax(torch.stack([s, (p1 * n2).sum(1) / 0.7], 1), 1)[:, 0]
+    ce2 = -torch.log_softmax(torch.stack([s, (p2 * n1).sum(1) / 0.7], 1), 1)[:, 0]
+    torch.testing.assert_close(out["bpr"], bpr)
+    torch.testing.assert_close(out["cl"], 0.5 * (ce1 + ce2).mean())
+    torch.testing.assert_close(pos[:, 1:].norm(dim=2), torch.ones(3, 2))  # content inputs are unit vectors

@@ -27,6 +27,7 @@ from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.ngcf import NGCFConv
 from graphrec.blocks.perturbed import PerturbedPropagation
 from graphrec.blocks.preference import PreferenceGate
+from graphrec.blocks.single_branch import SingleBranch
 from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
@@ -54,6 +55,7 @@ __all__ = [
     "NGCFConv",
     "PerturbedPropagation",
     "PreferenceGate",
+    "SingleBranch",
     "SinkhornTransport",
     "SpecificEncoder",
     "UserAggregation",
