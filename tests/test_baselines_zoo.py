@@ -293,3 +293,39 @@ def test_sibrar_loss_is_bpr_of_the_sampled_mean_plus_the_modality_contrast(monke
     torch.testing.assert_close(out["bpr"], bpr)
     torch.testing.assert_close(out["cl"], 0.5 * (ce1 + ce2).mean())
     torch.testing.assert_close(pos[:, 1:].norm(dim=2), torch.ones(3, 2))  # content inputs are unit vectors
+
+
+# ----------------------------------------------------------------------------- MMGCN
+def test_mmgcn_layer_matches_its_formula():
+    from graphrec.blocks.mmgcn import MMGCNLayer
+
+    ds = make_dataset(tiny_rows(9, 12, per_user=4, seed=1), n_users=9, n_items=12)
+    g = build_heterograph(ds.n_users, ds.n_items, ds.train)
+    torch.manual_seed(0)
+    layer = MMGCNLayer(5, 3)
+    x = {"user": torch.randn(9, 5), "item": torch.randn(12, 5)}
+    ids = {"user": torch.randn(9, 3), "item": torch.randn(12, 3)}
+    out = layer(g, x, ids)
+    a = dense_interactions(ds)
+    lr = F.leaky_relu
+    for k, adj, other in (("user", a, "item"), ("item", a.T, "user")):
+        mean = adj / adj.sum(1, keepdim=True).clamp_min(1e-7)
+        h = F.normalize(mean @ layer.conv(x[other]), dim=1)
+        want = lr(layer.combine(lr(h)) + lr(layer.own(x[k])) + ids[k])
+        torch.testing.assert_close(out[k], want, rtol=1e-4, atol=1e-5)
+
+
+def test_mmgcn_towers_are_modality_specific_and_averaged():
+    model, _ = build("mmgcn", n_layers=2, latent_size=16)
+    with torch.no_grad():
+        image, text = model.tower("image"), model.tower("text")
+        u, i = model.representations()
+        torch.testing.assert_close(torch.cat([u, i]), (image + text) / 2)
+        model.feat_1.mul_(-3.0)  # another text feature table: the image tower does not see it
+        torch.testing.assert_close(model.tower("image"), image)
+        assert not torch.allclose(model.tower("text"), text)
+    assert model.inputs["image"].out_features == 16 and model.preferences["image"].shape[1] == 16  # 128 wide: mapped first
+    assert all(len(t) == 2 for t in model.towers.values()) and BLOCKS.is_builtin("mmgcn_layer")
+    batch = BPRBatch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
+    model.loss(batch)["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.preferences.values())  # the preferences are trained

@@ -23,6 +23,7 @@ from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
 from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
+from graphrec.blocks.mmgcn import MMGCNLayer
 from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.ngcf import NGCFConv
 from graphrec.blocks.perturbed import PerturbedPropagation
@@ -49,6 +50,7 @@ __all__ = [
     "LearnedKNNGraph",
     "LightGCNConv",
     "LightGCNPropagation",
+    "MMGCNLayer",
     "ModalityAggregation",
     "ModalityDecoder",
     "ModalityFusion",

@@ -13,10 +13,11 @@ from graphrec.models.lightgcn import LightGCN
 from graphrec.models.mfbpr import MFBPR
 from graphrec.models.mgcn import MGCN
 from graphrec.models.milk import MILK
+from graphrec.models.mmgcn import MMGCN
 from graphrec.models.ngcf import NGCF
 from graphrec.models.sgl import SGL
 from graphrec.models.sibrar import SiBraR
 from graphrec.models.simgcl import SimGCL
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "VBPR"]
