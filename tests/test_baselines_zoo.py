@@ -329,3 +329,64 @@ def test_mmgcn_towers_are_modality_specific_and_averaged():
     batch = BPRBatch(torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
     model.loss(batch)["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.preferences.values())  # the preferences are trained
+
+
+# ----------------------------------------------------------------------------- GRCN
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 500))
+def test_affinity_attention_is_a_softmax_over_each_nodes_in_edges(seed):
+    from graphrec.blocks.edge_attention import AffinityAttention
+    from graphrec.graph.heterograph import IU, UI
+
+    ds = make_dataset(tiny_rows(8, 11, per_user=4, seed=seed % 5), n_users=8, n_items=11)
+    g = build_heterograph(ds.n_users, ds.n_items, ds.train)
+    torch.manual_seed(seed)
+    feats = {"user": torch.randn(8, 3), "item": torch.randn(11, 3)}
+    out, alphas = AffinityAttention()(g, feats)
+    a = dense_interactions(ds).bool()
+    logits = feats["user"] @ feats["item"].T
+    att_items = torch.softmax(logits.masked_fill(~a, float("-inf")), dim=1).nan_to_num(0.0)  # users over their items
+    att_users = torch.softmax(logits.T.masked_fill(~a.T, float("-inf")), dim=1).nan_to_num(0.0)  # items over their users
+    torch.testing.assert_close(out["user"], att_items @ feats["item"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["item"], att_users @ feats["user"], rtol=1e-4, atol=1e-5)
+    u, i = g.edges(etype=UI)
+    torch.testing.assert_close(alphas[UI], att_users[i, u])
+    torch.testing.assert_close(alphas[IU], att_items[u, i])
+
+
+def test_grcn_prunes_the_edges_no_modality_supports():
+    from graphrec.graph.heterograph import IU, UI
+
+    model, ds = build("grcn", content_size=8)
+    with torch.no_grad():
+        model.confidence[0] = -1.0  # user 0 distrusts every modality: the messages it sends are cut
+        model.confidence[ds.n_users + 1] = -1.0  # item 1 likewise
+        alphas = {m: model.content(m)[1] for m in model.modalities}
+        w = model.edge_weights(alphas)
+    u, i = model.graph.edges(etype=UI)
+    assert (w[UI] >= 0).all() and (w[IU] >= 0).all()
+    assert (w[UI][u == 0] == 0).all() and (w[IU][i == 1] == 0).all()
+    assert (w[UI][u != 0] > 0).any() and (w[IU][i != 1] > 0).any()
+    a = torch.stack([alphas[m][UI] for m in model.modalities], 1)
+    torch.testing.assert_close(w[UI], torch.relu((a * model.confidence[u]).amax(1)))
+    with torch.no_grad():  # the ID part runs on the refined graph: x + W x + W (W x)
+        user, item = model.representations()
+        n_u = ds.n_users
+        wm = torch.zeros(n_u + ds.n_items, n_u + ds.n_items)
+        wm[i + n_u, u] = w[UI]  # row = destination
+        wm[u, i + n_u] = w[IU]
+        x = F.normalize(model.ids, dim=1)
+        torch.testing.assert_close(torch.cat([user, item])[:, :8], x + wm @ x + wm @ (wm @ x), rtol=1e-4, atol=1e-5)
+        assert user.shape[1] == 8 + 2 * 8  # id ‖ image ‖ text
+
+
+def test_grcn_routing_refines_the_user_preferences():
+    model, _ = build("grcn", content_size=8, n_routing=0)
+    routed, _ = build("grcn", content_size=8, n_routing=2)
+    routed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        a, _ = model.content("image")
+        b, _ = routed.content("image")
+    n_u = model.n_users
+    assert not torch.allclose(a[:n_u], b[:n_u])  # users moved towards the items they chose
+    assert BLOCKS.is_builtin("affinity_attention") and BLOCKS.is_builtin("edge_weighted_conv")

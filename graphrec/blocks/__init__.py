@@ -11,6 +11,7 @@ from graphrec.blocks.bootstrap import BootstrapAlignment
 from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
 from graphrec.blocks.content_head import ContentHead
+from graphrec.blocks.edge_attention import AffinityAttention, EdgeWeightedConv
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.environments import CyclicMixup, invariance_penalty, mix_modalities
@@ -33,6 +34,7 @@ from graphrec.blocks.sinkhorn import SinkhornTransport
 from graphrec.blocks.user_aggregation import UserAggregation
 
 __all__ = [
+    "AffinityAttention",
     "BehaviorFuser",
     "BehaviorPurifier",
     "BootstrapAlignment",
@@ -41,6 +43,7 @@ __all__ = [
     "CyclicMixup",
     "DegreeSensitivePruning",
     "EdgeDropout",
+    "EdgeWeightedConv",
     "FeatureGenerator",
     "GeneralEncoder",
     "HypergraphPrototypeConv",

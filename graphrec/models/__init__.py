@@ -7,6 +7,7 @@ from graphrec.models.content_knn import ContentKNN
 from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.freedom import FREEDOM
+from graphrec.models.grcn import GRCN
 from graphrec.models.lattice import LATTICE
 from graphrec.models.lgmrec import LGMRec
 from graphrec.models.lightgcn import LightGCN
@@ -20,4 +21,4 @@ from graphrec.models.sibrar import SiBraR
 from graphrec.models.simgcl import SimGCL
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "VBPR"]
