@@ -390,3 +390,50 @@ def test_grcn_routing_refines_the_user_preferences():
     n_u = model.n_users
     assert not torch.allclose(a[:n_u], b[:n_u])  # users moved towards the items they chose
     assert BLOCKS.is_builtin("affinity_attention") and BLOCKS.is_builtin("edge_weighted_conv")
+
+
+# ----------------------------------------------------------------------------- SLMRec
+def test_fine_coarse_contrast_chains_the_levels_and_skips_unobserved_rows():
+    from graphrec.blocks.fine_coarse import FineCoarseContrast, dot_infonce
+
+    torch.manual_seed(0)
+    fac = FineCoarseContrast(["image", "text"], 4)
+    z0, views = torch.randn(6, 4), {"image": torch.randn(6, 4), "text": torch.randn(6, 4)}
+    observed = {"image": torch.tensor([1, 1, 0, 1, 1, 1]).bool(), "text": torch.tensor([1, 0, 1, 1, 0, 1]).bool()}
+    loss = fac(z0, views, observed, 0.5)
+    z1 = fac.chain["image"](z0)
+    z2 = fac.chain["text"](z1)  # text is aligned one level coarser, through the image level
+    want = dot_infonce(z1[observed["image"]], fac.heads["image"](views["image"])[observed["image"]], 0.5)
+    want = want + dot_infonce(z2[observed["text"]], fac.heads["text"](views["text"])[observed["text"]], 0.5)
+    torch.testing.assert_close(loss, want)
+    changed = {m: v.clone() for m, v in views.items()}
+    changed["image"][2] = 50.0  # the row that does not observe image plays no part in its term
+    changed["text"][[1, 4]] = -50.0
+    torch.testing.assert_close(fac(z0, changed, observed, 0.5), loss)
+    logits = torch.randn(3, 3)
+    torch.testing.assert_close(dot_infonce(torch.eye(3), logits.T, 1.0), F.cross_entropy(logits, torch.arange(3)))
+    assert BLOCKS.is_builtin("fine_coarse_contrast")
+
+
+def test_slmrec_fuses_its_graph_views_and_ignores_the_negatives():
+    model, ds = build("slmrec", n_layers=2)
+    views = model.views()
+    user, item = model.representations()
+    torch.testing.assert_close(item, model.fuse_item(torch.cat([views[k][1] for k in ("id", "image", "text")], 1)))
+    # every modality view starts its users from the same ID embedding
+    with torch.no_grad():
+        zero_items = model.propagation(model.graph, model.user_emb, torch.zeros_like(model.item_emb))
+        model.dense["image"].weight.zero_()
+        model.dense["image"].bias.zero_()
+        torch.testing.assert_close(model.views()["image"][0], zero_items[0])
+    users, pos = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    a = model.loss(BPRBatch(users, pos, torch.tensor([6, 7, 8])))
+    b = model.loss(BPRBatch(users, pos, torch.tensor([30, 40, 50])))
+    torch.testing.assert_close(a["loss"], b["loss"])  # in-batch negatives only
+    user, item = model.representations()
+    torch.testing.assert_close(a["infonce"], infonce_plain(user, item, users, pos, 0.2), rtol=1e-4, atol=1e-5)
+
+
+def infonce_plain(user, item, users, pos, temp):
+    u, i = F.normalize(user[users], dim=1), F.normalize(item[pos], dim=1)
+    return F.cross_entropy(u @ i.T / temp, torch.arange(len(users)))

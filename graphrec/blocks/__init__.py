@@ -15,6 +15,7 @@ from graphrec.blocks.edge_attention import AffinityAttention, EdgeWeightedConv
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
 from graphrec.blocks.environments import CyclicMixup, invariance_penalty, mix_modalities
+from graphrec.blocks.fine_coarse import FineCoarseContrast
 from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
@@ -45,6 +46,7 @@ __all__ = [
     "EdgeDropout",
     "EdgeWeightedConv",
     "FeatureGenerator",
+    "FineCoarseContrast",
     "GeneralEncoder",
     "HypergraphPrototypeConv",
     "ItemGraphConv",

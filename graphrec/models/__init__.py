@@ -19,6 +19,7 @@ from graphrec.models.ngcf import NGCF
 from graphrec.models.sgl import SGL
 from graphrec.models.sibrar import SiBraR
 from graphrec.models.simgcl import SimGCL
+from graphrec.models.slmrec import SLMRec
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "SLMRec", "VBPR"]
