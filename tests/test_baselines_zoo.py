@@ -437,3 +437,78 @@ def test_slmrec_fuses_its_graph_views_and_ignores_the_negatives():
 def infonce_plain(user, item, users, pos, temp):
     u, i = F.normalize(user[users], dim=1), F.normalize(item[pos], dim=1)
     return F.cross_entropy(u @ i.T / temp, torch.arange(len(users)))
+
+
+# ----------------------------------------------------------------------------- DAMRS
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 25), k=st.integers(1, 6), chunk=st.integers(1, 9), seed=st.integers(0, 500))
+def test_damrs_denoised_graphs_keep_only_pairs_every_modality_finds_similar(n, k, chunk, seed):
+    from graphrec.graph.denoised import denoised_knn_graphs
+
+    rng = np.random.default_rng(seed)
+    feats = {"a": rng.normal(size=(n, 4)).astype(np.float32), "b": rng.normal(size=(n, 3)).astype(np.float32)}
+    graphs = denoised_knn_graphs(feats, k, chunk_size=chunk)
+    sims = {m: dense_cos(x) for m, x in feats.items()}
+    keep = np.ones((n, n), dtype=bool)
+    for s in sims.values():
+        keep &= s >= s.mean() - 1e-6
+    for m, g in graphs.items():
+        a = g.toarray()
+        nz = a > 0
+        assert not (nz & ~keep).any()  # a pair below either modality's mean never survives
+        assert (nz.sum(1) == np.minimum(k, keep.sum(1))).all()  # k per row, or all survivors
+        for i in range(n):  # the kept ones are the most similar survivors
+            kept, dropped = sims[m][i][nz[i]], sims[m][i][keep[i] & ~nz[i]]
+            if len(kept) and len(dropped):
+                assert kept.min() >= dropped.max() - 1e-5
+        r = nz.sum(1)
+        want = nz / np.sqrt(np.outer(np.maximum(r, 1), np.maximum(r, 1)))
+        np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-7)
+
+
+def dense_cos(x):
+    z = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return z @ z.T
+
+
+def test_damrs_cooccurrence_graph_links_items_the_same_users_chose():
+    from graphrec.graph.denoised import cooccurrence_graph
+
+    train = np.array([(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 3)])
+    a = cooccurrence_graph(train, 3, 5, k=1, chunk_size=2).toarray()
+    nz = a > 0
+    assert nz[0, 1] and nz[1, 0] and nz[2, 0] ^ nz[2, 1]  # item 2's one neighbour is 0 or 1 (one shared user each)
+    assert nz.diagonal().all() and not nz[3, :3].any() and not nz[4, :4].any()  # lone items: only themselves
+    assert (nz.sum(1) <= 2).all()
+
+
+def test_damrs_pseudo_neighbours_and_agreement_weights():
+    from graphrec.blocks.denoise_align import agreement_weights, pseudo_neighbours, weighted_bpr
+
+    torch.manual_seed(0)
+    probs = [torch.softmax(torch.randn(4, 30), 1) for _ in range(3)]
+    agreed, own = pseudo_neighbours(probs, target=2, k=5)
+    torch.testing.assert_close(agreed, (probs[0] + probs[1] + 2 * probs[2]).topk(5, 1).indices)
+    for r in range(4):
+        assert not set(agreed[r].tolist()) & set(own[r].tolist())  # the target view's own neighbours are new ones
+    user = torch.randn(6, 8)
+    w_pos, w_neg = agreement_weights(user, [torch.randn(6, 8) for _ in range(3)], [torch.randn(6, 8) for _ in range(3)])
+    assert ((w_pos >= 0) & (w_pos <= 1)).all() and ((w_neg >= 0) & (w_neg <= 1)).all()
+    same = torch.randn(6, 8)  # views that agree exactly: no variance, w⁺ = the common probability
+    w_pos, _ = agreement_weights(user, [same] * 3, [same] * 3)
+    torch.testing.assert_close(w_pos, torch.sigmoid((user * F.normalize(same, dim=1)).sum(1)))
+    s_pos, s_neg = torch.randn(6), torch.randn(6)
+    torch.testing.assert_close(weighted_bpr(s_pos, s_neg, torch.ones(6), torch.zeros(6)), -F.logsigmoid(s_pos - s_neg).mean())
+
+
+def test_damrs_scores_and_loss_terms():
+    model, ds = build("damrs", knn_k=3)
+    assert "knn_behavior" in model.graph.etypes
+    with torch.no_grad():
+        user, item, views = model.forward_all()
+        u, i = model.representations()
+        torch.testing.assert_close(i, item + (views["image"] + views["text"] + views["behavior"]) / 3)
+    out = model.loss(BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])))
+    assert all(torch.isfinite(v) for v in out.values()) and out["kl"] >= 0 and out["neighbor"] > 0
+    out["loss"].backward()
+    assert model.item_emb.grad.abs().sum() > 0

@@ -11,6 +11,7 @@ from graphrec.blocks.bootstrap import BootstrapAlignment
 from graphrec.blocks.bpr import batch_bpr, batch_l2, bpr_loss, l2_reg
 from graphrec.blocks.club import CLUB
 from graphrec.blocks.content_head import ContentHead
+from graphrec.blocks.denoise_align import agreement_weights, neighbour_discrimination, pseudo_neighbours, weighted_bpr
 from graphrec.blocks.edge_attention import AffinityAttention, EdgeWeightedConv
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
@@ -65,6 +66,7 @@ __all__ = [
     "SingleBranch",
     "SinkhornTransport",
     "SpecificEncoder",
+    "agreement_weights",
     "UserAggregation",
     "batch_bpr",
     "batch_l2",
@@ -75,6 +77,9 @@ __all__ = [
     "infonce_rows",
     "invariance_penalty",
     "l2_reg",
+    "neighbour_discrimination",
     "mix_modalities",
     "perturb",
+    "pseudo_neighbours",
+    "weighted_bpr",
 ]

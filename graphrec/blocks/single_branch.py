@@ -1,4 +1,4 @@
-"""SiBraR's single-branch embedding network (Ganhör et al., SIGIR 2024): one network for every modality.
+"""SiBraR's single-branch embedding network (Ganhör et al., RecSys 2024): one network for every modality.
 
 Every input (the item ID embedding, each content modality) is first brought to width ``d`` by its own
 linear projection (none for inputs already ``d`` wide and declared with width ``None``), then the

@@ -4,6 +4,7 @@ from graphrec.models.base import RecModel, Scorer
 from graphrec.models.bm3 import BM3
 from graphrec.models.ci2mg import CI2MG
 from graphrec.models.content_knn import ContentKNN
+from graphrec.models.damrs import DAMRS
 from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.freedom import FREEDOM
@@ -22,4 +23,4 @@ from graphrec.models.simgcl import SimGCL
 from graphrec.models.slmrec import SLMRec
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "SLMRec", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DAMRS", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "SLMRec", "VBPR"]

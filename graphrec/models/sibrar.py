@@ -1,4 +1,4 @@
-"""SiBraR (Ganhör et al., SIGIR 2024): a single-branch embedding network for missing modalities."""
+"""SiBraR (Ganhör et al., RecSys 2024): a single-branch embedding network for missing modalities."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ ID = "id"
 
 @register_model("sibrar")
 class SiBraR(MultimodalBaseline):
-    """SiBraR (SIGIR 2024, item side): the item ID embedding and every content modality through one branch.
+    """SiBraR (RecSys 2024, item side): the item ID embedding and every content modality through one branch.
 
     Inputs ``k ∈ {id} ∪ modalities``: ``e_id = g(e_i)``, ``e_m = norm(g(P_m x_m))``
     (:class:`~graphrec.blocks.single_branch.SingleBranch`; ``norm`` = row-wise L2 when ``normalize``).
