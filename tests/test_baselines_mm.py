@@ -21,10 +21,10 @@ from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
 
-MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn", "lgmrec", "mmgcn", "grcn", "slmrec", "damrs"]
+MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn", "lgmrec", "mmgcn", "grcn", "slmrec", "damrs", "gume"]
 #: missing-modality-aware baselines: filled as the DGMRec authors tune them (imputation: mean by default)
 AWARE = ["milk", "sibrar"]
-EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3", "lgmrec": "hyper_num=3", "mmgcn": "n_layers=1", "grcn": "n_routing=1", "slmrec": "n_layers=1", "damrs": "knn_k=3", "milk": "alpha=0.5", "sibrar": "skip_missing=true"}
+EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3", "lgmrec": "hyper_num=3", "mmgcn": "n_layers=1", "grcn": "n_routing=1", "slmrec": "n_layers=1", "damrs": "knn_k=3", "gume": "knn_k=3", "milk": "alpha=0.5", "sibrar": "skip_missing=true"}
 TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
 
 

@@ -512,3 +512,51 @@ def test_damrs_scores_and_loss_terms():
     assert all(torch.isfinite(v) for v in out.values()) and out["kl"] >= 0 and out["neighbor"] > 0
     out["loss"].backward()
     assert model.item_emb.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- GUME
+def test_gume_enhances_the_graph_with_the_neighbours_every_modality_shares():
+    from graphrec.graph.enhanced import modality_neighbours, shared_neighbours
+    from graphrec.graph.heterograph import IU, UI
+
+    model, ds = build("gume", knn_k=4)
+    neigh = modality_neighbours(ds.features, ds.missing.missing, 4)
+    for m, a in neigh.items():  # an item missing m has only itself, and nobody has it
+        miss = ds.missing.missing[m]
+        rows = a.toarray()
+        assert (rows[miss].sum(1) == 1).all() and (rows[miss, np.flatnonzero(miss)] == 1).all()
+        assert not rows[~miss][:, miss].any()
+    shared = (neigh["image"].toarray() > 0) & (neigh["text"].toarray() > 0)
+    np.fill_diagonal(shared, False)
+    rel = ("item", "knn_enhanced", "item")
+    src, dst = model.graph.edges(etype=rel)
+    got = np.zeros_like(shared)
+    got[dst.numpy(), src.numpy()] = True  # edge j -> i: item i aggregates from j
+    assert (got == shared).all() and shared.any()
+    deg_u = np.bincount(ds.train[:, 0], minlength=ds.n_users)
+    deg_i = np.bincount(ds.train[:, 1], minlength=ds.n_items) + shared.sum(1)
+    u, i = (t.numpy() for t in model.graph.edges(etype=UI))
+    np.testing.assert_allclose(model.graph.edges[UI].data["w_enh"].numpy(), 1 / np.sqrt((deg_u[u] + 1e-7) * (deg_i[i] + 1e-7)), rtol=1e-5)
+    np.testing.assert_allclose(model.graph.edges[rel].data["w"].numpy(), 1 / np.sqrt((deg_i[dst.numpy()] + 1e-7) * (deg_i[src.numpy()] + 1e-7)), rtol=1e-5)
+    plain, _ = build("gume", knn_k=4, enhance_graph=False)
+    assert plain.graph.num_edges(rel) == 0
+    torch.testing.assert_close(plain.graph.edges[IU].data["w_enh"], plain.graph.edges[IU].data["w"])  # plain LightGCN weights
+    assert BLOCKS.is_builtin("enhanced_conv")
+
+
+def test_gume_final_representation_is_the_id_view_plus_mgcns_fusion():
+    from graphrec.models.gume import moment_gap
+
+    model, _ = build("gume", knn_k=3)
+    with torch.no_grad():
+        v = model.views()
+        torch.testing.assert_close(v["final"], v["id"] + model.fuser(v["explicit"], v["id"]))
+        u, i = model.representations()
+        torch.testing.assert_close(torch.cat([u, i]), v["final"])
+    out = model.loss(BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8])))
+    assert all(torch.isfinite(x) for x in out.values())
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.extended_users.values())  # the extended user tables are trained
+    a = torch.randn(5, 3)
+    assert moment_gap(a, a).item() == 0.0
+    torch.testing.assert_close(moment_gap(a, a + 1.0), torch.tensor(1.0))  # a shifted table: only the means differ

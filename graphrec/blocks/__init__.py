@@ -15,6 +15,7 @@ from graphrec.blocks.denoise_align import agreement_weights, neighbour_discrimin
 from graphrec.blocks.edge_attention import AffinityAttention, EdgeWeightedConv
 from graphrec.blocks.edge_dropout import DegreeSensitivePruning, EdgeDropout
 from graphrec.blocks.encoders import GeneralEncoder, SpecificEncoder
+from graphrec.blocks.enhanced_conv import EnhancedConv
 from graphrec.blocks.environments import CyclicMixup, invariance_penalty, mix_modalities
 from graphrec.blocks.fine_coarse import FineCoarseContrast
 from graphrec.blocks.fusion import ModalityFusion
@@ -46,6 +47,7 @@ __all__ = [
     "DegreeSensitivePruning",
     "EdgeDropout",
     "EdgeWeightedConv",
+    "EnhancedConv",
     "FeatureGenerator",
     "FineCoarseContrast",
     "GeneralEncoder",

@@ -9,6 +9,7 @@ from graphrec.models.dgmrec import DGMRec
 from graphrec.models.dgmrec_cold import DGMRecCold
 from graphrec.models.freedom import FREEDOM
 from graphrec.models.grcn import GRCN
+from graphrec.models.gume import GUME
 from graphrec.models.lattice import LATTICE
 from graphrec.models.lgmrec import LGMRec
 from graphrec.models.lightgcn import LightGCN
@@ -23,4 +24,4 @@ from graphrec.models.simgcl import SimGCL
 from graphrec.models.slmrec import SLMRec
 from graphrec.models.vbpr import VBPR
 
-__all__ = ["BM3", "CI2MG", "ContentKNN", "DAMRS", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "SLMRec", "VBPR"]
+__all__ = ["BM3", "CI2MG", "ContentKNN", "DAMRS", "DGMRec", "DGMRecCold", "FREEDOM", "GRCN", "GUME", "LATTICE", "LGMRec", "LightGCN", "MFBPR", "MGCN", "MILK", "MMGCN", "NGCF", "RecModel", "SGL", "SiBraR", "Scorer", "SimGCL", "SLMRec", "VBPR"]
