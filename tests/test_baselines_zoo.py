@@ -560,3 +560,21 @@ def test_gume_final_representation_is_the_id_view_plus_mgcns_fusion():
     a = torch.randn(5, 3)
     assert moment_gap(a, a).item() == 0.0
     torch.testing.assert_close(moment_gap(a, a + 1.0), torch.tensor(1.0))  # a shifted table: only the means differ
+
+
+# ----------------------------------------------------------------------------- quality
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["milk", "sibrar"])
+def test_missing_modality_aware_baselines_beat_popularity(name):
+    """Trained briefly on the embedded set (a third of the items miss modalities), the content-driven
+    MILK and SiBraR rank far above popularity (measured: about 2.1x at these settings)."""
+    from graphrec.eval.evaluator import Evaluator, popularity_scorer
+    from graphrec.train.seed import set_seed
+    from graphrec.train.trainer import Trainer
+
+    cfg = small_config(name, synth_users=300, synth_items=400, epochs=8, eval_step=4, learning_rate=0.01, embedding_size=32)
+    ds = load_dataset(cfg)
+    set_seed(cfg["seed"])
+    result = Trainer(MODELS.get(name)(ds, cfg), ds, cfg, progress=False).fit()
+    pop = Evaluator(ds, topk=cfg["topk"]).evaluate(popularity_scorer(ds), "test").metrics["recall@20"]
+    assert result.test.metrics["recall@20"] > 1.5 * pop, (result.test.metrics["recall@20"], pop)
