@@ -265,7 +265,7 @@ def test_sibrar_samples_two_distinct_observed_inputs_per_row():
     items = torch.arange(ds.n_items)
     torch.manual_seed(0)
     pick = model.sample_inputs(items)
-    observed = model.observed
+    observed = model.inputs_observed  # (N, 1 + M): the ID, then the modalities
     assert pick.shape == (ds.n_items, 2)
     assert observed[items, pick[:, 0]].all() and observed[items, pick[:, 1]].all()  # only what the item observes
     only_id = observed.sum(1) == 1
@@ -516,7 +516,7 @@ def test_damrs_scores_and_loss_terms():
 
 # ----------------------------------------------------------------------------- GUME
 def test_gume_enhances_the_graph_with_the_neighbours_every_modality_shares():
-    from graphrec.graph.enhanced import modality_neighbours, shared_neighbours
+    from graphrec.graph.enhanced import modality_neighbours
     from graphrec.graph.heterograph import IU, UI
 
     model, ds = build("gume", knn_k=4)
@@ -578,3 +578,56 @@ def test_missing_modality_aware_baselines_beat_popularity(name):
     result = Trainer(MODELS.get(name)(ds, cfg), ds, cfg, progress=False).fit()
     pop = Evaluator(ds, topk=cfg["topk"]).evaluate(popularity_scorer(ds), "test").metrics["recall@20"]
     assert result.test.metrics["recall@20"] > 1.5 * pop, (result.test.metrics["recall@20"], pop)
+
+
+# ----------------------------------------------------------------------------- items added after training
+def _new_items(ds):
+    from graphrec.data.catalogue import NewItems
+
+    feats = {m: ds.features[m][:3].astype(np.float32).copy() for m in ds.modalities}
+    feats["text"][1] = np.nan  # new item 1 has no text
+    feats["image"][2] = np.nan
+    feats["text"][2] = np.nan  # new item 2 has nothing
+    return NewItems.from_arrays(feats, {m: ds.features[m].shape[1] for m in ds.modalities})
+
+
+def test_milk_and_sibrar_score_new_items_from_the_modalities_they_have():
+    new = None
+    for name in ("milk", "sibrar"):
+        model, ds = build(name, skip_missing=True)
+        model.eval()
+        new = _new_items(ds)
+        with torch.no_grad():
+            reps = model.new_item_representations(new)
+            feats, obs = model.new_item_features(new)
+            mean_image = model.feature("image")[model.observed[:, 0]].mean(0)
+            torch.testing.assert_close(feats["image"][2], mean_image)  # unobserved: the training mean
+            if name == "milk":  # l2 feature_norm applied to observed rows, as in training
+                torch.testing.assert_close(feats["image"][0].norm(), torch.tensor(1.0))
+                embed = {m: model.projections[m](feats[m]) for m in model.modalities}
+            else:
+                embed = {m: F.normalize(v, dim=1) for m, v in model.single_branch(feats).items()}
+            torch.testing.assert_close(reps[0], (embed["image"][0] + embed["text"][0]) / 2)
+            torch.testing.assert_close(reps[1], embed["image"][1])  # no text: from its image alone
+            torch.testing.assert_close(reps[2], (embed["image"][2] + embed["text"][2]) / 2)  # nothing: the means
+        items, _ = model.recommend(np.array([0, 1]), 5, new_items=new)
+        assert items.shape == (2, 5) and items.max() < ds.n_items + 3
+    assert new is not None
+
+
+def test_cli_recommends_new_items_with_sibrar(tmp_path):
+    from conftest import invoke
+
+    run = tmp_path / "run"
+    r = invoke("fit", "sibrar", "--out", run, "--quiet", "--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=1", "--set", "embedding_size=8")
+    assert r.exit_code == 0, r.output
+    _, ds = build("sibrar")
+    d = tmp_path / "new"
+    d.mkdir()
+    for m in ds.modalities:
+        np.save(d / f"{m}_feat.npy", ds.features[m][:3].astype(np.float32))
+    out = tmp_path / "r.tsv"
+    r = invoke("recommend", run / "model.pt", "--out", out, "--new-items", d, "-k", "83")
+    assert r.exit_code == 0, r.output
+    ranked = {int(line.split("\t")[2]) for line in out.read_text().splitlines()[1:] if line.startswith("0\t")}
+    assert {80, 81, 82} <= ranked

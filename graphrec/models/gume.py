@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import dgl
-import numpy as np
 import torch
 from torch import nn
 
@@ -86,8 +85,6 @@ class GUME(MultimodalBaseline):
         self.purifier = BehaviorPurifier({m: self.feature(m).shape[1] for m in self.modalities}, d)
         self.fuser = BehaviorFuser(self.modalities, d)
         self.extended_users = nn.ParameterDict({m: nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d))) for m in self.modalities})
-        observed = np.stack([~dataset.missing.missing[m] for m in self.modalities], axis=1)
-        self.register_buffer("observed", torch.from_numpy(observed), persistent=False)  # (N, M) bool
         self.n_layers = int(config["n_layers"])
         c = config
         self.bm_weight, self.bm_temp, self.um_weight, self.um_temp = float(c["bm_weight"]), float(c["bm_temp"]), float(c["um_weight"]), float(c["um_temp"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,8 +57,6 @@ class MILK(MultimodalBaseline):
         self.user_emb = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_users, d)))
         self.projections = nn.ModuleDict({m: xavier_linear(self.feature(m).shape[1], d) for m in self.modalities})
         self.environments = CyclicMixup(self.modalities, float(config["alpha"]))
-        observed = np.stack([~dataset.missing.missing[m] for m in self.modalities], axis=1)
-        self.register_buffer("observed", torch.from_numpy(observed), persistent=False)  # (N, M) bool
         self.skip_missing = bool(config["skip_missing"])
         self.penalty_weight, self.align_weight = float(config["penalty_weight"]), float(config["align_weight"])
         self.reg_weight = float(config["reg_weight"])
@@ -79,6 +76,18 @@ class MILK(MultimodalBaseline):
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         uniform = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=self.user_emb.device)
         return self.user_emb, self.mixture(self.modality_reps(), uniform)
+
+    def feature_widths(self) -> dict[str, int]:
+        return self.modal_widths()
+
+    @torch.no_grad()
+    def new_item_representations(self, new) -> torch.Tensor:
+        """``(n, d)``: new items as the uniform mixture of their modality projections (with ``skip_missing``,
+        of the modalities they observe; unobserved rows are the training mean, :meth:`new_item_features`)."""
+        feats, obs = self.new_item_features(new)
+        reps = torch.stack([self.projections[m](feats[m]) for m in self.modalities], dim=1)
+        uniform = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=reps.device)
+        return mix_modalities(reps, uniform, obs if self.skip_missing else None)
 
     def alignment(self, reps: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """``Σ_{m<m'} MSE(c_m, c_m')`` over the rows of ``reps`` that observe both modalities."""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from graphrec.blocks.bpr import bpr_loss
 from graphrec.blocks.environments import mix_modalities
@@ -63,8 +61,8 @@ class SiBraR(MultimodalBaseline):
         widths: dict[str, int | None] = {ID: None, **{m: self.feature(m).shape[1] for m in self.modalities}}
         self.single_branch = SingleBranch(widths, d, float(config["dropout"]))
         self.inputs = list(widths)
-        observed = np.stack([np.ones(self.n_items, dtype=bool)] + [~dataset.missing.missing[m] for m in self.modalities], axis=1)
-        self.register_buffer("observed", torch.from_numpy(observed), persistent=False)  # (N, 1 + M) bool, ID first
+        ids = torch.ones(self.n_items, 1, dtype=torch.bool)
+        self.register_buffer("inputs_observed", torch.cat([ids, self.observed], dim=1), persistent=False)  # (N, 1 + M), ID first
         self.normalize, self.skip_missing = bool(config["normalize"]), bool(config["skip_missing"])
         self.cl_weight, self.temp = float(config["cl_weight"]), float(config["temp"])
 
@@ -81,12 +79,28 @@ class SiBraR(MultimodalBaseline):
     def available(self, items: torch.Tensor | None = None) -> torch.Tensor | None:
         if not self.skip_missing:
             return None
-        return self.observed if items is None else self.observed[items]
+        return self.inputs_observed if items is None else self.inputs_observed[items]
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         reps = self.input_embeddings()
         uniform = torch.full((len(self.inputs),), 1.0 / len(self.inputs), device=reps.device)
         return self.user_emb, mix_modalities(reps, uniform, self.available())
+
+    def feature_widths(self) -> dict[str, int]:
+        return self.modal_widths()
+
+    @torch.no_grad()
+    def new_item_representations(self, new) -> torch.Tensor:
+        """``(n, d)``: an item added after training has no trained ID embedding, so it is the mean of its
+        observed content inputs ``e_m`` (cold start, the SiBraR paper's use); an item observing nothing
+        gets the mean over all modalities of the training means (:meth:`new_item_features`)."""
+        feats, obs = self.new_item_features(new)
+        out = self.single_branch({m: feats[m] for m in self.modalities})
+        if self.normalize:
+            out = {m: F.normalize(v, dim=1) for m, v in out.items()}
+        reps = torch.stack([out[m] for m in self.modalities], dim=1)
+        uniform = torch.full((len(self.modalities),), 1.0 / len(self.modalities), device=reps.device)
+        return mix_modalities(reps, uniform, obs)
 
     def sample_inputs(self, items: torch.Tensor) -> torch.Tensor:
         """``(B, 2)`` two distinct inputs per row, drawn uniformly (with ``skip_missing``: among the

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from graphrec.blocks.encoders import xavier_linear
@@ -58,8 +56,6 @@ class SLMRec(MultimodalBaseline):
         width = (len(self.modalities) + 1) * d
         self.fuse_user, self.fuse_item = xavier_linear(width, d), xavier_linear(width, d)
         self.fac = FineCoarseContrast(self.modalities, d)
-        observed = np.stack([~dataset.missing.missing[m] for m in self.modalities], axis=1)
-        self.register_buffer("observed", torch.from_numpy(observed), persistent=False)  # (N, M) bool
         self.temp, self.ssl_weight, self.ssl_temp = float(config["temp"]), float(config["ssl_weight"]), float(config["ssl_temp"])
 
     def views(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
