@@ -25,6 +25,7 @@ graph of the index points plus the query rows; the fallback of ``auto`` without 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -47,7 +48,7 @@ KNN_SEARCH_DEFAULTS: dict[str, Any] = {
     "ann_ef_construction": 40,
     "ann_ef_search": 64,
     "ann_ivf_nlist": 0,
-    "ann_ivf_nprobe": 16,
+    "ann_ivf_nprobe": 32,
     "ann_nnd_candidates": 60,
 }
 
@@ -57,6 +58,9 @@ _SIM_ROWS = 16_384
 _TINY = 256
 
 _warned_fallback = False
+#: what the last :func:`ann_topk` ran: backend, index points, queries, seconds in the index (build + search),
+#: seconds in total (benchmarks/bench_knn_ann.py reads it)
+last_timings: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class KnnSearch:
     ef_construction: int = 40
     ef_search: int = 64
     ivf_nlist: int = 0
-    ivf_nprobe: int = 16
+    ivf_nprobe: int = 32
     nnd_candidates: int = 60
 
     _KEYS = {
@@ -155,10 +159,29 @@ def _normalized(x) -> np.ndarray:
 
 
 def _distinct(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(first, inverse)``: row ids of the distinct rows of ``v`` (first copy) and each row's distinct id."""
-    raw = np.ascontiguousarray(v).view(np.dtype((np.void, v.dtype.itemsize * v.shape[1]))).ravel()
-    _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
+    """``(first, inverse)``: row ids of the distinct rows of ``v`` (first copy, ascending) and each row's distinct id.
+
+    Rows are grouped by a 64-bit key (the float32 bits of two random projections), then checked
+    against their group's first row; distinct rows sharing a key (rare) fall back to sorting the
+    rows themselves. Copies whose keys differ (never seen) would only stay separate points.
+    """
+    n, d = v.shape
+    u = np.ascontiguousarray(v).view(np.uint32)
+    proj = torch.from_numpy(np.random.default_rng(0x5EED).standard_normal((d, 2)).astype(np.float32))
+    p = (torch.from_numpy(np.ascontiguousarray(v)) @ proj).numpy().view(np.uint32).astype(np.uint64)
+    h = (p[:, 0] << np.uint64(32)) | p[:, 1]
+    step = 1 << 15
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    same = all(np.array_equal(u[lo : lo + step], u[first[inverse[lo : lo + step]]]) for lo in range(0, n, step))
+    if not same:
+        raw = u.view(np.dtype((np.void, 4 * d))).ravel()
+        _, first, inverse = np.unique(raw, return_index=True, return_inverse=True)
+        inverse = inverse.ravel()
+    order = np.argsort(first)  # distinct ids in the order of their first row
+    remap = np.empty_like(order)
+    remap[order] = np.arange(len(order))
+    return first[order], remap[inverse]
 
 
 def _threads() -> int:
@@ -170,6 +193,7 @@ def _faiss_search(base: np.ndarray, queries: np.ndarray, k: int, search: KnnSear
     import faiss
 
     faiss.omp_set_num_threads(_threads())
+    t0 = time.perf_counter()
     n, d = base.shape
     if backend == "faiss-hnsw":
         index = faiss.IndexHNSWFlat(d, int(search.hnsw_m), faiss.METRIC_INNER_PRODUCT)
@@ -181,14 +205,18 @@ def _faiss_search(base: np.ndarray, queries: np.ndarray, k: int, search: KnnSear
         nlist = min(nlist, n)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        # k-means on at most 64 points per list (faiss' own cap is 256; the lists barely move)
-        n_train = min(n, 64 * nlist)
-        sample = base if n_train == n else base[np.random.default_rng(0).choice(n, n_train, replace=False)]
+        # k-means: 10 iterations on at most 32 points per list (faiss: 25 on up to 256; 8x faster
+        # at 10^6 items, same recall in docs/scaling.md's measurements)
+        n_train = min(n, 32 * nlist)
+        sample = base if n_train == n else base[np.sort(np.random.default_rng(0).choice(n, n_train, replace=False))]
         index.cp.min_points_per_centroid = 1
+        index.cp.niter = 10
         index.train(sample)
         index.add(base)
         index.nprobe = min(int(search.ivf_nprobe), nlist)
+    t1 = time.perf_counter()
     _, ids = index.search(queries, k)
+    last_timings.update(index_s=t1 - t0, query_s=time.perf_counter() - t1)
     return ids
 
 
@@ -201,6 +229,7 @@ def _nnd_search(base: np.ndarray, extra: np.ndarray, k: int, search: KnnSearch) 
     """
     from dgl.transforms.functional import _nndescent_knn_graph
 
+    t0 = time.perf_counter()
     pts = np.concatenate([base, extra]) if len(extra) else base
     kk = min(2 * k if len(extra) else k, len(pts))
     out = _nndescent_knn_graph(
@@ -210,6 +239,7 @@ def _nnd_search(base: np.ndarray, extra: np.ndarray, k: int, search: KnnSearch) 
     centre, nbr = out[0], out[1]
     nbr = nbr[np.argsort(centre, kind="stable")].reshape(len(pts), kk)
     nbr = np.where(nbr < len(base), nbr, -1)
+    last_timings.update(index_s=time.perf_counter() - t0, query_s=None)  # one join: no separate query step
     return nbr[: len(base)], nbr[len(base) :]
 
 
@@ -236,6 +266,8 @@ def ann_topk(
     """
     from graphrec.graph.knn import knn_topk
 
+    t_start = time.perf_counter()
+    last_timings.clear()
     xn = np.ascontiguousarray(_normalized(x), dtype=np.float32)
     n = xn.shape[0]
     k = min(int(k), n)
@@ -247,10 +279,12 @@ def ann_topk(
         allowed &= np.asarray(candidates, dtype=bool)
     queries = row_ids[~masked_b[row_ids]]
     pool = np.flatnonzero(allowed)
-    first, inverse = _distinct(xn[pool]) if len(pool) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    everyone = len(pool) == n
+    first, inverse = _distinct(xn if everyone else xn[pool]) if len(pool) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if len(first) < max(_TINY, 2 * k + 1) or len(queries) == 0:
         return knn_topk(x, k, rows=rows, masked=masked, candidates=candidates)
-    base = np.ascontiguousarray(xn[pool[first]])
+    t0 = time.perf_counter()
+    base = xn if everyone and len(first) == n else np.ascontiguousarray(xn[pool[first]])  # no copy when all distinct
     k_search = min(k, len(base))
     backend = resolve_backend(search)
     if backend == "nn-descent":
@@ -263,7 +297,8 @@ def ann_topk(
         found[~outside] = base_nbrs[inverse[qpos[~outside]]]
         found[outside] = extra_nbrs
     else:
-        found = _faiss_search(base, xn[queries], k_search, search, backend)
+        found = _faiss_search(base, xn if rows is None and len(queries) == n else xn[queries], k_search, search, backend)
+    last_timings.update(backend=backend, index_points=len(base), queries=len(queries), search_s=time.perf_counter() - t0)
     # expand each distinct vector into its items (lowest ids first), keep k per query, best first
     counts = np.bincount(inverse, minlength=len(first))
     members = pool[np.argsort(inverse, kind="stable")]
@@ -304,4 +339,5 @@ def ann_topk(
     c_all = np.concatenate([cols[~drop], queries[lacking], masked_rows])
     v_all = np.concatenate([vv[~drop], self_val, np.ones(len(masked_rows), dtype=np.float32)]).astype(np.float32)
     nz = v_all != 0
+    last_timings["total_s"] = time.perf_counter() - t_start
     return sp.csr_matrix((v_all[nz], (r_all[nz], c_all[nz])), shape=(n, n))
