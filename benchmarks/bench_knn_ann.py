@@ -112,9 +112,10 @@ def run_one(args) -> dict[str, Any]:
     xp, rp = _paths(args, n)
     x = np.load(xp)
     rss_data = peak_rss_mb()
-    search = None if args.method == "exact" else KnnSearch(method="ann", backend=args.method)
+    overrides = _overrides(args.ann_set)
+    search = None if args.method == "exact" else KnnSearch.from_config({**overrides, "knn_method": "ann", "ann_backend": args.method}, "bench")
     refresh = np.flatnonzero(np.random.default_rng(args.seed).random(n) < args.refine_fraction)
-    rec: dict[str, Any] = {"n_items": n, "dim": int(x.shape[1]), "k": k, "method": args.method, "threads": args.threads,
+    rec: dict[str, Any] = {"n_items": n, "dim": int(x.shape[1]), "k": k, "method": args.method, "threads": args.threads, "settings": overrides,
                            "rss_after_data_mib": round(rss_data, 1), "refine_rows": int(len(refresh))}
     t = time.perf_counter()
     graph = knn_topk(x, k, chunk_size=args.chunk_size, search=search)
@@ -142,6 +143,19 @@ def run_one(args) -> dict[str, Any]:
     return rec
 
 
+def _overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["ann_ef_search=128", ...]`` -> ``{"ann_ef_search": 128}`` (integers)."""
+    out: dict[str, Any] = {}
+    for item in pairs or []:
+        key, _, value = item.partition("=")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def _key(r: dict[str, Any]) -> tuple:
+    return (r["n_items"], r["method"], r["threads"], json.dumps(r.get("settings") or {}, sort_keys=True))
+
+
 def _fmt_s(v) -> str:
     if v is None:
         return "-"
@@ -165,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact-limit", type=int, default=100_000, help="largest size whose exact build is run in full")
     p.add_argument("--threads", type=int, default=1, help="torch/faiss threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ann-set", action="append", metavar="KEY=VALUE", help="an index setting other than its default, e.g. ann_ef_search=128 (repeatable)")
     p.add_argument("--work", type=Path, default=Path("/tmp/graphrec-bench-knn-ann"), help="features and references (large files)")
     p.add_argument("--json", type=Path, default=Path("bench-out/bench_knn_ann.json"), help="output JSON (records merged)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -185,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--k", str(args.k), "--chunk-size", str(args.chunk_size), "--refine-fraction", str(args.refine_fraction),
               "--recall-rows", str(args.recall_rows), "--threads", str(args.threads), "--seed", str(args.seed),
               "--work", str(args.work), "--features", str(args.features)] + (["--no-refine"] if args.no_refine else [])
+    for item in args.ann_set or []:
+        common += ["--ann-set", item]
     old = json.loads(args.json.read_text()) if args.json.exists() else {"records": [], "references": []}
     records, refs = old.get("records", []), old.get("references", [])
     for n in args.sizes:
@@ -197,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             rec.setdefault("n_items", n)
             rec.setdefault("method", m)
             rec.setdefault("threads", args.threads)
-            records = [r for r in records if (r["n_items"], r["method"], r["threads"]) != (n, m, args.threads)] + [rec]
+            rec.setdefault("settings", _overrides(args.ann_set))
+            records = [r for r in records if _key(r) != _key(rec)] + [rec]
             console.print(rec)
 
     table = Table(title=f"kNN graph, k = {args.k}, TikTok-like features (all records in {args.json})")
@@ -208,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(f"{r['n_items']:,}", r["method"], str(r["threads"]), "failed", "", "", "", "")
             continue
         iq = "-" if "index_s" not in r else f"{_fmt_s(r['index_s'])} / {_fmt_s(r['query_s']) if r['query_s'] is not None else 'joint'}"
-        table.add_row(f"{r['n_items']:,}", r["method"], str(r["threads"]), f"{r['recall_at_k']:.4f}", _fmt_s(r["build_s"]), iq,
+        label = r["method"] + "".join(f" {k.removeprefix('ann_')}={v}" for k, v in (r.get("settings") or {}).items())
+        table.add_row(f"{r['n_items']:,}", label, str(r["threads"]), f"{r['recall_at_k']:.4f}", _fmt_s(r["build_s"]), iq,
                       _fmt_s(r.get("refine_search_s")), f"{r['peak_rss_mib']:,.0f} MiB")
     for ref in sorted(refs, key=lambda r: r["n_items"]):
         if "error" in ref:
@@ -224,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     faiss_v = __import__("faiss").__version__ if faiss_available() else None
     env_info = {"python": platform.python_version(), "torch": torch.__version__, "faiss": faiss_v, "platform": platform.platform(),
                 "cpu_count": os.cpu_count(), "processor": platform.processor(), "features": str(args.features)}
-    payload = {"env": env_info, "args": {k: v for k, v in vars(args).items() if k not in ("one", "ref", "method", "json", "sizes", "methods")},
+    payload = {"env": env_info, "args": {k: v for k, v in vars(args).items() if k not in ("one", "ref", "method", "json", "sizes", "methods", "ann_set")},
                "references": refs, "records": records}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".tmp")
