@@ -329,6 +329,7 @@ class Trainer:
             self._model_hook("before_evaluation", "valid")
             best_valid = self.evaluate("valid")
             best_epoch = self.epoch + 1
+        self._model_hook("before_evaluation", "test")  # e.g. dgmrec_cold calibrates its cold items here
         test = self.evaluate("test")
         result = FitResult(best_epoch, best_valid, test, self.epoch + 1, st.stopped, list(st.history), time.perf_counter() - t0)
         for cb in self.callbacks:
