@@ -9,11 +9,14 @@ training interaction (the new items of the new-item setting; items added after t
 item space, put on each user's score scale of the old items:
 
 1. **Content representation** (``cold_repr``). ``knn`` (default): the similarity-weighted mean
-   of DGMRec's final representations ``z_j`` of the item's ``cold_k`` nearest old items in
-   feature space (cosine averaged over the modalities both observe,
-   :func:`graphrec.graph.content.content_neighbours`)::
+   of the ID representations ``e_j`` (after DGMRec's user-item propagation) of the item's
+   ``cold_k`` nearest old items in feature space (cosine averaged over the modalities both
+   observe, :func:`graphrec.graph.content.content_neighbours`), i.e. a non-parametric map from
+   content to DGMRec's ID space::
 
-       c_i = Σ_{j ∈ kNN(i)} w_ij z_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
+       c_i = Σ_{j ∈ kNN(i)} w_ij e_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
+
+   ``knn_fused``: the same mean of the neighbours' fused ``z_j``.
 
    ``head``: a learned map (:class:`graphrec.blocks.content_head.ContentHead`) from the item's
    modality encodings (observed or generated) to the same space, trained on old items beside
@@ -61,7 +64,7 @@ from graphrec.models.cold_offset import affine_rows, choose_shift, user_affine
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
 
-REPRS = ("knn", "head")
+REPRS = ("knn", "knn_fused", "head")
 
 
 @register_model("dgmrec_cold")
@@ -73,7 +76,8 @@ class DGMRecCold(DGMRec):
     eval_keys = ("cold_scoring",)
     default_config: dict[str, Any] = {
         **DGMRec.default_config,
-        # content representation of items without interactions: knn (nearest old items' z) or head
+        # content representation of items without interactions: knn (nearest old items' ID
+        # representations), knn_fused (their fused z) or head (a learned map)
         "cold_repr": "knn",
         "cold_k": 10,
         # cold_repr=head only: weight of its loss, of its regression term, its hidden width
@@ -116,6 +120,11 @@ class DGMRecCold(DGMRec):
         self.register_buffer("cold_active", torch.ones((), dtype=torch.bool))
         self._last: dict[str, Any] | None = None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the cold_active buffer existed score new items from content
+        state_dict.setdefault(prefix + "cold_active", torch.ones((), dtype=torch.bool))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # ------------------------------------------------------------------ content representation
     def _head(self, g: dict[str, torch.Tensor], s: dict[str, torch.Tensor], rows=None) -> torch.Tensor:
         parts = []
@@ -146,6 +155,11 @@ class DGMRecCold(DGMRec):
             out[none] = zi[~self.cold_items].mean(dim=0)
         return out
 
+    def _source(self, out: dict[str, Any]) -> torch.Tensor:
+        """``(N, d)`` rows the kNN representations mix: the ID representations ``e_j`` after the
+        user-item propagation (``knn``), or the fused ``z_j`` (``knn_fused``)."""
+        return out["ie"] if self.cold_repr == "knn" else out["zi"]
+
     def _content_rows(self, out: dict[str, Any], rows: torch.Tensor) -> torch.Tensor:
         """``(len(rows), d)`` content representations of catalogue items ``rows`` (cold items)."""
         if self.cold_repr == "head":
@@ -154,7 +168,7 @@ class DGMRecCold(DGMRec):
             r = rows.cpu().numpy()
             table, obs = self._table()
             self._neighbours = self._knn({m: x[r] for m, x in table.items()}, obs[r])
-        return self._transfer(out["zi"], *self._neighbours)
+        return self._transfer(self._source(out), *self._neighbours)
 
     def _reference_rows(self, out: dict[str, Any], c: torch.Tensor) -> torch.Tensor:
         """Content rows whose score distribution standardises content scores: the cold items' own,
@@ -167,7 +181,7 @@ class DGMRecCold(DGMRec):
             return self._head(out["g"], out["s"], sample)
         r = sample.cpu().numpy()
         table, obs = self._table()
-        return self._transfer(out["zi"], *self._knn({m: x[r] for m, x in table.items()}, obs[r], exclude_self=True))
+        return self._transfer(self._source(out), *self._knn({m: x[r] for m, x in table.items()}, obs[r], exclude_self=True))
 
     # ------------------------------------------------------------------ training
     def propagate(self, graph, fuse: bool = True):
@@ -263,6 +277,6 @@ class DGMRecCold(DGMRec):
             c = self._head(self.general_encoder(feats), self.specific_encoder(feats))
         else:
             q = {m: torch.from_numpy(np.nan_to_num(new.features[m])).float() for m in self.modalities}
-            c = self._transfer(out["zi"], *self._knn(q, new.observed))
+            c = self._transfer(self._source(out), *self._knn(q, new.observed))
         z = torch.zeros_like(c)
         return torch.cat([z, c, torch.ones_like(c[:, :1])], dim=1)
