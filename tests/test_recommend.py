@@ -235,8 +235,10 @@ def test_dgmrec_cold_scores_new_items_on_the_old_items_scale(cold_model):
     """A new item's score comes from its content, is not degenerate, and has each user's old-item scale:
     per user, the cold items' scores have the old items' standard deviation and mean − t σ_u."""
     model, ds, _ = cold_model
-    cold = model.cold_items
-    assert bool(cold[torch.from_numpy(ds.new_items)].all())
+    cold = model.cold_items  # no training interaction and at least one observed modality
+    has = torch.from_numpy(np.stack([~ds.missing.missing[m] for m in ds.modalities], 1).any(1))
+    new = torch.from_numpy(ds.new_items)
+    assert torch.equal(cold[new], has[new]) and bool(model.untrained[new].all())
     zu, zi = model.representations()
     assert zu.shape[1] == zi.shape[1] == 2 * model.embedding_size + 1
     s = zu @ zi.T
@@ -244,7 +246,7 @@ def test_dgmrec_cold_scores_new_items_on_the_old_items_scale(cold_model):
     torch.testing.assert_close(s[:, ~cold], plain_u @ plain_i[~cold].T, rtol=1e-5, atol=1e-5)  # old items: DGMRec's
     t = float(model.cold_offset)
     torch.testing.assert_close(s[:, cold], a[:, None] * (plain_u @ c.T) + (b - t * sd)[:, None], rtol=1e-5, atol=1e-5)
-    old_scores = plain_u @ plain_i[~cold].T
+    old_scores = plain_u @ plain_i[~model.untrained].T
     new_scores = s[:, cold]
     assert float(new_scores.std(dim=1).min()) > 0  # new items are told apart for every user
     torch.testing.assert_close(new_scores.std(dim=1), old_scores.std(dim=1), rtol=0.05, atol=1e-4)
@@ -263,7 +265,6 @@ def test_dgmrec_cold_puts_new_items_into_top_k(cold_model):
     from graphrec.models.base import Scorer
 
     model, ds, trainer = cold_model
-    new = torch.from_numpy(ds.new_items)
     users = np.arange(ds.n_users)
     items, _ = model.recommend(users, 20, exclude=ds.train_matrix())
     with_new = ds.new_items[items].any(axis=1).mean()
@@ -279,7 +280,25 @@ def test_dgmrec_cold_puts_new_items_into_top_k(cold_model):
     chosen = [r for r in info["table"] if r[0] == t]
     assert info["table"] and (t == 8.0 or (chosen and chosen[-1][1] >= 0.98 * info["reference"]))
     assert len(info["table"]) <= 10  # bisection, not a grid
-    assert not bool(new.logical_and(~model.cold_items).any())
+
+
+def test_dgmrec_cold_items_added_later_with_and_without_content(cold_model):
+    """An added item with an observed modality gets a content row [0; c; 1] equal to the mix of its
+    nearest old items' ID rows; one observing nothing keeps DGMRec's own row [z; 0; 0]."""
+    model, ds, _ = cold_model
+    d = model.embedding_size
+    j = int(np.flatnonzero(np.stack([~ds.missing.missing[m] for m in ds.modalities], 1).all(1) & ~ds.new_items)[0])
+    feats = {m: np.stack([ds.features[m][j], np.full(ds.features[m].shape[1], np.nan, np.float32)]).astype(np.float32)
+             for m in ds.modalities}
+    rows = model.new_item_representations(NewItems.from_arrays(feats, model.feature_widths()))
+    assert rows.shape == (2, 2 * d + 1)
+    assert float(rows[0, -1]) == 1.0 and float(rows[0, :d].abs().sum()) == 0.0 and float(rows[0, d:2 * d].abs().sum()) > 0
+    out = model.propagate(model.infer_graph)
+    q = {m: torch.from_numpy(feats[m][:1]) for m in ds.modalities}
+    idx, w = model._knn(q, np.ones((1, len(ds.modalities)), bool))
+    assert j in idx[0].tolist()  # the old item itself is its own nearest neighbour
+    torch.testing.assert_close(rows[0, d:2 * d], (w[0, :, None] * out["ie"][idx[0]]).sum(0), rtol=1e-5, atol=1e-6)
+    assert float(rows[1, -1]) == 0.0 and float(rows[1, d:].abs().sum()) == 0.0
 
 
 @given(u=st.integers(1, 6), n=st.integers(2, 8), d=st.integers(1, 4), t=st.floats(-3, 3))

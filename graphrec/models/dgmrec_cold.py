@@ -16,7 +16,9 @@ item space, put on each user's score scale of the old items:
 
        c_i = Σ_{j ∈ kNN(i)} w_ij e_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
 
-   ``knn_fused``: the same mean of the neighbours' fused ``z_j``.
+   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. An item without training
+   interactions that observes no modality has no content: it keeps DGMRec's own score (all
+   such items would otherwise share one representation and enter a list together).
 
    ``head``: a learned map (:class:`graphrec.blocks.content_head.ContentHead`) from the item's
    modality encodings (observed or generated) to the same space, trained on old items beside
@@ -111,9 +113,12 @@ class DGMRecCold(DGMRec):
                 torch.manual_seed(int(config.get("seed", 2024)) + 7919)
                 self.cold_head = ContentHead(2 * len(self.modalities) * d, d, int(config["cold_hidden"]))
         counts = np.bincount(dataset.train[:, 1], minlength=dataset.n_items)
-        self.register_buffer("cold_items", torch.from_numpy(counts == 0), persistent=False)
-        self.register_buffer("cold_offset", torch.zeros(()))  # the shift t, saved with the weights
         self._observed = np.stack([~self.missing_np[m] for m in self.modalities], axis=1)
+        # items without a training interaction; those with at least one observed modality are scored
+        # from content, the others (nothing is known about them) keep DGMRec's own score
+        self.register_buffer("untrained", torch.from_numpy(counts == 0), persistent=False)
+        self.register_buffer("cold_items", torch.from_numpy((counts == 0) & self._observed.any(axis=1)), persistent=False)
+        self.register_buffer("cold_offset", torch.zeros(()))  # the shift t, saved with the weights
         self._neighbours: tuple[torch.Tensor, torch.Tensor] | None = None  # of the cold items (features are fixed)
         # false while training (validation scores as plain DGMRec); a buffer, so that checkpoints
         # and distributed ranks carry it
@@ -141,7 +146,7 @@ class DGMRecCold(DGMRec):
         """``(n, k)`` nearest old items of query items and their weights (``exclude_self``: queries are old items)."""
         table, obs = self._table()
         k = int(self.config["cold_k"])
-        old = ~self.cold_items.cpu().numpy()
+        old = ~self.untrained.cpu().numpy()
         idx, sim = content_neighbours(query, observed, table, obs, k + int(exclude_self), candidates=old)
         if exclude_self:
             idx, sim = idx[:, 1:], sim[:, 1:]
@@ -152,7 +157,7 @@ class DGMRecCold(DGMRec):
         out = (w.unsqueeze(2) * zi[idx.to(zi.device)]).sum(dim=1)
         none = w.sum(dim=1) == 0  # no observed modality shared with any old item: the mean old item
         if none.any():
-            out[none] = zi[~self.cold_items].mean(dim=0)
+            out[none] = zi[~self.untrained].mean(dim=0)
         return out
 
     def _source(self, out: dict[str, Any]) -> torch.Tensor:
@@ -175,7 +180,7 @@ class DGMRecCold(DGMRec):
         or (fewer than 2 cold items) leave-self-out content rows of up to 1,000 old items."""
         if c.shape[0] >= 2:
             return c
-        old = torch.nonzero(~self.cold_items).squeeze(1)
+        old = torch.nonzero(~self.untrained).squeeze(1)
         sample = old[torch.linspace(0, len(old) - 1, min(1000, len(old))).long()]
         if self.cold_repr == "head":
             return self._head(out["g"], out["s"], sample)
@@ -215,7 +220,7 @@ class DGMRecCold(DGMRec):
         self._last = None
         rows = torch.nonzero(self.cold_items).squeeze(1)
         c = self._content_rows(out, rows)
-        a, b, s = user_affine(out["zu"], out["zi"], ~self.cold_items, self._reference_rows(out, c),
+        a, b, s = user_affine(out["zu"], out["zi"], ~self.untrained, self._reference_rows(out, c),
                               bool(self.config["cold_standardize"]))
         return out["zu"], out["zi"], c, a, b, s
 
@@ -255,7 +260,7 @@ class DGMRecCold(DGMRec):
             self.train(was)
             return {"t": float(self.cold_offset), "table": [], "reference": None}
         zu, zi, c, a, b, s = self._scoring()
-        old = (~self.cold_items).cpu().numpy()
+        old = (~self.untrained).cpu().numpy()
         ev = Evaluator(dataset, topk=[20], batch_size=batch_size, groups={"old": old})
         info = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, float(self.config["cold_tolerance"]))
         self.cold_offset.fill_(info["t"])
@@ -278,5 +283,9 @@ class DGMRecCold(DGMRec):
         else:
             q = {m: torch.from_numpy(np.nan_to_num(new.features[m])).float() for m in self.modalities}
             c = self._transfer(self._source(out), *self._knn(q, new.observed))
-        z = torch.zeros_like(c)
-        return torch.cat([z, c, torch.ones_like(c[:, :1])], dim=1)
+        rows = torch.cat([torch.zeros_like(c), c, torch.ones_like(c[:, :1])], dim=1)
+        none = torch.from_numpy(~new.observed.any(axis=1)).to(c.device)
+        if none.any():  # no observed modality: DGMRec's own representation, scored <z_u, z>
+            z = super().new_item_representations(new)[none]
+            rows[none] = torch.cat([z, torch.zeros_like(z), torch.zeros_like(z[:, :1])], dim=1)
+        return rows
