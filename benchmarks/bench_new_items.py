@@ -118,7 +118,7 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path, preset: dict | None 
     return rec
 
 
-def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool) -> list[dict]:
+def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance: float | None = None) -> list[dict]:
     """Score the saved ``dgmrec_cold`` checkpoints again with ``cold_repr`` (kNN representations need
     no training; ``head`` needs a checkpoint that has one), the shift chosen anew on validation."""
     import torch
@@ -136,6 +136,8 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool) -> list[di
         except GraphrecError:  # a checkpoint of a cold_repr=head run
             model, ds, cfg = load_model(path, overrides={"cold_repr": "head"}, eval_only=False, trust=trust)
         model.cold_repr, model._neighbours = cold_repr, None
+        if tolerance is not None:
+            model.config["cold_tolerance"] = tolerance
         model.eval()
         info = model.calibrate(ds, int(cfg.get("eval_batch_size", 2048)))
         ev = Evaluator(ds, groups=groups(ds), mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)))
@@ -145,7 +147,8 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool) -> list[di
             model.config["cold_scoring"] = False
             rec["dgmrec"] = _row(ev.evaluate(model.scorer(), "test"))
         rec["cold_shift"], rec["cold_repr"], rec["calibration"] = info["t"], cold_repr, info["table"]
-        (out / f"rescore-{cold_repr}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
+        tag = cold_repr if tolerance is None else f"{cold_repr}-tol{tolerance:g}"
+        (out / f"rescore-{tag}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
         recs.append(rec)
         print(f"seed {seed} rescored", file=sys.stderr, flush=True)
     return recs
@@ -160,7 +163,8 @@ def main() -> None:
     ap.add_argument("--data-dir", help="MMRec folder (default: the embedded synthetic set)")
     ap.add_argument("--preset", type=Path, help="YAML config of dgmrec_cold's runs, e.g. configs/dgmrec/tiktok.yaml")
     ap.add_argument("--rescore", metavar="COLD_REPR", help="only score the saved checkpoints again with this "
-                    "cold_repr (knn, knn_fused, head) and a new shift; writes rescore-<repr>-seed<k>.json")
+                    "cold_repr (knn, knn_fused, head) and a new shift; writes rescore-<repr>[-tol<x>]-seed<k>.json")
+    ap.add_argument("--tolerance", type=float, help="with --rescore: cold_tolerance (old-item budget) of the new shift")
     ap.add_argument("--trust-checkpoint", action="store_true", help="with --rescore: load checkpoints of earlier graphrec versions")
     args = ap.parse_args()
     from graphrec.config import parse_set
@@ -176,7 +180,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     recs = []
     if args.rescore:
-        recs = rescore(args.out, [int(s) for s in args.seeds.split(",")], args.rescore, args.trust_checkpoint)
+        recs = rescore(args.out, [int(s) for s in args.seeds.split(",")], args.rescore, args.trust_checkpoint, args.tolerance)
     for seed in ([] if args.rescore else (int(s) for s in args.seeds.split(","))):
         path = args.out / f"seed{seed}.json"
         if path.is_file():
