@@ -30,6 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 GROUP_KEYS = ("recall@20", "ndcg@20")
+#: keys of --set / --preset that content_knn's runs share with dgmrec_cold's
+SHARED_KEYS = ("data_dir", "dataset", "missing_ratio", "mask_file", "synth_missing", "new_items", "seed", "epochs",
+               "eval_mask_valid_in_test", "topk")
 
 
 def _row(res) -> dict:
@@ -89,12 +92,10 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path, preset: dict | None 
     load_builtin()
     rec = {"seed": seed, "epochs": epochs, "sets": sets, "preset": preset or {}}
     for name in ("dgmrec_cold", "content_knn"):
-        base = {**(preset or {})} if name == "dgmrec_cold" else {}
-        base.pop("model", None)
+        base = {k: v for k, v in (preset or {}).items() if k != "model"}
         over = {**base, **sets, "new_items": True, "seed": seed, "epochs": epochs}
-        if name == "content_knn":  # LightGCN's own trainer settings; only data keys are shared
-            over = {k: v for k, v in over.items() if k in ("data_dir", "dataset", "missing_ratio", "synth_missing",
-                                                        "new_items", "seed", "epochs", "eval_mask_valid_in_test")}
+        if name == "content_knn":  # LightGCN's own trainer settings; the data and evaluation keys are shared
+            over = {k: v for k, v in over.items() if k in SHARED_KEYS}
         cfg = resolve_config(name, MODELS.get(name).default_config, overrides=over)
         ds = load_dataset(cfg)
         model = build_model(ds, cfg)
@@ -146,6 +147,10 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance:
             rec["dgmrec_cold"] = _row(ev.evaluate(model.scorer(), "test"))
             model.config["cold_scoring"] = False
             rec["dgmrec"] = _row(ev.evaluate(model.scorer(), "test"))
+            knn_path = out / f"content_knn-seed{seed}.pt"
+            if knn_path.is_file():  # under the same evaluation settings as DGMRec's
+                knn, _, _ = load_model(knn_path, dataset=ds, trust=trust)
+                rec["content_knn"] = _row(ev.evaluate(knn.eval().scorer(), "test"))
         rec["cold_shift"], rec["cold_repr"], rec["calibration"] = info["t"], cold_repr, info["table"]
         tag = cold_repr if tolerance is None else f"{cold_repr}-tol{tolerance:g}"
         (out / f"rescore-{tag}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
