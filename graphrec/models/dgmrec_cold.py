@@ -270,7 +270,7 @@ class DGMRecCold(DGMRec):
     @torch.no_grad()
     def new_item_representations(self, new: NewItems) -> torch.Tensor:
         """``(n, 2d+1)`` rows of items added after training, comparable with :meth:`representations`' item rows."""
-        if not self.config.get("cold_scoring", True):
+        if not self._cold_on():  # rows comparable with representations()' plain (U, d) ones
             return super().new_item_representations(new)
         self.eval()
         out = self.propagate(self.infer_graph)
