@@ -514,6 +514,59 @@ def test_damrs_scores_and_loss_terms():
     assert model.item_emb.grad.abs().sum() > 0
 
 
+def test_damrs_loss_terms_are_their_formulas():
+    """Each DAMRS term against a dense re-computation: neighbour discrimination, the symmetric
+    Bernoulli KL, the agreement weights (w⁻ only where the views' mean is below the negatives' mean)
+    and the loss assembled from the views in the authors' way."""
+    from graphrec.blocks.denoise_align import (
+        agreement_weights,
+        neighbour_discrimination,
+        neighbour_probabilities,
+        pseudo_neighbours,
+        symmetric_bernoulli_kl,
+        weighted_bpr,
+    )
+
+    torch.manual_seed(1)
+    rows, table = torch.randn(3, 4), torch.randn(25, 4)
+    agreed, own = torch.tensor([[0, 1], [2, 3], [4, 5]]), torch.tensor([[6, 7], [8, 9], [10, 11]])
+    e = (F.normalize(rows, dim=1) @ F.normalize(table, dim=1).T / 0.3).exp()
+    m, s = e.gather(1, agreed).sum(1), e.gather(1, own).sum(1)
+    want = (-(m / e.sum(1)).log() - (s / (e.sum(1) - m)).log()).mean()
+    torch.testing.assert_close(neighbour_discrimination(agreed, own, rows, table, 0.3), want, rtol=1e-5, atol=1e-6)
+    p, q = torch.rand(4, 5), torch.rand(4, 5)
+    kl = lambda a, b: a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log()  # noqa: E731
+    torch.testing.assert_close(symmetric_bernoulli_kl(p, q), (kl(p, q) + kl(q, p)).mean())
+    assert symmetric_bernoulli_kl(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    user = torch.randn(6, 8)
+    pos_v, neg_v = [torch.randn(6, 8) for _ in range(3)], [torch.randn(6, 8) for _ in range(3)]
+    a = torch.stack([torch.sigmoid((user * F.normalize(h, dim=1)).sum(1)) for h in pos_v])
+    b = torch.stack([torch.sigmoid((user * F.normalize(h, dim=1)).sum(1)) for h in neg_v])
+    w_pos, w_neg = agreement_weights(user, pos_v, neg_v)
+    torch.testing.assert_close(w_pos, (a.mean(0) * torch.exp(-a.var(0)) ** 2).clamp(0, 1))
+    below = a.mean(0) < b.mean()
+    torch.testing.assert_close(w_neg, torch.where(below, (a.amax(0) - b.mean()).clamp(0, 1), torch.zeros(6)))
+
+    model, ds = build("damrs", knn_k=3, kl_weight=0.7, neighbor_weight=0.3, temp=0.5)
+    batch = BPRBatch(torch.tensor([0, 1, 1, 2]), torch.tensor([3, 4, 5, 3]), torch.tensor([6, 7, 8, 9]))
+    out = model.loss(batch)
+    user, item, views = model.forward_all()
+    order = [views[v] for v in ("image", "text", "behavior")]
+    mean_view = sum(order) / 3
+    u = user[batch.users]
+    w_pos, w_neg = agreement_weights(u, [h[batch.pos] for h in order], [h[batch.neg] for h in order])
+    full = item + mean_view
+    torch.testing.assert_close(out["bpr"], weighted_bpr((u * full[batch.pos]).sum(1), (u * full[batch.neg]).sum(1), w_pos, w_neg))
+    users, items = batch.users.unique(), torch.cat([batch.pos, batch.neg]).unique()
+    probs = [neighbour_probabilities(t[items], t) for t in order]
+    neigh = sum(neighbour_discrimination(*pseudo_neighbours(probs, k), t[items], t, 0.5) for k, t in enumerate(order)) / 3
+    torch.testing.assert_close(out["neighbor"], 0.3 * neigh)
+    p_g = torch.sigmoid(user[users] @ F.normalize(item[items], dim=1).T)
+    p_t = torch.sigmoid(user[users] @ F.normalize(mean_view[items], dim=1).T)
+    torch.testing.assert_close(out["kl"], 0.7 * symmetric_bernoulli_kl(p_g, p_t))
+    torch.testing.assert_close(out["loss"], out["bpr"] + out["neighbor"] + out["kl"])
+
+
 # ----------------------------------------------------------------------------- GUME
 def test_gume_enhances_the_graph_with_the_neighbours_every_modality_shares():
     from graphrec.graph.enhanced import modality_neighbours
