@@ -615,6 +615,42 @@ def test_gume_final_representation_is_the_id_view_plus_mgcns_fusion():
     torch.testing.assert_close(moment_gap(a, a + 1.0), torch.tensor(1.0))  # a shifted table: only the means differ
 
 
+def test_gume_loss_terms_are_their_formulas():
+    """GUME's terms against a re-computation: BPR + the two regularisers, the moment gap over the positives
+    observing both modalities, the ID/integration contrast at bm_temp (items: positives observing every
+    modality) and the user-modality contrast at um_temp with two noisy copies of each user table."""
+    from graphrec.blocks.generators import perturb
+    from graphrec.blocks.infonce import infonce
+    from graphrec.models.gume import moment_gap
+
+    model, ds = build("gume", knn_k=3, bm_weight=0.3, bm_temp=0.7, um_weight=0.2, um_temp=0.3, vt_weight=0.5, reg_weight_1=0.01, reg_weight_2=0.02)
+    obs = model.observed
+    both = torch.nonzero(obs.all(1)).squeeze(1)[:3]
+    partial = torch.nonzero(~obs.all(1)).squeeze(1)[:2]
+    assert len(both) == 3 and len(partial) == 2
+    batch = BPRBatch(torch.tensor([0, 1, 2, 3, 4]), torch.cat([both, partial]), torch.tensor([10, 11, 12, 13, 14]))
+    torch.manual_seed(7)
+    out = model.loss(batch)
+    torch.manual_seed(7)
+    v = model.views()
+    split = [ds.n_users, ds.n_items]
+    user, item = torch.split(v["final"], split)
+    u, pos, neg = batch.users, batch.pos, batch.neg
+    bpr = -F.logsigmoid((user[u] * item[pos]).sum(1) - (user[u] * item[neg]).sum(1)).mean()
+    torch.testing.assert_close(out["bpr"], bpr)
+    iu, ii = torch.split(v["integration"], split)
+    du, di = torch.split(v["id"], split)
+    xu, xi = torch.split(v["extended"], split)
+    ea, et = (v["explicit"][m][ds.n_users + both] for m in ("image", "text"))
+    bm = infonce(iu[u], du[u], 0.7) + infonce(ii[both], di[both], 0.7)
+    torch.testing.assert_close(out["align"], 0.5 * moment_gap(ea, et) + 0.3 * bm)
+    noisy = infonce(perturb(iu[u], 0.1), perturb(iu[u], 0.1), 0.3) + infonce(perturb(xu[u], 0.1), perturb(xu[u], 0.1), 0.3)
+    torch.testing.assert_close(out["um"], 0.2 * (infonce(xu[u], iu[u], 0.3) + noisy))
+    reg = 0.01 * 0.5 * (user[u].pow(2).sum() + item[pos].pow(2).sum() + item[neg].pow(2).sum()) / 5 + 0.02 * 0.5 * xi[pos].pow(2).sum() / 5
+    torch.testing.assert_close(out["reg"], reg)
+    torch.testing.assert_close(out["loss"], out["bpr"] + out["reg"] + out["align"] + out["um"])
+
+
 # ----------------------------------------------------------------------------- quality
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["milk", "sibrar"])
