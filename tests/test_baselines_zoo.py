@@ -651,6 +651,29 @@ def test_gume_loss_terms_are_their_formulas():
     torch.testing.assert_close(out["loss"], out["bpr"] + out["reg"] + out["align"] + out["um"])
 
 
+@pytest.mark.parametrize("name", ["lgmrec", "mmgcn", "grcn"])
+def test_regularisers_are_their_formulas(name):
+    """The L2 terms (the other terms are checked above): LGMRec's Frobenius norms of the batch's final
+    rows over B; MMGCN's and GRCN's mean squares of the batch's ID rows plus the users' preferences
+    (MMGCN: every user's, GRCN: the batch's)."""
+    model, ds = build(name, reg_weight=0.5)
+    batch = BPRBatch(torch.tensor([0, 1, 1]), torch.tensor([2, 3, 4]), torch.tensor([5, 6, 7]))
+    torch.manual_seed(0)
+    out = model.loss(batch)
+    u, pos, neg = batch.users, batch.pos, batch.neg
+    if name == "lgmrec":
+        torch.manual_seed(0)
+        final, _ = model.views()
+        user, item = torch.split(final, [ds.n_users, ds.n_items])
+        want = (user[u].norm() + item[pos].norm() + item[neg].norm()) / 3
+    else:
+        e_u, e_i = model.ids[: ds.n_users], model.ids[ds.n_users :]
+        want = e_u[u].pow(2).mean() + torch.cat([e_i[pos], e_i[neg]]).pow(2).mean()
+        rows = slice(None) if name == "mmgcn" else u
+        want = want + sum(p[rows].pow(2).mean() for p in model.preferences.values())
+    torch.testing.assert_close(out["reg"], 0.5 * want)
+
+
 # ----------------------------------------------------------------------------- quality
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["milk", "sibrar"])
