@@ -6,6 +6,8 @@ folder, `imputation` recorded) run for them in tests/test_baselines_mm.py (list 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -743,3 +745,15 @@ def test_cli_recommends_new_items_with_sibrar(tmp_path):
     assert r.exit_code == 0, r.output
     ranked = {int(line.split("\t")[2]) for line in out.read_text().splitlines()[1:] if line.startswith("0\t")}
     assert {80, 81, 82} <= ranked
+
+
+def test_recommend_help_names_every_model_that_scores_new_items():
+    from conftest import invoke
+
+    from graphrec.models.base import RecModel
+
+    help_text = " ".join(invoke("recommend", "--help").output.split())
+    scorers = [n for n in MODELS.names() if MODELS.get(n).new_item_representations is not RecModel.new_item_representations]
+    assert {"milk", "sibrar", "dgmrec_cold"} <= set(scorers)
+    for name in scorers:
+        assert re.search(rf"(?<![\w-]){name}(?![\w-])", help_text), name
