@@ -503,6 +503,24 @@ def test_damrs_pseudo_neighbours_and_agreement_weights():
     torch.testing.assert_close(weighted_bpr(s_pos, s_neg, torch.ones(6), torch.zeros(6)), -F.logsigmoid(s_pos - s_neg).mean())
 
 
+def test_damrs_neighbour_discrimination_is_finite_at_a_small_temperature():
+    """exp(cos / τ) overflows float32 for τ < 1/88; the loss is computed in log space instead."""
+    from graphrec.blocks.denoise_align import neighbour_discrimination
+
+    torch.manual_seed(2)
+    rows, table = torch.randn(3, 4), torch.randn(30, 4)
+    table[:3] = rows  # cos = 1 with the first items: exp(1 / 0.005) = inf in float32
+    agreed, own = torch.tensor([[0, 5], [1, 6], [2, 7]]), torch.tensor([[8, 9], [10, 11], [12, 13]])
+    got = neighbour_discrimination(agreed, own, rows, table, 0.005)
+    s = F.normalize(rows.double(), dim=1) @ F.normalize(table.double(), dim=1).T / 0.005
+    rest = s.scatter(1, agreed, float("-inf"))
+    want = (s.logsumexp(1) - s.gather(1, agreed).logsumexp(1) + rest.logsumexp(1) - s.gather(1, own).logsumexp(1)).mean()
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    every = torch.arange(4).repeat(3, 1)  # m covers all four items: no second term, still finite
+    assert torch.isfinite(neighbour_discrimination(every, every, rows, table[:4], 0.2))
+
+
 def test_damrs_scores_and_loss_terms():
     model, ds = build("damrs", knn_k=3)
     assert "knn_behavior" in model.graph.etypes
