@@ -6,6 +6,8 @@ folder, `imputation` recorded) run for them in tests/test_baselines_mm.py (list 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -501,6 +503,24 @@ def test_damrs_pseudo_neighbours_and_agreement_weights():
     torch.testing.assert_close(weighted_bpr(s_pos, s_neg, torch.ones(6), torch.zeros(6)), -F.logsigmoid(s_pos - s_neg).mean())
 
 
+def test_damrs_neighbour_discrimination_is_finite_at_a_small_temperature():
+    """exp(cos / τ) overflows float32 for τ < 1/88; the loss is computed in log space instead."""
+    from graphrec.blocks.denoise_align import neighbour_discrimination
+
+    torch.manual_seed(2)
+    rows, table = torch.randn(3, 4), torch.randn(30, 4)
+    table[:3] = rows  # cos = 1 with the first items: exp(1 / 0.005) = inf in float32
+    agreed, own = torch.tensor([[0, 5], [1, 6], [2, 7]]), torch.tensor([[8, 9], [10, 11], [12, 13]])
+    got = neighbour_discrimination(agreed, own, rows, table, 0.005)
+    s = F.normalize(rows.double(), dim=1) @ F.normalize(table.double(), dim=1).T / 0.005
+    rest = s.scatter(1, agreed, float("-inf"))
+    want = (s.logsumexp(1) - s.gather(1, agreed).logsumexp(1) + rest.logsumexp(1) - s.gather(1, own).logsumexp(1)).mean()
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    every = torch.arange(4).repeat(3, 1)  # m covers all four items: no second term, still finite
+    assert torch.isfinite(neighbour_discrimination(every, every, rows, table[:4], 0.2))
+
+
 def test_damrs_scores_and_loss_terms():
     model, ds = build("damrs", knn_k=3)
     assert "knn_behavior" in model.graph.etypes
@@ -512,6 +532,59 @@ def test_damrs_scores_and_loss_terms():
     assert all(torch.isfinite(v) for v in out.values()) and out["kl"] >= 0 and out["neighbor"] > 0
     out["loss"].backward()
     assert model.item_emb.grad.abs().sum() > 0
+
+
+def test_damrs_loss_terms_are_their_formulas():
+    """Each DAMRS term against a dense re-computation: neighbour discrimination, the symmetric
+    Bernoulli KL, the agreement weights (w⁻ only where the views' mean is below the negatives' mean)
+    and the loss assembled from the views in the authors' way."""
+    from graphrec.blocks.denoise_align import (
+        agreement_weights,
+        neighbour_discrimination,
+        neighbour_probabilities,
+        pseudo_neighbours,
+        symmetric_bernoulli_kl,
+        weighted_bpr,
+    )
+
+    torch.manual_seed(1)
+    rows, table = torch.randn(3, 4), torch.randn(25, 4)
+    agreed, own = torch.tensor([[0, 1], [2, 3], [4, 5]]), torch.tensor([[6, 7], [8, 9], [10, 11]])
+    e = (F.normalize(rows, dim=1) @ F.normalize(table, dim=1).T / 0.3).exp()
+    m, s = e.gather(1, agreed).sum(1), e.gather(1, own).sum(1)
+    want = (-(m / e.sum(1)).log() - (s / (e.sum(1) - m)).log()).mean()
+    torch.testing.assert_close(neighbour_discrimination(agreed, own, rows, table, 0.3), want, rtol=1e-5, atol=1e-6)
+    p, q = torch.rand(4, 5), torch.rand(4, 5)
+    kl = lambda a, b: a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log()  # noqa: E731
+    torch.testing.assert_close(symmetric_bernoulli_kl(p, q), (kl(p, q) + kl(q, p)).mean())
+    assert symmetric_bernoulli_kl(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    user = torch.randn(6, 8)
+    pos_v, neg_v = [torch.randn(6, 8) for _ in range(3)], [torch.randn(6, 8) for _ in range(3)]
+    a = torch.stack([torch.sigmoid((user * F.normalize(h, dim=1)).sum(1)) for h in pos_v])
+    b = torch.stack([torch.sigmoid((user * F.normalize(h, dim=1)).sum(1)) for h in neg_v])
+    w_pos, w_neg = agreement_weights(user, pos_v, neg_v)
+    torch.testing.assert_close(w_pos, (a.mean(0) * torch.exp(-a.var(0)) ** 2).clamp(0, 1))
+    below = a.mean(0) < b.mean()
+    torch.testing.assert_close(w_neg, torch.where(below, (a.amax(0) - b.mean()).clamp(0, 1), torch.zeros(6)))
+
+    model, ds = build("damrs", knn_k=3, kl_weight=0.7, neighbor_weight=0.3, temp=0.5)
+    batch = BPRBatch(torch.tensor([0, 1, 1, 2]), torch.tensor([3, 4, 5, 3]), torch.tensor([6, 7, 8, 9]))
+    out = model.loss(batch)
+    user, item, views = model.forward_all()
+    order = [views[v] for v in ("image", "text", "behavior")]
+    mean_view = sum(order) / 3
+    u = user[batch.users]
+    w_pos, w_neg = agreement_weights(u, [h[batch.pos] for h in order], [h[batch.neg] for h in order])
+    full = item + mean_view
+    torch.testing.assert_close(out["bpr"], weighted_bpr((u * full[batch.pos]).sum(1), (u * full[batch.neg]).sum(1), w_pos, w_neg))
+    users, items = batch.users.unique(), torch.cat([batch.pos, batch.neg]).unique()
+    probs = [neighbour_probabilities(t[items], t) for t in order]
+    neigh = sum(neighbour_discrimination(*pseudo_neighbours(probs, k), t[items], t, 0.5) for k, t in enumerate(order)) / 3
+    torch.testing.assert_close(out["neighbor"], 0.3 * neigh)
+    p_g = torch.sigmoid(user[users] @ F.normalize(item[items], dim=1).T)
+    p_t = torch.sigmoid(user[users] @ F.normalize(mean_view[items], dim=1).T)
+    torch.testing.assert_close(out["kl"], 0.7 * symmetric_bernoulli_kl(p_g, p_t))
+    torch.testing.assert_close(out["loss"], out["bpr"] + out["neighbor"] + out["kl"])
 
 
 # ----------------------------------------------------------------------------- GUME
@@ -560,6 +633,65 @@ def test_gume_final_representation_is_the_id_view_plus_mgcns_fusion():
     a = torch.randn(5, 3)
     assert moment_gap(a, a).item() == 0.0
     torch.testing.assert_close(moment_gap(a, a + 1.0), torch.tensor(1.0))  # a shifted table: only the means differ
+
+
+def test_gume_loss_terms_are_their_formulas():
+    """GUME's terms against a re-computation: BPR + the two regularisers, the moment gap over the positives
+    observing both modalities, the ID/integration contrast at bm_temp (items: positives observing every
+    modality) and the user-modality contrast at um_temp with two noisy copies of each user table."""
+    from graphrec.blocks.generators import perturb
+    from graphrec.blocks.infonce import infonce
+    from graphrec.models.gume import moment_gap
+
+    model, ds = build("gume", knn_k=3, bm_weight=0.3, bm_temp=0.7, um_weight=0.2, um_temp=0.3, vt_weight=0.5, reg_weight_1=0.01, reg_weight_2=0.02)
+    obs = model.observed
+    both = torch.nonzero(obs.all(1)).squeeze(1)[:3]
+    partial = torch.nonzero(~obs.all(1)).squeeze(1)[:2]
+    assert len(both) == 3 and len(partial) == 2
+    batch = BPRBatch(torch.tensor([0, 1, 2, 3, 4]), torch.cat([both, partial]), torch.tensor([10, 11, 12, 13, 14]))
+    torch.manual_seed(7)
+    out = model.loss(batch)
+    torch.manual_seed(7)
+    v = model.views()
+    split = [ds.n_users, ds.n_items]
+    user, item = torch.split(v["final"], split)
+    u, pos, neg = batch.users, batch.pos, batch.neg
+    bpr = -F.logsigmoid((user[u] * item[pos]).sum(1) - (user[u] * item[neg]).sum(1)).mean()
+    torch.testing.assert_close(out["bpr"], bpr)
+    iu, ii = torch.split(v["integration"], split)
+    du, di = torch.split(v["id"], split)
+    xu, xi = torch.split(v["extended"], split)
+    ea, et = (v["explicit"][m][ds.n_users + both] for m in ("image", "text"))
+    bm = infonce(iu[u], du[u], 0.7) + infonce(ii[both], di[both], 0.7)
+    torch.testing.assert_close(out["align"], 0.5 * moment_gap(ea, et) + 0.3 * bm)
+    noisy = infonce(perturb(iu[u], 0.1), perturb(iu[u], 0.1), 0.3) + infonce(perturb(xu[u], 0.1), perturb(xu[u], 0.1), 0.3)
+    torch.testing.assert_close(out["um"], 0.2 * (infonce(xu[u], iu[u], 0.3) + noisy))
+    reg = 0.01 * 0.5 * (user[u].pow(2).sum() + item[pos].pow(2).sum() + item[neg].pow(2).sum()) / 5 + 0.02 * 0.5 * xi[pos].pow(2).sum() / 5
+    torch.testing.assert_close(out["reg"], reg)
+    torch.testing.assert_close(out["loss"], out["bpr"] + out["reg"] + out["align"] + out["um"])
+
+
+@pytest.mark.parametrize("name", ["lgmrec", "mmgcn", "grcn"])
+def test_regularisers_are_their_formulas(name):
+    """The L2 terms (the other terms are checked above): LGMRec's Frobenius norms of the batch's final
+    rows over B; MMGCN's and GRCN's mean squares of the batch's ID rows plus the users' preferences
+    (MMGCN: every user's, GRCN: the batch's)."""
+    model, ds = build(name, reg_weight=0.5)
+    batch = BPRBatch(torch.tensor([0, 1, 1]), torch.tensor([2, 3, 4]), torch.tensor([5, 6, 7]))
+    torch.manual_seed(0)
+    out = model.loss(batch)
+    u, pos, neg = batch.users, batch.pos, batch.neg
+    if name == "lgmrec":
+        torch.manual_seed(0)
+        final, _ = model.views()
+        user, item = torch.split(final, [ds.n_users, ds.n_items])
+        want = (user[u].norm() + item[pos].norm() + item[neg].norm()) / 3
+    else:
+        e_u, e_i = model.ids[: ds.n_users], model.ids[ds.n_users :]
+        want = e_u[u].pow(2).mean() + torch.cat([e_i[pos], e_i[neg]]).pow(2).mean()
+        rows = slice(None) if name == "mmgcn" else u
+        want = want + sum(p[rows].pow(2).mean() for p in model.preferences.values())
+    torch.testing.assert_close(out["reg"], 0.5 * want)
 
 
 # ----------------------------------------------------------------------------- quality
@@ -631,3 +763,15 @@ def test_cli_recommends_new_items_with_sibrar(tmp_path):
     assert r.exit_code == 0, r.output
     ranked = {int(line.split("\t")[2]) for line in out.read_text().splitlines()[1:] if line.startswith("0\t")}
     assert {80, 81, 82} <= ranked
+
+
+def test_recommend_help_names_every_model_that_scores_new_items():
+    from conftest import invoke
+
+    from graphrec.models.base import RecModel
+
+    help_text = " ".join(invoke("recommend", "--help").output.split())
+    scorers = [n for n in MODELS.names() if MODELS.is_builtin(n) and MODELS.get(n).new_item_representations is not RecModel.new_item_representations]
+    assert {"milk", "sibrar", "dgmrec_cold"} <= set(scorers)
+    for name in scorers:
+        assert re.search(rf"(?<![\w-]){name}(?![\w-])", help_text), name

@@ -39,13 +39,19 @@ def pseudo_neighbours(probs: list[torch.Tensor], target: int, k: int = N_PSEUDO)
 
 
 def neighbour_discrimination(agreed: torch.Tensor, own: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
-    """Mean over rows of ``-log(Σ_m e / T) - log(Σ_s e / (T - Σ_m e))`` (module docstring)."""
+    """Mean over rows of ``-log(Σ_m e / T) - log(Σ_s e / (T - Σ_m e))`` (module docstring).
+
+    Computed with log-sum-exps (``T - Σ_m e`` as the sum over the items outside ``m``), so a small
+    ``temperature`` cannot overflow ``exp``; the authors' ``+1e-9`` inside the logs is left out. A row
+    whose ``m`` covers every item (fewer than ``2k`` items) has no second term.
+    """
     sims = F.normalize(rows, dim=1) @ F.normalize(table, dim=1).T / temperature  # (n, N)
-    e = sims.exp()
-    total = e.sum(1)
-    pos_m = e.gather(1, agreed).sum(1)
-    pos_s = e.gather(1, own).sum(1)
-    return (-torch.log(pos_m / total + 1e-9) - torch.log(pos_s / (total - pos_m) + 1e-9)).mean()
+    log_total = torch.logsumexp(sims, 1)
+    log_m = torch.logsumexp(sims.gather(1, agreed), 1)
+    log_s = torch.logsumexp(sims.gather(1, own), 1)
+    log_rest = torch.logsumexp(sims.scatter(1, agreed, float("-inf")), 1)  # log(T - Σ_m e)
+    second = torch.where(torch.isfinite(log_rest), log_rest - log_s, torch.zeros_like(log_s))
+    return (log_total - log_m + second).mean()
 
 
 def symmetric_bernoulli_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
