@@ -1,22 +1,21 @@
-"""New-item protocol: DGMRec's cold-item head vs plain DGMRec vs content-kNN (docs/results.md).
+"""New-item protocol: dgmrec_cold vs plain DGMRec vs the content-kNN baseline (docs/results.md).
 
-For every seed (resumable: a run whose JSON exists is skipped):
+For every seed (resumable: a seed whose JSON exists is skipped):
 
-* ``dgmrec_cold`` is trained once (new_items=true); its test split is scored three ways with the
-  same weights: the head with its validation-calibrated offset (``dgmrec_cold``), plain DGMRec
-  (``cold_scoring=false``: DGMRec's own scores, since the cold loss does not touch DGMRec's
-  parameters), and content-kNN over DGMRec's item representations (new item = similarity-weighted
-  mean of its ``content_k`` nearest old items in feature space, :mod:`graphrec.graph.content`);
-  and the same kNN rows with the validation-calibrated offset of ``dgmrec_cold``
-  (:mod:`graphrec.models.cold_offset`, ``dgmrec+knn calibrated``);
-* ``content_knn`` (LightGCN + the same kNN transfer) is trained as its own model.
+* ``dgmrec_cold`` is trained once (new_items=true). Its test split is scored twice with the same
+  weights: from content, with the shift chosen on validation after training (``dgmrec_cold``), and
+  as plain DGMRec (``cold_scoring=false``). Training and model selection are plain DGMRec's (the
+  cold rows are not scored during training), so the second is plain ``dgmrec``'s result;
+* ``content_knn`` (LightGCN + nearest old items in feature space) is trained as its own model
+  (LightGCN's trainer settings; only the data keys of ``--set``/``--preset`` apply to it).
 
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_new_items.py --seeds 2024,2025,2026 --epochs 40 \\
         --out bench-out/new-items-synth
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_new_items.py --data-dir data/tiktok \\
+        --preset configs/dgmrec/tiktok.yaml --set missing_ratio=0.6 --epochs 40 --out bench-out/new-items-tiktok
 
-Prints a Markdown table of test Recall@20 / NDCG@20 overall, on new items and on old items.
-``--tradeoff 0.02,0.05,0.1,1`` then prints, from the saved checkpoints, what other old-item
-tolerances of the calibrated offset give.
+Prints Markdown tables of test Recall@20 / NDCG@20 overall, on new items and on old items, and
+new items' Recall@20 by number of missing modalities.
 """
 
 from __future__ import annotations
@@ -31,6 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 GROUP_KEYS = ("recall@20", "ndcg@20")
+#: keys of --set / --preset that content_knn's runs share with dgmrec_cold's
+SHARED_KEYS = ("data_dir", "dataset", "missing_ratio", "mask_file", "synth_missing", "new_items", "seed", "epochs",
+               "eval_mask_valid_in_test", "topk")
 
 
 def _row(res) -> dict:
@@ -74,14 +76,13 @@ def knn_over(model, dataset, zu, zi, k: int = 10):
     return zi, mask, c
 
 
-def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
+def run_seed(seed: int, epochs: int, sets: dict, out: Path, preset: dict | None = None) -> dict:
     import torch
 
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
     from graphrec.models.base import Scorer
     from graphrec.models.build import build_model
-    from graphrec.models.cold_offset import choose_offset, with_offset
     from graphrec.eval.evaluator import Evaluator
     from graphrec.registry import MODELS, load_builtin
     from graphrec.train.checkpoint import save_checkpoint
@@ -89,9 +90,13 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
 
     torch.set_num_threads(1)
     load_builtin()
-    rec = {"seed": seed, "epochs": epochs, "sets": sets}
+    rec = {"seed": seed, "epochs": epochs, "sets": sets, "preset": preset or {}}
     for name in ("dgmrec_cold", "content_knn"):
-        cfg = resolve_config(name, MODELS.get(name).default_config, overrides={**sets, "new_items": True, "seed": seed, "epochs": epochs})
+        base = {k: v for k, v in (preset or {}).items() if k != "model"}
+        over = {**base, **sets, "new_items": True, "seed": seed, "epochs": epochs}
+        if name == "content_knn":  # LightGCN's own trainer settings; the data and evaluation keys are shared
+            over = {k: v for k, v in over.items() if k in SHARED_KEYS}
+        cfg = resolve_config(name, MODELS.get(name).default_config, overrides=over)
         ds = load_dataset(cfg)
         model = build_model(ds, cfg)
         trainer = Trainer(model, ds, cfg, progress=False)
@@ -99,62 +104,59 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path) -> dict:
         result = trainer.fit()
         rec[f"{name}_seconds"] = time.perf_counter() - t0
         rec[f"{name}_best_epoch"] = result.best_epoch
-        ev = Evaluator(ds, groups=groups(ds))
+        rec[f"{name}_epochs_run"] = result.epochs_run if hasattr(result, "epochs_run") else None
+        ev = Evaluator(ds, groups=groups(ds), mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)))
         model.eval()
         rec[name] = _row(ev.evaluate(model.scorer(), "test"))
         assert abs(rec[name]["all"]["recall@20"] - result.test.metrics["recall@20"]) < 1e-9
         save_checkpoint(out / f"{name}-seed{seed}.pt", model, cfg)
         if name == "dgmrec_cold":
-            rec["cold_offset"] = float(model.cold_offset)
-            with torch.no_grad():
-                zu, zi, _ = model._scoring()
-                rec["dgmrec"] = _row(ev.evaluate(Scorer(zu, zi), "test"))
-                zk, cold, c = knn_over(model, ds, zu, zi)
-                rec["dgmrec+knn"] = _row(ev.evaluate(Scorer(zu, zk), "test"))
-                # the same validation-calibrated offset as dgmrec_cold's, for the kNN rows
-                info = choose_offset(trainer.evaluator, zu, zi, cold, c, Scorer(zu, zi), float(cfg["cold_tolerance"]))
-                rec["knn_offset"] = info["offset"]
-                rec["dgmrec+knn calibrated"] = _row(ev.evaluate(Scorer(*with_offset(zu, zi, cold, c, info["offset"])), "test"))
+            rec["cold_shift"] = float(model.cold_offset)
+            with torch.no_grad():  # the same weights and best epoch as plain dgmrec: its scores
+                model.config["cold_scoring"] = False
+                rec["dgmrec"] = _row(ev.evaluate(model.scorer(), "test"))
+                model.config["cold_scoring"] = True
     return rec
 
 
-def tradeoff(out: Path, seeds: list[int], tolerances: list[float]) -> None:
-    """From the saved ``dgmrec_cold`` checkpoints: test Recall@20 (all / new / old) of the head and of
-    kNN-over-DGMRec with the offset chosen on validation at each old-item tolerance."""
+def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance: float | None = None) -> list[dict]:
+    """Score the saved ``dgmrec_cold`` checkpoints again with ``cold_repr`` (kNN representations need
+    no training; ``head`` needs a checkpoint that has one), the shift chosen anew on validation."""
     import torch
 
-    from graphrec.models.cold_offset import choose_offset, with_offset
+    from graphrec.errors import GraphrecError
     from graphrec.eval.evaluator import Evaluator
-    from graphrec.models.base import Scorer
     from graphrec.train.checkpoint import load_model
 
     torch.set_num_threads(1)
-    rows: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    recs = []
     for seed in seeds:
-        model, ds, _ = load_model(out / f"dgmrec_cold-seed{seed}.pt")
+        path = out / f"dgmrec_cold-seed{seed}.pt"
+        try:
+            model, ds, cfg = load_model(path, trust=trust)
+        except GraphrecError:  # a checkpoint of a cold_repr=head run
+            model, ds, cfg = load_model(path, overrides={"cold_repr": "head"}, eval_only=False, trust=trust)
+        model.cold_repr, model._neighbours = cold_repr, None
+        if tolerance is not None:
+            model.config["cold_tolerance"] = tolerance
         model.eval()
-        valid_ev = Evaluator(ds, topk=[20])
-        test_ev = Evaluator(ds, topk=[20], groups=groups(ds))
+        info = model.calibrate(ds, int(cfg.get("eval_batch_size", 2048)))
+        ev = Evaluator(ds, groups=groups(ds), mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)))
+        rec = json.loads((out / f"seed{seed}.json").read_text())
         with torch.no_grad():
-            zu, zi, c = model._scoring()
-            _, cold, ck = knn_over(model, ds, zu, zi)
-            for name, cc in (("dgmrec_cold head", c), ("kNN over DGMRec", ck)):
-                for tol in tolerances:
-                    info = choose_offset(valid_ev, zu, zi, cold, cc, Scorer(zu, zi), tol)
-                    r = test_ev.evaluate(Scorer(*with_offset(zu, zi, cold, cc, info["offset"])), "test")
-                    miss = sorted(g for g in r.groups if g.startswith("new&missing="))
-                    rows.setdefault((name, tol), []).append(
-                        (r.metrics["recall@20"], r.groups["new"]["recall@20"], r.groups["old"]["recall@20"],
-                         *(r.groups[g]["recall@20"] for g in miss)))
-    print("| scoring | old-item tolerance | test R@20 | new R@20 | old R@20 | " + " | ".join(f"R@20 {g}" for g in miss) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(miss))
-    for (name, tol), vals in rows.items():
-        cells = []
-        for j in range(len(vals[0])):
-            v = [x[j] for x in vals]
-            sd = statistics.stdev(v) if len(v) > 1 else 0.0
-            cells.append(f"{statistics.mean(v):.4f} ± {sd:.4f}")
-        print(f"| {name} | {tol:g} | " + " | ".join(cells) + " |")
+            rec["dgmrec_cold"] = _row(ev.evaluate(model.scorer(), "test"))
+            model.config["cold_scoring"] = False
+            rec["dgmrec"] = _row(ev.evaluate(model.scorer(), "test"))
+            knn_path = out / f"content_knn-seed{seed}.pt"
+            if knn_path.is_file():  # under the same evaluation settings as DGMRec's
+                knn, _, _ = load_model(knn_path, dataset=ds, trust=trust)
+                rec["content_knn"] = _row(ev.evaluate(knn.eval().scorer(), "test"))
+        rec["cold_shift"], rec["cold_repr"], rec["calibration"] = info["t"], cold_repr, info["table"]
+        tag = cold_repr if tolerance is None else f"{cold_repr}-tol{tolerance:g}"
+        (out / f"rescore-{tag}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
+        recs.append(rec)
+        print(f"seed {seed} rescored", file=sys.stderr, flush=True)
+    return recs
 
 
 def main() -> None:
@@ -163,27 +165,37 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("bench-out/new-items-synth"))
-    ap.add_argument("--tradeoff", metavar="TOLS", help="only the trade-off table from the saved checkpoints, "
-                    "at these comma-separated old-item tolerances (e.g. 0.02,0.05,0.1,1)")
+    ap.add_argument("--data-dir", help="MMRec folder (default: the embedded synthetic set)")
+    ap.add_argument("--preset", type=Path, help="YAML config of dgmrec_cold's runs, e.g. configs/dgmrec/tiktok.yaml")
+    ap.add_argument("--rescore", metavar="COLD_REPR", help="only score the saved checkpoints again with this "
+                    "cold_repr (knn, knn_fused, head) and a new shift; writes rescore-<repr>[-tol<x>]-seed<k>.json")
+    ap.add_argument("--tolerance", type=float, help="with --rescore: cold_tolerance (old-item budget) of the new shift")
+    ap.add_argument("--trust-checkpoint", action="store_true", help="with --rescore: load checkpoints of earlier graphrec versions")
     args = ap.parse_args()
-    if args.tradeoff:
-        tradeoff(args.out, [int(s) for s in args.seeds.split(",")], [float(t) for t in args.tradeoff.split(",")])
-        return
     from graphrec.config import parse_set
 
     sets = parse_set(tuple(args.sets))
+    if args.data_dir:
+        sets["data_dir"] = args.data_dir
+    preset = None
+    if args.preset:
+        import yaml
+
+        preset = yaml.safe_load(args.preset.read_text()) or {}
     args.out.mkdir(parents=True, exist_ok=True)
     recs = []
-    for seed in (int(s) for s in args.seeds.split(",")):
+    if args.rescore:
+        recs = rescore(args.out, [int(s) for s in args.seeds.split(",")], args.rescore, args.trust_checkpoint, args.tolerance)
+    for seed in ([] if args.rescore else (int(s) for s in args.seeds.split(","))):
         path = args.out / f"seed{seed}.json"
         if path.is_file():
             recs.append(json.loads(path.read_text()))
             continue
-        rec = run_seed(seed, args.epochs, sets, args.out)
+        rec = run_seed(seed, args.epochs, sets, args.out, preset)
         path.write_text(json.dumps(rec, indent=2))
         recs.append(rec)
         print(f"seed {seed} done", file=sys.stderr, flush=True)
-    names = ("dgmrec", "content_knn", "dgmrec+knn", "dgmrec+knn calibrated", "dgmrec_cold")
+    names = ("dgmrec", "content_knn", "dgmrec_cold")
 
     def cell(name, g, k):
         vals = [r[name][g][k] for r in recs if g in r[name]]
@@ -202,7 +214,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cell(name, g, "recall@20") for g in miss) + " |")
     print()
     print("users per group (seed 1): " + ", ".join(f"{g} {recs[0]['dgmrec'][g]['users']}" for g in recs[0]["dgmrec"] if g != "all"))
-    print("calibrated offsets: " + ", ".join(f"{r['cold_offset']:.4f}" for r in recs)
+    print("shifts t (σ_u units): " + ", ".join(f"{r['cold_shift']:.3f}" for r in recs)
           + "; best epochs dgmrec_cold " + ", ".join(str(r["dgmrec_cold_best_epoch"]) for r in recs)
           + ", content_knn " + ", ".join(str(r["content_knn_best_epoch"]) for r in recs))
 

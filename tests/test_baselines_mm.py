@@ -21,8 +21,10 @@ from graphrec.graph.heterograph import UI, knn_relation
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.registry import BLOCKS, MODELS
 
-MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn"]
-EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3"}
+MM = ["vbpr", "freedom", "lattice", "bm3", "mgcn", "lgmrec", "mmgcn", "grcn", "slmrec", "damrs", "gume"]
+#: missing-modality-aware baselines: filled as the DGMRec authors tune them (imputation: mean by default)
+AWARE = ["milk", "sibrar"]
+EXTRA = {"vbpr": "reg_weight=0.001", "freedom": "knn_k=3", "lattice": "knn_k=3", "bm3": "dropout=0.5", "mgcn": "knn_k=3", "lgmrec": "hyper_num=3", "mmgcn": "n_layers=1", "grcn": "n_routing=1", "slmrec": "n_layers=1", "damrs": "knn_k=3", "gume": "knn_k=3", "milk": "alpha=0.5", "sibrar": "skip_missing=true"}
 TINY = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "epochs=2", "--set", "embedding_size=8"]
 
 
@@ -174,12 +176,13 @@ def test_multimodal_baselines_fill_missing_features_by_nn_injection_by_default(n
     assert not np.allclose(model_mean.feature(m).detach().numpy(), model.feature(m).detach().numpy())
 
 
-@pytest.mark.parametrize("name", MM)
+@pytest.mark.parametrize("name", MM + AWARE)
 def test_fit_runs_on_synthetic_and_mmrec_folder_and_records_the_filling(name, tmp_path):
     r = invoke("fit", name, "--out", tmp_path / "synth", "--quiet", *TINY)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["test"]["recall@20"] >= 0
-    assert yaml.safe_load((tmp_path / "synth" / "config.yaml").read_text())["imputation"] == "neigh_mean"
+    default = "mean" if name in AWARE else "neigh_mean"
+    assert yaml.safe_load((tmp_path / "synth" / "config.yaml").read_text())["imputation"] == default
     data = write_mmrec_dir(tmp_path / "data", tiny_rows(), masks={"0.3": {"v": np.array([1, 2]), "t": np.array([3])}})
     r = invoke("fit", name, "--out", tmp_path / "mmrec", "--quiet", "--set", f"data_dir={data}", "--set", "epochs=2",
                "--set", "imputation=zeros", "--set", EXTRA[name])  # fmt: skip
@@ -187,14 +190,14 @@ def test_fit_runs_on_synthetic_and_mmrec_folder_and_records_the_filling(name, tm
     assert yaml.safe_load((tmp_path / "mmrec" / "config.yaml").read_text())["imputation"] == "zeros"
 
 
-@pytest.mark.parametrize("name", MM)
+@pytest.mark.parametrize("name", MM + AWARE)
 def test_multimodal_baselines_need_features(name, tmp_path):
     data = write_mmrec_dir(tmp_path / "data", features={})
     assert_user_error(invoke("fit", name, "--out", tmp_path / "o", "--quiet", "--set", f"data_dir={data}"), f"{name} needs at least one modality")
 
 
 def test_multimodal_blocks_registered():
-    for name in MM:
+    for name in MM + AWARE:
         assert MODELS.is_builtin(name)
     assert BLOCKS.is_builtin("learned_knn_graph")
 

@@ -179,45 +179,141 @@ def test_dgmrec_new_items_without_modalities_score_zero(dgm):
     assert set(items.ravel()) >= {200, 201}  # the new ids N, N+1 are ranked with the catalogue
 
 
-def test_dgmrec_cold_keeps_dgmrec_training_trajectory():
-    """The cold loss trains only the head: DGMRec's weights are those of plain dgmrec."""
+@pytest.mark.parametrize("cold_repr", ["knn", "head"])
+def test_dgmrec_cold_keeps_dgmrec_training_trajectory(cold_repr):
+    """Training and model selection are plain dgmrec's: the same weights and best epoch; only the head
+    (cold_repr=head) is trained by the cold loss."""
     from graphrec.train.trainer import Trainer
 
-    states = {}
+    states, best = {}, {}
     for name in ("dgmrec", "dgmrec_cold"):
-        cfg = small_config(name, seed=4, new_items=True, epochs=2)
+        extra = {"cold_repr": cold_repr} if name == "dgmrec_cold" else {}
+        cfg = small_config(name, seed=4, new_items=True, epochs=3, **extra)
         ds = load_dataset(cfg)
         model = build_model(ds, cfg)
         head0 = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("cold_head.")}
-        Trainer(model, ds, cfg, progress=False).fit()
-        states[name] = model.state_dict()
+        result = Trainer(model, ds, cfg, progress=False).fit()
+        states[name], best[name] = model.state_dict(), (result.best_epoch, result.best_valid.metrics)
     cold = states["dgmrec_cold"]
-    assert head0 and all(not torch.equal(cold[k], v) for k, v in head0.items())  # the cold loss trained the head
+    assert best["dgmrec_cold"] == best["dgmrec"]
+    if cold_repr == "head":
+        assert head0 and all(not torch.equal(cold[k], v) for k, v in head0.items())  # the cold loss trained the head
+    else:
+        assert not head0
     for key, value in states["dgmrec"].items():
         if torch.is_tensor(value):
             torch.testing.assert_close(cold[key], value, msg=key)
 
 
-def test_dgmrec_cold_scores_cold_items_with_head_and_offset():
-    from graphrec.eval.evaluator import Evaluator
-
-    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=1)
+def test_plain_dgmrec_ignores_the_test_hook():
+    """The trainer's hook before the test evaluation leaves plain dgmrec untouched (its scores are the paper's)."""
+    cfg = small_config("dgmrec", seed=4, new_items=True)
     ds = load_dataset(cfg)
     model = build_model(ds, cfg).eval()
-    info = model.calibrate(Evaluator(ds))
-    ref = info["reference"]
-    chosen = next(row for row in info["table"] if row[0] == info["t"])
-    assert chosen[2] >= 0.98 * ref or info["t"] == max(r[0] for r in info["table"])
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    s0 = model.scorer()
+    model.before_evaluation(None, "test")
+    s1 = model.scorer()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(s0.user, s1.user) and torch.equal(s0.item, s1.item)
+
+
+@pytest.fixture(scope="module")
+def cold_model():
+    """dgmrec_cold trained for a few epochs on the small synthetic new-item protocol, calibrated."""
+    from graphrec.train.trainer import Trainer
+
+    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4)
+    ds = load_dataset(cfg)
+    model = build_model(ds, cfg)
+    trainer = Trainer(model, ds, cfg, progress=False)
+    trainer.fit()  # calibrates before the test evaluation
+    return model.eval(), ds, trainer
+
+
+def test_dgmrec_cold_scores_new_items_on_the_old_items_scale(cold_model):
+    """A new item's score comes from its content, is not degenerate, and has each user's old-item scale:
+    per user, the cold items' scores have the old items' standard deviation and mean − t σ_u."""
+    model, ds, _ = cold_model
+    cold = model.cold_items  # no training interaction and at least one observed modality
+    has = torch.from_numpy(np.stack([~ds.missing.missing[m] for m in ds.modalities], 1).any(1))
+    new = torch.from_numpy(ds.new_items)
+    assert torch.equal(cold[new], has[new]) and bool(model.untrained[new].all())
     zu, zi = model.representations()
-    assert zu.shape[1] == zi.shape[1] == model.embedding_size + 1
-    cold = model.cold_items  # items without a training interaction: the new items (and any never-bought item)
-    assert bool(cold[torch.from_numpy(ds.new_items)].all())
-    assert torch.all(zi[~cold, -1] == 0) and torch.allclose(zi[cold, -1], torch.tensor(info["offset"]))
-    _, plain_zi, c = model._scoring()
-    torch.testing.assert_close(zi[cold, :-1], c)
-    torch.testing.assert_close(zi[~cold, :-1], plain_zi[~cold])
+    assert zu.shape[1] == zi.shape[1] == 2 * model.embedding_size + 1
+    s = zu @ zi.T
+    plain_u, plain_i, c, a, b, sd = model._scoring()
+    torch.testing.assert_close(s[:, ~cold], plain_u @ plain_i[~cold].T, rtol=1e-5, atol=1e-5)  # old items: DGMRec's
+    t = float(model.cold_offset)
+    torch.testing.assert_close(s[:, cold], a[:, None] * (plain_u @ c.T) + (b - t * sd)[:, None], rtol=1e-5, atol=1e-5)
+    old_scores = plain_u @ plain_i[~model.untrained].T
+    new_scores = s[:, cold]
+    assert float(new_scores.std(dim=1).min()) > 0  # new items are told apart for every user
+    torch.testing.assert_close(new_scores.std(dim=1), old_scores.std(dim=1), rtol=0.05, atol=1e-4)
+    torch.testing.assert_close(new_scores.mean(dim=1), old_scores.mean(dim=1) - t * sd, rtol=0.05, atol=1e-3)
     model.config["cold_scoring"] = False
-    assert model.representations()[1].shape[1] == model.embedding_size
+    try:
+        assert model.representations()[1].shape[1] == model.embedding_size
+    finally:
+        model.config["cold_scoring"] = True
+
+
+def test_dgmrec_cold_puts_new_items_into_top_k(cold_model):
+    """On the new-item protocol plain DGMRec's scores and dgmrec_cold's differ only in new items, which
+    dgmrec_cold recommends (and hits), within its old-item budget on validation."""
+    from graphrec.eval.evaluator import Evaluator
+    from graphrec.models.base import Scorer
+
+    model, ds, trainer = cold_model
+    users = np.arange(ds.n_users)
+    items, _ = model.recommend(users, 20, exclude=ds.train_matrix())
+    with_new = ds.new_items[items].any(axis=1).mean()
+    assert with_new > 0.05
+    ev = Evaluator(ds, topk=[20], groups={"new": ds.new_items, "old": ~ds.new_items})
+    cold_res = ev.evaluate(model.scorer(), "test")
+    zu, zi, *_ = model._scoring()
+    plain_res = ev.evaluate(Scorer(zu, zi), "test")
+    assert cold_res.groups["new"]["recall@20"] > plain_res.groups["new"]["recall@20"]
+    assert cold_res.groups["new"]["recall@20"] > 0.01
+    info = model.calibrate(ds)
+    t = info["t"]
+    chosen = [r for r in info["table"] if r[0] == t]
+    assert info["table"] and (t == 8.0 or (chosen and chosen[-1][1] >= 0.98 * info["reference"]))
+    assert len(info["table"]) <= 10  # bisection, not a grid
+
+
+def test_dgmrec_cold_items_added_later_with_and_without_content(cold_model):
+    """An added item with an observed modality gets a content row [0; c; 1] equal to the mix of its
+    nearest old items' ID rows; one observing nothing keeps DGMRec's own row [z; 0; 0]."""
+    model, ds, _ = cold_model
+    d = model.embedding_size
+    j = int(np.flatnonzero(np.stack([~ds.missing.missing[m] for m in ds.modalities], 1).all(1) & ~ds.new_items)[0])
+    feats = {m: np.stack([ds.features[m][j], np.full(ds.features[m].shape[1], np.nan, np.float32)]).astype(np.float32)
+             for m in ds.modalities}
+    rows = model.new_item_representations(NewItems.from_arrays(feats, model.feature_widths()))
+    assert rows.shape == (2, 2 * d + 1)
+    assert float(rows[0, -1]) == 1.0 and float(rows[0, :d].abs().sum()) == 0.0 and float(rows[0, d:2 * d].abs().sum()) > 0
+    out = model.propagate(model.infer_graph)
+    q = {m: torch.from_numpy(feats[m][:1]) for m in ds.modalities}
+    idx, w = model._knn(q, np.ones((1, len(ds.modalities)), bool))
+    assert j in idx[0].tolist()  # the old item itself is its own nearest neighbour
+    torch.testing.assert_close(rows[0, d:2 * d], (w[0, :, None] * out["ie"][idx[0]]).sum(0), rtol=1e-5, atol=1e-6)
+    assert float(rows[1, -1]) == 0.0 and float(rows[1, d:].abs().sum()) == 0.0
+
+
+@given(u=st.integers(1, 6), n=st.integers(2, 8), d=st.integers(1, 4), t=st.floats(-3, 3))
+def test_affine_rows_map_only_cold_scores(u, n, d, t):
+    from graphrec.models.cold_offset import affine_rows
+
+    g = torch.Generator().manual_seed(u * 100 + n * 10 + d)
+    zu, zi = torch.randn(u, d, generator=g), torch.randn(n, d, generator=g)
+    cold = torch.arange(n) % 2 == 1
+    c = torch.randn(int(cold.sum()), d, generator=g)
+    a, b, sd = torch.rand(u, generator=g) + 0.5, torch.randn(u, generator=g), torch.rand(u, generator=g) + 0.1
+    uu, ii = affine_rows(zu, zi, cold, c, a, b, sd, t)
+    s = uu @ ii.T
+    torch.testing.assert_close(s[:, ~cold], zu @ zi[~cold].T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s[:, cold], a[:, None] * (zu @ c.T) + (b - t * sd)[:, None], rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -365,19 +461,6 @@ def test_cli_new_items_need_features(ckpts, tmp_path):
 def test_cli_missing_checkpoint_and_folder_out(ckpts, tmp_path):
     assert_user_error(invoke("recommend", tmp_path / "none.pt", "--out", tmp_path / "r.tsv"), "does not exist")
     assert_user_error(invoke("recommend", ckpts["lightgcn"], "--out", tmp_path), "is a folder")
-
-
-def test_with_offset_shifts_only_cold_scores():
-    from graphrec.models.cold_offset import with_offset
-
-    g = torch.Generator().manual_seed(0)
-    zu, zi = torch.randn(4, 3, generator=g), torch.randn(6, 3, generator=g)
-    cold = torch.tensor([False, True, False, False, True, False])
-    c = torch.randn(2, 3, generator=g)
-    u, i = with_offset(zu, zi, cold, c, -0.7)
-    s = u @ i.T
-    torch.testing.assert_close(s[:, ~cold], zu @ zi[~cold].T)
-    torch.testing.assert_close(s[:, cold], zu @ c.T - 0.7)
 
 
 def test_cli_evaluate_accepts_the_models_own_scoring_key(ckpts):

@@ -22,6 +22,19 @@ def infonce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
+def infonce_all(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, temperature: float, reduction: str = "sum") -> torch.Tensor:
+    """InfoNCE of batch rows ``a`` against *all* rows of ``b``: the positive of ``a_k`` is ``b[index_k]``.
+
+    ``loss_k = -log softmax_j(<â_k, b̂_j> / τ)[index_k]`` over every row ``j`` of ``b`` (rows
+    L2-normalised), reduced by ``reduction`` (``"sum"``, as LGMRec's code, or ``"mean"``).
+    Shapes: ``a (B, d)``, ``b (n, d)``, ``index (B,)`` int64 -> scalar.
+    """
+    if a.shape[0] == 0:
+        return (a.sum() + b.sum()) * 0.0
+    logits = (F.normalize(a, dim=1) / temperature) @ F.normalize(b, dim=1).T
+    return F.cross_entropy(logits, index, reduction=reduction)
+
+
 class _WeightedLogSumExp(torch.autograd.Function):
     """``Σ_i w_i log Σ_j exp(<a_i, b_j> + o_j)`` with one ``(n_a, n_b)`` buffer.
 

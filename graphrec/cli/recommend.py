@@ -117,8 +117,8 @@ def recommend(checkpoint, k, out, users_file, exclude, new_items_dir, fmt, batch
     \b
     Items added after training (--new-items DIR): DIR holds <modality>_feat.npy with one row
     per new item and the model's width; an all-NaN row (or an absent file) marks a missing
-    modality. dgmrec, dgmrec_cold and content_knn can score them (docs/models/dgmrec.md);
-    their ids in the output are N + row.
+    modality. dgmrec, dgmrec_cold, content_knn, milk and sibrar can score them
+    (docs/models/dgmrec.md); their ids in the output are N + row.
 
     \b
     Examples:

@@ -8,6 +8,11 @@ very large N the rows per block are lowered so that a block holds at most
 :data:`MAX_BLOCK_ELEMENTS` similarities (1 GiB of float32; 268 rows at N = 10^6); the
 result does not depend on the block size. Masking, normalisation and row blending are
 sparse products with diagonal matrices, O(nnz) = O(N k).
+
+Every builder takes ``search`` (:class:`graphrec.graph.ann.KnnSearch`, from the model's
+``knn_method`` / ``ann_*`` keys): ``None`` or ``exact`` is this module's exact search, ``ann``
+(or ``auto`` with many rows to search) the approximate index of :mod:`graphrec.graph.ann`,
+which returns the same kind of graph.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+
+from graphrec.graph.ann import KnnSearch, ann_topk
 
 
 #: most similarities one kNN block may hold (rows x N float32 values): 2^28 = 1 GiB
@@ -39,6 +46,7 @@ def knn_topk(
     chunk_size: int = 2048,
     masked: np.ndarray | None = None,
     candidates: np.ndarray | None = None,
+    search: KnnSearch | None = None,
 ) -> sp.csr_matrix:
     """Top-k cosine neighbours of ``rows`` (default: all items), weighted by similarity.
 
@@ -50,10 +58,16 @@ def knn_topk(
         masked: ``(N,)`` bool, masking *before* the top-k (new-item training graph): a masked
             item's row is the unit self loop and no row may pick it as a neighbour.
         candidates: ``(N,)`` bool, only these items (plus the row's own item) may be neighbours.
+        search: exact (``None``) or approximate search (:class:`~graphrec.graph.ann.KnnSearch`;
+            ``auto`` decides on the number of rows searched).
 
     Returns:
         ``(N, N)`` CSR with at most ``k`` entries per computed row (zero similarities dropped).
     """
+    if search is not None:
+        n_rows = int(np.shape(x)[0]) if rows is None else len(rows)
+        if search.use_ann(n_rows):
+            return ann_topk(x, k, search, rows=rows, masked=masked, candidates=candidates)
     xt = F.normalize(_as_tensor(x), dim=1)
     n = xt.shape[0]
     row_ids = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -129,6 +143,7 @@ def build_knn_graph(
     missing: np.ndarray | None = None,
     masked_before: np.ndarray | None = None,
     chunk_size: int = 2048,
+    search: KnnSearch | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Normalised item-item graph of one modality (spec 4.3).
 
@@ -140,7 +155,7 @@ def build_knn_graph(
     Returns:
         ``(Ã, r)``: the normalised CSR graph and the raw row sums used to normalise it.
     """
-    a = knn_topk(x, k, chunk_size=chunk_size, masked=masked_before)
+    a = knn_topk(x, k, chunk_size=chunk_size, masked=masked_before, search=search)
     if missing is not None and np.any(missing):
         a = mask_missing(a, missing)
     r = row_sums(a)
@@ -157,7 +172,7 @@ def blend_rows(current: sp.csr_matrix, new: sp.csr_matrix, rows: np.ndarray, lam
     return out
 
 
-def frozen_knn_graph(x, k: int, binary: bool = True, chunk_size: int = 2048) -> sp.csr_matrix:
+def frozen_knn_graph(x, k: int, binary: bool = True, chunk_size: int = 2048, search: KnnSearch | None = None) -> sp.csr_matrix:
     """The frozen item graph of FREEDOM (``binary``) and LATTICE (similarity-weighted) for one modality.
 
     Every item keeps its ``k`` most cosine-similar items (itself included) with weight 1
@@ -167,7 +182,7 @@ def frozen_knn_graph(x, k: int, binary: bool = True, chunk_size: int = 2048) -> 
 
     Shapes: ``(N, d_m)`` features -> ``(N, N)`` CSR with at most ``k`` entries per row.
     """
-    a = knn_topk(x, k, chunk_size=chunk_size)
+    a = knn_topk(x, k, chunk_size=chunk_size, search=search)
     if binary:
         a.data[:] = 1.0
     else:

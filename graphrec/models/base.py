@@ -184,7 +184,7 @@ class RecModel(nn.Module):
         item rows of :meth:`representations`. Models without item features cannot have them."""
         raise GraphrecError(
             f"model '{self.name or type(self).__name__}' cannot score items added after training (it has no "
-            "representation for an item without a trained embedding); use dgmrec, dgmrec_cold or content_knn"
+            "representation for an item without a trained embedding); use dgmrec, dgmrec_cold, content_knn, milk or sibrar"
         )
 
     @torch.no_grad()

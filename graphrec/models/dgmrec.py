@@ -48,6 +48,7 @@ from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import build_heterograph
+from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
 from graphrec.models.base import RecModel
@@ -89,6 +90,8 @@ class DGMRec(RecModel):
         "item_graph_block": "item_graph_conv",
         "knn_k": 10,
         "knn_chunk_size": 2048,
+        # exact / approximate kNN search of the builds and refinements (graphrec.graph.ann, docs/scaling.md)
+        **KNN_SEARCH_DEFAULTS,
         # loss weights and temperatures (spec names)
         "interModal": 0.01,
         "interModalTemp": 0.4,
@@ -170,6 +173,7 @@ class DGMRec(RecModel):
         self.new_np = dataset.new_items.copy()
         self.new_item_setting = bool(self.new_np.any())
         k, chunk = int(cfg["knn_k"]), int(cfg["knn_chunk_size"])
+        self.knn_search = search = KnnSearch.from_config(cfg, self.name)
         self.graphs: dict[str, sp.csr_matrix] = {}
         self.refined: dict[str, np.ndarray] = {}
         self.sums: dict[str, np.ndarray] = {}
@@ -181,8 +185,8 @@ class DGMRec(RecModel):
             x = dataset.features[m]
             n = x.shape[0]
             if self.new_item_setting:
-                raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np)
-                raw_inf = knn_topk(x, k, chunk_size=chunk)
+                raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np, search=search)
+                raw_inf = knn_topk(x, k, chunk_size=chunk, search=search)
                 # refreshes rebuild rows without masking (spec 4.8), so the cached neighbour
                 # normalisers are the unmasked row sums, not those of the masked training graph
                 self.graphs[m], self.sums[m] = sym_normalize(raw), row_sums(raw_inf)
@@ -190,7 +194,7 @@ class DGMRec(RecModel):
                 self.infer_graphs[m] = sym_normalize(mask_missing(raw_inf, self.missing_np[m]))
                 self.infer_refined[m] = np.zeros(n, dtype=bool)
             else:
-                raw = knn_topk(x, k, chunk_size=chunk)
+                raw = knn_topk(x, k, chunk_size=chunk, search=search)
                 self.sums[m] = row_sums(raw)
                 self.graphs[m] = sym_normalize(mask_missing(raw, self.missing_np[m]))
                 if not cfg["refined_graph_at_inference"]:
@@ -471,6 +475,7 @@ class DGMRec(RecModel):
                 exact=bool(self.config["refine_exact"]),
                 candidates=cands,
                 chunk_size=int(self.config["knn_chunk_size"]),
+                search=self.knn_search,
             )
             if lam > 0:  # lam = 0 blends nothing in: the rows keep their knn edges, no refinement edges
                 refined[m][rows] = True
@@ -519,6 +524,7 @@ class DGMRec(RecModel):
             graph, _ = refresh_rows(
                 graphs[m], torch.from_numpy(x), rows, int(self.config["knn_k"]), lam, sums[m],
                 exact=bool(self.config["refine_exact"]), candidates=cands, chunk_size=int(self.config["knn_chunk_size"]),
+                search=self.knn_search,
             )
             ref = refined[m].copy()
             if lam > 0:

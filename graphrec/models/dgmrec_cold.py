@@ -1,33 +1,50 @@
-"""``dgmrec_cold``: DGMRec plus a content-to-representation head for items without interactions.
+"""``dgmrec_cold``: DGMRec that recommends items without training interactions from their content.
 
 Beyond the paper (off unless this model is chosen; ``dgmrec`` keeps the paper's behaviour).
 DGMRec gives an item without training users a preference gate ``ρ = 0`` and an untrained ID
 embedding, so a new item's fused representation is small and it never reaches a top-20 list
-(docs/results.md). ``dgmrec_cold`` trains, beside an unchanged DGMRec, a head ``h``
-(:class:`graphrec.blocks.content_head.ContentHead`) that maps an item's own modality
-encodings to DGMRec's final item space, in the spirit of DropoutNet / CLCRec's
-content-to-ID training on warm items::
+(docs/results.md). ``dgmrec_cold`` trains DGMRec unchanged and scores every item with no
+training interaction (the new items of the new-item setting; items added after training,
+``graphrec recommend --new-items``) from a content representation ``c_i`` in DGMRec's final
+item space, put on each user's score scale of the old items:
 
-    c_i = h([sg(g_{i,m}); sg(s_{i,m})]_{m})                     (encodings of observed or generated x_{i,m})
-    L_cold = BPR(<sg(z_u), c_p>, <sg(z_u), c_n>) + cold_mse · ||c_p − sg(z_p)||² / d   (batch mean)
-    L = L_DGMRec + cold_weight · L_cold
+1. **Content representation** (``cold_repr``). ``knn`` (default): the similarity-weighted mean
+   of the ID representations ``e_j`` (after DGMRec's user-item propagation) of the item's
+   ``cold_k`` nearest old items in feature space (cosine averaged over the modalities both
+   observe, :func:`graphrec.graph.content.content_neighbours`), i.e. a non-parametric map from
+   content to DGMRec's ID space::
 
-``sg`` is stop-gradient: the cold loss trains only ``h``, so DGMRec's parameters follow the
-same trajectory as plain ``dgmrec`` with the same seed (the head's initialisation draws from
-a forked RNG). At scoring time every item with no training interaction (the new items of the
-new-item setting; items added after training, ``graphrec recommend --new-items``) scores
+       c_i = Σ_{j ∈ kNN(i)} w_ij e_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
 
-    score(u, i) = <z_u, c_i> + β
+   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. An item without training
+   interactions that observes no modality has no content: it keeps DGMRec's own score (all
+   such items would otherwise share one representation and enter a list together).
 
-and the others keep DGMRec's ``<z_u, z_i>``. The offset ``β`` is chosen on the validation
-split before every evaluation (:meth:`DGMRecCold.calibrate`, :mod:`graphrec.models.cold_offset`):
-the one giving new items the most room while the old items' validation Recall@20 stays within
-``cold_tolerance`` (2 %) of plain DGMRec's; it is saved with the weights.
-``cold_scoring: false`` scores every item as plain DGMRec does, with the same weights
-(``graphrec evaluate CKPT --set cold_scoring=false``). A new item's missing modalities are
-generated as DGMRec generates them (written into the raw table before evaluation in the
-new-item setting; :func:`graphrec.models.dgmrec_new_items.complete_features` for items added
-later); items missing every modality use the mean-imputed rows.
+   ``head``: a learned map (:class:`graphrec.blocks.content_head.ContentHead`) from the item's
+   modality encodings (observed or generated) to the same space, trained on old items beside
+   DGMRec with stop-gradients (DropoutNet / CLCRec-style content-to-representation training;
+   ``L_cold = BPR(<sg(z_u), c_p>, <sg(z_u), c_n>) + cold_mse · mean((c_p − sg(z_p))²)``).
+2. **Per-user scale** (``cold_standardize``). A mean of neighbours has a smaller spread than
+   any single item, so raw content scores ``<z_u, c_i>`` sit below the old items'. Per user,
+   they are standardised to the old items' score distribution and shifted by ``t`` of the
+   user's standard deviations::
+
+       score(u, i) = μ_u^old + σ_u^old · (<z_u, c_i> − μ_u^c) / σ_u^c − t σ_u^old
+
+   (``μ^old, σ^old`` over the old items' scores, ``μ^c, σ^c`` over the content scores of the
+   training-time cold items, or of leave-self-out content rows of old items when there are none).
+   Without standardisation: ``score = <z_u, c_i> − t σ`` (σ over all users' old-item scores).
+   Old items keep DGMRec's ``<z_u, z_i>``.
+3. **Offset** ``t`` (``cold_calibration``): chosen once, after training (before the test
+   evaluation), on the validation split: the smallest ``t`` (the most room for new items) whose
+   old-item validation Recall@20 stays within ``cold_tolerance`` (2 %) of plain DGMRec's, by
+   bisection (about 10 evaluations; :func:`graphrec.models.cold_offset.choose_shift`). It is
+   saved with the weights.
+
+During training, validation scores every item as plain DGMRec (the cold rows are not shown),
+so the best epoch, and with ``cold_repr: knn`` every weight, are those of plain ``dgmrec``
+with the same seed. ``cold_scoring: false`` scores a checkpoint as plain DGMRec
+(``graphrec evaluate CKPT --set cold_scoring=false``).
 """
 
 from __future__ import annotations
@@ -44,54 +61,134 @@ from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.models.cold_offset import choose_offset, with_offset
-from graphrec.models.base import Scorer
+from graphrec.graph.content import content_neighbours, neighbour_weights
+from graphrec.models.cold_offset import affine_rows, choose_shift, user_affine
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
 
+REPRS = ("knn", "knn_fused", "head")
+
+
 @register_model("dgmrec_cold")
 class DGMRecCold(DGMRec):
-    """DGMRec with a content head scoring items that have no training interaction (beyond the paper)."""
+    """DGMRec scoring items that have no training interaction from their content (beyond the paper)."""
 
     name = "dgmrec_cold"
     #: config keys ``graphrec evaluate --set`` may change besides the shared evaluation keys
     eval_keys = ("cold_scoring",)
     default_config: dict[str, Any] = {
         **DGMRec.default_config,
+        # content representation of items without interactions: knn (nearest old items' ID
+        # representations), knn_fused (their fused z) or head (a learned map)
+        "cold_repr": "knn",
+        "cold_k": 10,
+        # cold_repr=head only: weight of its loss, of its regression term, its hidden width
         "cold_weight": 1.0,
         "cold_mse": 1.0,
         "cold_hidden": 256,
-        # score items without interactions with the head (false: plain DGMRec's scores, same weights)
+        # score items without interactions from their content (false: plain DGMRec's scores, same weights)
         "cold_scoring": True,
-        # choose the score offset of those items on the validation split before every evaluation:
-        # the most exposure of new items that keeps the old items' validation Recall@20 within
-        # this relative loss of plain DGMRec's
+        # put content scores on each user's old-item score scale
+        "cold_standardize": True,
+        # choose the shift t after training on the validation split: the most exposure of new items
+        # that keeps the old items' validation Recall@20 within this relative loss of plain DGMRec's
         "cold_calibration": True,
         "cold_tolerance": 0.02,
     }
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
         super().__init__(dataset, config)
-        if int(config["cold_hidden"]) < 1:
-            raise GraphrecError(f"'cold_hidden' must be at least 1, got {config['cold_hidden']}")
+        self.cold_repr = str(config["cold_repr"])
+        if self.cold_repr not in REPRS:
+            raise GraphrecError(f"'cold_repr' must be one of {', '.join(REPRS)}, got '{self.cold_repr}'")
+        if int(config["cold_k"]) < 1:
+            raise GraphrecError(f"'cold_k' must be at least 1, got {config['cold_k']}")
         if not 0.0 <= float(config["cold_tolerance"]) <= 1.0:
             raise GraphrecError(f"'cold_tolerance' must be in [0, 1], got {config['cold_tolerance']}")
         d = self.embedding_size
-        with torch.random.fork_rng(devices=[]):  # DGMRec's own random draws stay those of plain dgmrec
-            torch.manual_seed(int(config.get("seed", 2024)) + 7919)
-            self.cold_head = ContentHead(2 * len(self.modalities) * d, d, int(config["cold_hidden"]))
+        if self.cold_repr == "head":
+            if int(config["cold_hidden"]) < 1:
+                raise GraphrecError(f"'cold_hidden' must be at least 1, got {config['cold_hidden']}")
+            with torch.random.fork_rng(devices=[]):  # DGMRec's own random draws stay those of plain dgmrec
+                torch.manual_seed(int(config.get("seed", 2024)) + 7919)
+                self.cold_head = ContentHead(2 * len(self.modalities) * d, d, int(config["cold_hidden"]))
         counts = np.bincount(dataset.train[:, 1], minlength=dataset.n_items)
-        self.register_buffer("cold_items", torch.from_numpy(counts == 0), persistent=False)
-        self.register_buffer("cold_offset", torch.zeros(()))  # β, saved with the weights
+        self._observed = np.stack([~self.missing_np[m] for m in self.modalities], axis=1)
+        # items without a training interaction; those with at least one observed modality are scored
+        # from content, the others (nothing is known about them) keep DGMRec's own score
+        self.register_buffer("untrained", torch.from_numpy(counts == 0), persistent=False)
+        self.register_buffer("cold_items", torch.from_numpy((counts == 0) & self._observed.any(axis=1)), persistent=False)
+        self.register_buffer("cold_offset", torch.zeros(()))  # the shift t, saved with the weights
+        self._neighbours: tuple[torch.Tensor, torch.Tensor] | None = None  # of the cold items (features are fixed)
+        # false while training (validation scores as plain DGMRec); a buffer, so that checkpoints
+        # and distributed ranks carry it
+        self.register_buffer("cold_active", torch.ones((), dtype=torch.bool))
         self._last: dict[str, Any] | None = None
 
-    def _content(self, g: dict[str, torch.Tensor], s: dict[str, torch.Tensor], rows=None) -> torch.Tensor:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the cold_active buffer existed score new items from content
+        state_dict.setdefault(prefix + "cold_active", torch.ones((), dtype=torch.bool))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ content representation
+    def _head(self, g: dict[str, torch.Tensor], s: dict[str, torch.Tensor], rows=None) -> torch.Tensor:
         parts = []
         for m in self.modalities:
             gm, sm = g[m].detach(), s[m].detach()
             parts += [gm if rows is None else gm[rows], sm if rows is None else sm[rows]]
         return self.cold_head(torch.cat(parts, dim=1))
 
+    def _table(self) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """Feature rows of every item (observed rows are the dataset's) and ``(N, M)`` observed flags."""
+        return {m: self.raw[m].detach().cpu() for m in self.modalities}, self._observed
+
+    def _knn(self, query: dict[str, torch.Tensor], observed: np.ndarray, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, k)`` nearest old items of query items and their weights (``exclude_self``: queries are old items)."""
+        table, obs = self._table()
+        k = int(self.config["cold_k"])
+        old = ~self.untrained.cpu().numpy()
+        idx, sim = content_neighbours(query, observed, table, obs, k + int(exclude_self), candidates=old)
+        if exclude_self:
+            idx, sim = idx[:, 1:], sim[:, 1:]
+        return idx, neighbour_weights(sim)
+
+    def _transfer(self, zi: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        w = w.to(zi.device, zi.dtype)
+        out = (w.unsqueeze(2) * zi[idx.to(zi.device)]).sum(dim=1)
+        none = w.sum(dim=1) == 0  # no observed modality shared with any old item: the mean old item
+        if none.any():
+            out[none] = zi[~self.untrained].mean(dim=0)
+        return out
+
+    def _source(self, out: dict[str, Any]) -> torch.Tensor:
+        """``(N, d)`` rows the kNN representations mix: the ID representations ``e_j`` after the
+        user-item propagation (``knn``), or the fused ``z_j`` (``knn_fused``)."""
+        return out["ie"] if self.cold_repr == "knn" else out["zi"]
+
+    def _content_rows(self, out: dict[str, Any], rows: torch.Tensor) -> torch.Tensor:
+        """``(len(rows), d)`` content representations of catalogue items ``rows`` (cold items)."""
+        if self.cold_repr == "head":
+            return self._head(out["g"], out["s"], rows)
+        if self._neighbours is None or self._neighbours[0].shape[0] != len(rows):
+            r = rows.cpu().numpy()
+            table, obs = self._table()
+            self._neighbours = self._knn({m: x[r] for m, x in table.items()}, obs[r])
+        return self._transfer(self._source(out), *self._neighbours)
+
+    def _reference_rows(self, out: dict[str, Any], c: torch.Tensor) -> torch.Tensor:
+        """Content rows whose score distribution standardises content scores: the cold items' own,
+        or (fewer than 2 cold items) leave-self-out content rows of up to 1,000 old items."""
+        if c.shape[0] >= 2:
+            return c
+        old = torch.nonzero(~self.untrained).squeeze(1)
+        sample = old[torch.linspace(0, len(old) - 1, min(1000, len(old))).long()]
+        if self.cold_repr == "head":
+            return self._head(out["g"], out["s"], sample)
+        r = sample.cpu().numpy()
+        table, obs = self._table()
+        return self._transfer(self._source(out), *self._knn({m: x[r] for m, x in table.items()}, obs[r], exclude_self=True))
+
+    # ------------------------------------------------------------------ training
     def propagate(self, graph, fuse: bool = True):
         out = super().propagate(graph, fuse=fuse)
         self._last = out
@@ -101,61 +198,94 @@ class DGMRecCold(DGMRec):
         losses = super().loss(batch)
         f, self._last = self._last, None
         w = float(self.config["cold_weight"])
-        if w > 0 and f is not None:
+        if self.cold_repr == "head" and w > 0 and f is not None:
             with torch.no_grad():  # the loss propagates without step 6: fuse the batch's rows only
                 u, p, mods = batch.users, batch.pos, self.modalities
                 zu = self.fusion(f["ue"][u], {m: f["GU"][m][u] for m in mods}, {m: f["SU"][m][u] for m in mods})
                 zi_p = self.fusion(f["ie"][p], {m: f["G"][m][p] for m in mods}, {m: f["S"][m][p] for m in mods})
-            c_p = self._content(f["g"], f["s"], batch.pos)
-            c_n = self._content(f["g"], f["s"], batch.neg)
+            c_p = self._head(f["g"], f["s"], batch.pos)
+            c_n = self._head(f["g"], f["s"], batch.neg)
             cold = bpr_loss((zu * c_p).sum(1), (zu * c_n).sum(1))
             cold = cold + float(self.config["cold_mse"]) * F.mse_loss(c_p, zi_p)
             losses["cold"] = w * cold
             losses["loss"] = losses["loss"] + losses["cold"]
         return losses
 
-    def _scoring(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(z_u, z_i, c)``: DGMRec's user and item representations and the head's rows of cold items."""
+    # ------------------------------------------------------------------ scoring
+    def _scoring(self) -> tuple[torch.Tensor, ...]:
+        """``(z_u, z_i, c, a, b, s)``: DGMRec's representations, the cold items' content rows and the
+        per-user map ``score = a_u <z_u, c> + b_u − t s_u`` of content scores
+        (:func:`graphrec.models.cold_offset.user_affine`)."""
         out = self.propagate(self.infer_graph)
         self._last = None
         rows = torch.nonzero(self.cold_items).squeeze(1)
-        return out["zu"], out["zi"], self._content(out["g"], out["s"], rows)
+        c = self._content_rows(out, rows)
+        a, b, s = user_affine(out["zu"], out["zi"], ~self.untrained, self._reference_rows(out, c),
+                              bool(self.config["cold_standardize"]))
+        return out["zu"], out["zi"], c, a, b, s
+
+    def _cold_on(self) -> bool:
+        return bool(self.config.get("cold_scoring", True)) and bool(self.cold_active)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(U, d+1)`` and ``(N, d+1)``: DGMRec's, with cold items' rows from the head and the offset β."""
-        zu, zi, c = self._scoring()
-        if not self.config.get("cold_scoring", True):
-            return zu, zi
-        return with_offset(zu, zi, self.cold_items, c, float(self.cold_offset))
+        """``(U, 2d+1)`` and ``(N, 2d+1)`` (:func:`graphrec.models.cold_offset.affine_rows`): old items
+        score ``<z_u, z_i>``, cold items ``a_u <z_u, c_i> + b_u − t s_u``; ``(U, d)``, ``(N, d)`` as plain DGMRec
+        with ``cold_scoring: false`` or while training."""
+        if not self._cold_on():
+            out = self.propagate(self.infer_graph)
+            self._last = None
+            return out["zu"], out["zi"]
+        zu, zi, c, a, b, s = self._scoring()
+        return affine_rows(zu, zi, self.cold_items, c, a, b, s, float(self.cold_offset))
 
     def before_evaluation(self, trainer, split: str) -> None:
         super().before_evaluation(trainer, split)
-        if split == "valid" and self.config.get("cold_scoring", True) and self.config.get("cold_calibration", True):
-            self.calibrate(trainer.evaluator, getattr(trainer, "valid_metric", "recall@20"))
+        if split == "valid":  # model selection during training: plain DGMRec's scores
+            self.cold_active.fill_(False)
+        elif split == "test":  # after training, before the test evaluation
+            self.cold_active.fill_(True)
+            if self.config.get("cold_scoring", True) and self.config.get("cold_calibration", True):
+                self.calibrate(trainer.dataset, int(self.config.get("eval_batch_size", 2048)))
 
     @torch.no_grad()
-    def calibrate(self, evaluator, metric: str = "recall@20") -> dict[str, Any]:
-        """Set the offset β of cold items' scores from the validation split
-        (:func:`graphrec.models.cold_offset.choose_offset`, reference = plain DGMRec's scores)."""
+    def calibrate(self, dataset: RecDataset, batch_size: int = 2048) -> dict[str, Any]:
+        """Set the shift ``t`` of cold items' scores from the validation split
+        (:func:`graphrec.models.cold_offset.choose_shift`, reference = plain DGMRec's scores)."""
+        from graphrec.eval.evaluator import Evaluator
+
         was = self.training
         self.eval()
-        zu, zi, c = self._scoring()
-        if c.shape[0] == 0:
+        self.cold_active.fill_(True)
+        if not bool(self.cold_items.any()):
             self.train(was)
-            return {"offset": 0.0, "t": 0.0, "table": [], "reference": None}
-        info = choose_offset(evaluator, zu, zi, self.cold_items, c, Scorer(zu, zi),
-                             float(self.config["cold_tolerance"]), metric)
-        self.cold_offset.fill_(info["offset"])
+            return {"t": float(self.cold_offset), "table": [], "reference": None}
+        zu, zi, c, a, b, s = self._scoring()
+        old = (~self.untrained).cpu().numpy()
+        ev = Evaluator(dataset, topk=[20], batch_size=batch_size, groups={"old": old})
+        info = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, float(self.config["cold_tolerance"]))
+        self.cold_offset.fill_(info["t"])
         self.train(was)
         return info
 
     @torch.no_grad()
     def new_item_representations(self, new: NewItems) -> torch.Tensor:
-        from graphrec.models.dgmrec_new_items import complete_features
-
-        if not self.config.get("cold_scoring", True):
+        """``(n, 2d+1)`` rows of items added after training, comparable with :meth:`representations`' item rows."""
+        if not self._cold_on():  # rows comparable with representations()' plain (U, d) ones
             return super().new_item_representations(new)
         self.eval()
-        feats = complete_features(self, new)
-        c = self._content(self.general_encoder(feats), self.specific_encoder(feats))
-        return torch.cat([c, torch.full_like(c[:, :1], float(self.cold_offset))], dim=1)
+        out = self.propagate(self.infer_graph)
+        self._last = None
+        if self.cold_repr == "head":
+            from graphrec.models.dgmrec_new_items import complete_features
+
+            feats = complete_features(self, new)
+            c = self._head(self.general_encoder(feats), self.specific_encoder(feats))
+        else:
+            q = {m: torch.from_numpy(np.nan_to_num(new.features[m])).float() for m in self.modalities}
+            c = self._transfer(self._source(out), *self._knn(q, new.observed))
+        rows = torch.cat([torch.zeros_like(c), c, torch.ones_like(c[:, :1])], dim=1)
+        none = torch.from_numpy(~new.observed.any(axis=1)).to(c.device)
+        if none.any():  # no observed modality: DGMRec's own representation, scored <z_u, z>
+            z = super().new_item_representations(new)[none]
+            rows[none] = torch.cat([z, torch.zeros_like(z), torch.zeros_like(z[:, :1])], dim=1)
+        return rows

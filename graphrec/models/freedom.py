@@ -15,6 +15,7 @@ from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.graph.heterograph import build_heterograph
+from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.models.base import check_keys
 from graphrec.models.multimodal import MultimodalBaseline
@@ -51,6 +52,8 @@ class FREEDOM(MultimodalBaseline):
         "edge_drop": 0.8,
         "reg_weight": 1e-4,
         "knn_chunk_size": 2048,
+        # exact / approximate kNN search (graphrec.graph.ann, docs/scaling.md)
+        **KNN_SEARCH_DEFAULTS,
         # weights of the modalities' item graphs (null = equal; the authors: {image: 0.1, text: 0.9})
         "mm_weights": None,
         "train_features": True,
@@ -77,7 +80,8 @@ class FREEDOM(MultimodalBaseline):
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations plus the frozen ``knn_<m>`` item graphs (:func:`~graphrec.graph.knn.frozen_knn_graph`, binary)."""
         k, chunk = int(self.config["knn_k"]), int(self.config["knn_chunk_size"])
-        graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=True, chunk_size=chunk) for m in dataset.modalities}
+        search = KnnSearch.from_config(self.config, "freedom")
+        graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=True, chunk_size=chunk, search=search) for m in dataset.modalities}
         return build_heterograph(dataset.n_users, dataset.n_items, dataset.train, item_graphs=graphs)
 
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:

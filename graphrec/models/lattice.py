@@ -16,6 +16,7 @@ from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import build_heterograph
+from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import frozen_knn_graph
 from graphrec.models.base import check_keys
 from graphrec.models.multimodal import MultimodalBaseline
@@ -56,6 +57,8 @@ class LATTICE(MultimodalBaseline):
         "n_ui_layers": 2,
         "reg_weight": 1e-4,
         "knn_chunk_size": 2048,
+        # exact / approximate kNN search (graphrec.graph.ann, docs/scaling.md)
+        **KNN_SEARCH_DEFAULTS,
         "train_features": True,
         "ui_block": "lightgcn_conv",
         "item_graph_block": "item_graph_conv",
@@ -82,7 +85,8 @@ class LATTICE(MultimodalBaseline):
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations plus the frozen similarity-weighted ``knn_<m>`` item graphs."""
         k, chunk = int(self.config["knn_k"]), int(self.config["knn_chunk_size"])
-        graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=False, chunk_size=chunk) for m in dataset.modalities}
+        search = KnnSearch.from_config(self.config, "lattice")
+        graphs = {m: frozen_knn_graph(dataset.features[m], k, binary=False, chunk_size=chunk, search=search) for m in dataset.modalities}
         return build_heterograph(dataset.n_users, dataset.n_items, dataset.train, item_graphs=graphs)
 
     def learned_graph(self) -> LearnedGraph:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graphrec.data.catalogue import NewItems
 from graphrec.data.dataset import RecDataset
 from graphrec.errors import GraphrecError
 from graphrec.models.base import RecModel
@@ -28,7 +29,8 @@ class MultimodalBaseline(RecModel):
 
     Attributes:
         modalities: modality names, in the dataset's order.
-    The ``(N, d_m)`` tables are read with :meth:`feature`; they are buffers, or parameters trained
+    The ``(N, d_m)`` tables are read with :meth:`feature`; ``observed`` is the ``(N, M)`` bool mask of
+    the modalities each item has (a buffer); they are buffers, or parameters trained
     with the model when the config key ``train_features`` is true (FREEDOM's and LATTICE's code
     fine-tune the feature tables; graphs built from the features at construction stay frozen).
     """
@@ -41,6 +43,8 @@ class MultimodalBaseline(RecModel):
             raise GraphrecError(f"{label} needs at least one modality feature file (<modality>_feat.npy)")
         self.modalities = list(dataset.modalities)
         super().__init__(dataset, config)
+        observed = np.stack([~dataset.missing.missing[m] for m in self.modalities], axis=1)
+        self.register_buffer("observed", torch.from_numpy(observed), persistent=False)  # (N, M) bool
         trainable = bool(config.get("train_features", False))
         for k, m in enumerate(self.modalities):
             x = torch.from_numpy(np.ascontiguousarray(dataset.features[m], dtype=np.float32))
@@ -73,3 +77,33 @@ class MultimodalBaseline(RecModel):
     def feature(self, m: str) -> torch.Tensor:
         """``(N, d_m)`` filled features of modality ``m``."""
         return getattr(self, f"feat_{self.modalities.index(m)}")
+
+    def modal_widths(self) -> dict[str, int]:
+        """``{m: d_m}`` of the feature tables (models that score new items return it from ``feature_widths``)."""
+        return {m: int(self.feature(m).shape[1]) for m in self.modalities}
+
+    @torch.no_grad()
+    def new_item_features(self, new: NewItems) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``{m: (n, d_m)}`` feature rows of items added after training, treated as the training rows were,
+        and their ``(n, M)`` observed mask.
+
+        Observed rows get the training ``feature_norm`` when it is row-wise (``none``, ``l2``); an
+        unobserved row becomes the mean of the model's rows of the items that observe ``m``.
+        """
+        label = self.name or type(self).__name__
+        norm = self.config.get("feature_norm", "none")
+        methods = {m: norm.get(m, "none") for m in self.modalities} if isinstance(norm, dict) else {m: norm for m in self.modalities}
+        dev = self.observed.device
+        obs = torch.from_numpy(np.asarray(new.observed, dtype=bool)).to(dev)
+        out = {}
+        for j, m in enumerate(self.modalities):
+            if methods[m] not in ("none", "l2"):
+                raise GraphrecError(f"{label} scores new items only with feature_norm none or l2 (the run used {methods[m]!r} for '{m}')")
+            x = torch.from_numpy(np.nan_to_num(np.asarray(new.features[m], dtype=np.float32))).to(dev)
+            if methods[m] == "l2":
+                x = torch.nn.functional.normalize(x, dim=1)
+            table = self.feature(m).detach()
+            has = self.observed[:, j]
+            x[~obs[:, j]] = (table[has] if has.any() else table).mean(dim=0)
+            out[m] = x
+        return out, obs

@@ -6,8 +6,9 @@ step -> every ``eval_step`` epochs ``before_evaluation`` + validation. Early
 stopping counts evaluations whose validation ``valid_metric`` (rounded to 4
 decimals) is not strictly better than the best; it stops when the counter exceeds
 ``stopping_step`` (and not before epoch ``stopping_min_epochs``). At the end the best
-state is restored and evaluated on test (this equals the authors' "test metrics at the
-best validation epoch", since the whole model state, graphs included, is restored).
+state is restored, the model hook ``before_evaluation(trainer, "test")`` runs, and the model is
+evaluated on test (this equals the authors' "test metrics at the best validation epoch", since
+the whole model state, graphs included, is restored).
 
 The loop runs from :attr:`Trainer.loop` (a :class:`LoopState`), so a trainer restored by
 :func:`graphrec.train.resume.restore_trainer` continues where a saved one stopped; DGL's RNG is
@@ -329,6 +330,7 @@ class Trainer:
             self._model_hook("before_evaluation", "valid")
             best_valid = self.evaluate("valid")
             best_epoch = self.epoch + 1
+        self._model_hook("before_evaluation", "test")  # e.g. dgmrec_cold calibrates its cold items here
         test = self.evaluate("test")
         result = FitResult(best_epoch, best_valid, test, self.epoch + 1, st.stopped, list(st.history), time.perf_counter() - t0)
         for cb in self.callbacks:
