@@ -46,6 +46,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from graphrec.bench.worker import peak_rss_mb, timed_json_child  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_knn_scaling import _fmt_s  # noqa: E402  (one seconds format for both kNN benchmarks)
+
 DEFAULT_FEATURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktok-mmssl" / "image_feat.npy"
 METHODS = ("exact", "faiss-hnsw", "faiss-ivf", "nn-descent")
 
@@ -154,16 +157,6 @@ def _overrides(pairs: list[str] | None) -> dict[str, Any]:
 
 def _key(r: dict[str, Any]) -> tuple:
     return (r["n_items"], r["method"], r["threads"], json.dumps(r.get("settings") or {}, sort_keys=True))
-
-
-def _fmt_s(v) -> str:
-    if v is None:
-        return "-"
-    if v >= 3600:
-        return f"{v / 3600:.1f} h"
-    if v >= 60:
-        return f"{v / 60:.1f} min"
-    return f"{v:.1f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
