@@ -8,14 +8,7 @@ import dgl
 import torch
 import torch.nn.functional as F
 
-from graphrec.blocks.denoise_align import (
-    agreement_weights,
-    neighbour_discrimination,
-    neighbour_probabilities,
-    pseudo_neighbours,
-    symmetric_bernoulli_kl,
-    weighted_bpr,
-)
+from graphrec.blocks.denoise_align import agreement_weights, neighbour_loss, symmetric_bernoulli_kl_logits, weighted_bpr
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
@@ -109,11 +102,9 @@ class DAMRS(MultimodalBaseline):
         full = item + mean_view
         bpr = weighted_bpr((u * full[batch.pos]).sum(1), (u * full[batch.neg]).sum(1), w_pos, w_neg)
         users, items = torch.unique(batch.users), torch.unique(torch.cat([batch.pos, batch.neg]))
-        tables = [views[v] for v in self.views_order]
-        probs = [neighbour_probabilities(t[items], t) for t in tables]
-        neigh = sum(neighbour_discrimination(*pseudo_neighbours(probs, k), t[items], t, self.temp) for k, t in enumerate(tables)) / len(tables)
-        p_g = torch.sigmoid(user[users] @ F.normalize(item[items], dim=1).T)
-        p_t = torch.sigmoid(user[users] @ F.normalize(mean_view[items], dim=1).T)
-        kl = self.kl_weight * symmetric_bernoulli_kl(p_g, p_t)
+        neigh = neighbour_loss([views[v] for v in self.views_order], items, self.temp)
+        logit_g = user[users] @ F.normalize(item[items], dim=1).T  # KL of σ(logit_g) and σ(logit_t)
+        logit_t = user[users] @ F.normalize(mean_view[items], dim=1).T
+        kl = self.kl_weight * symmetric_bernoulli_kl_logits(logit_g, logit_t)
         neigh = self.neighbor_weight * neigh
         return {"loss": bpr + neigh + kl, "bpr": bpr, "neighbor": neigh, "kl": kl}
