@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         batches = list(tr.sampler.epoch(bs))
         full = [b for b in batches if len(b.users) == bs][: args.steps + 1] or batches[: args.steps + 1]
 
-        def step(b):
+        def step(b, tr=tr, model=model):
             tr.optimizer.zero_grad(set_to_none=True)
             loss = model.loss(b)["loss"]
             loss.backward()

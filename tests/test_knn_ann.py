@@ -198,10 +198,61 @@ def test_refinement_queries_only_the_refreshed_rows(monkeypatch):
 def test_models_default_to_exact_on_small_sets():
     from graphrec.models.build import build_model  # noqa: F401 (registry)
 
-    for model in ("dgmrec", "freedom", "lattice", "mgcn"):
+    for model in ("dgmrec", "freedom", "lattice", "mgcn", "gume", "damrs"):
         cfg = small_config(model)
         assert cfg["knn_method"] == "auto" and cfg["ann_min_rows"] > 200
         assert KnnSearch.from_config(cfg, model) == KnnSearch()
+
+
+def _clustered(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(12, d))
+    return (centres[rng.integers(0, 12, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def test_damrs_denoised_graphs_with_ann_keep_the_cross_modality_rule_and_match_exact():
+    """The approximate denoised graphs: every kept pair passes every modality's mean, at most k per
+    row (self kept), and nearly the exact graphs' edges (the index only proposes candidates)."""
+    from graphrec.graph.denoised import denoised_knn_graphs
+
+    feats = {"image": _clustered(400, 16, 1), "audio": _clustered(400, 12, 2)}
+    k = 8
+    exact = denoised_knn_graphs(feats, k)
+    approx = denoised_knn_graphs(feats, k, search=ann_search("nn-descent"))
+    exact_none = denoised_knn_graphs(feats, k, search=KnnSearch(method="exact"))
+    norm = {m: x / np.linalg.norm(x, axis=1, keepdims=True) for m, x in feats.items()}
+    means = {m: float((x.sum(0) ** 2).sum()) / 400**2 for m, x in norm.items()}
+    for m in feats:
+        assert (exact_none[m] != exact[m]).nnz == 0
+        a = approx[m].tocoo()
+        assert np.diff(approx[m].indptr).max() <= k
+        assert (a.row == a.col).sum() == 400  # every item keeps itself
+        for o, x in norm.items():
+            assert ((x[a.row] * x[a.col]).sum(1) >= means[o] - 1e-6).all()
+        shared = approx[m].multiply(exact[m] > 0).nnz / exact[m].nnz
+        assert shared > 0.9, (m, shared)
+
+
+def test_gume_neighbours_use_the_ann_search(monkeypatch):
+    from graphrec.graph.enhanced import modality_neighbours
+
+    calls = []
+    real = ann.ann_topk
+
+    def spy(x_, k, search, rows=None, masked=None, candidates=None):
+        calls.append(masked)
+        return real(x_, k, search, rows=rows, masked=masked, candidates=candidates)
+
+    monkeypatch.setattr("graphrec.graph.knn.ann_topk", spy)
+    feats = {"image": _clustered(300, 16, 3), "audio": _clustered(300, 12, 4)}
+    missing = {"image": np.arange(300) % 7 == 0, "audio": np.zeros(300, dtype=bool)}
+    neigh = modality_neighbours(feats, missing, 6, search=ann_search("nn-descent"))
+    exact = modality_neighbours(feats, missing, 6)
+    assert len(calls) == 2 and calls[0] is missing["image"]
+    for m in feats:
+        assert neigh[m].multiply(exact[m]).nnz / exact[m].nnz > 0.9
+        miss = np.flatnonzero(missing[m])
+        assert (neigh[m][miss] != sp.identity(300, format="csr")[miss]).nnz == 0  # only themselves
 
 
 @pytest.mark.slow

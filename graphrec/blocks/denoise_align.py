@@ -88,7 +88,7 @@ class _CosineDiscrimination(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows_n, table_n, cos, agreed, own, temperature):
-        n, n_items = cos.shape
+        n_items = cos.shape[1]
         sims = cos / temperature
         peak = sims.amax(1, keepdim=True)
         e = sims.sub_(peak).exp_()  # (n, N), exp(s - rowmax)

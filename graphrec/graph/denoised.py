@@ -9,6 +9,12 @@
   (train split), plus itself, weight 1, normalised the same way (DAMRS's behaviour, "session", graph).
 
 Both are built once, in row blocks of ``chunk_size`` (memory ``O(chunk · N)``).
+
+With an approximate search (``search``, :class:`~graphrec.graph.ann.KnnSearch` deciding ``ann``),
+:func:`denoised_knn_graphs` takes each modality's ``ANN_POOL · k`` nearest items from the index as
+candidates, computes every modality's similarity of those pairs exactly, drops the pairs some
+modality finds below its mean, and keeps the ``k`` most similar survivors: the exact graph wherever a
+row's ``k`` surviving neighbours lie among its ``ANN_POOL · k`` nearest in that modality.
 """
 
 from __future__ import annotations
@@ -18,7 +24,11 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from graphrec.graph.ann import KnnSearch, ann_topk
 from graphrec.graph.knn import block_rows, sym_normalize
+
+#: candidates per kept neighbour taken from the approximate index (``ANN_POOL · k`` per row)
+ANN_POOL = 4
 
 
 def _binary_csr(rows: list[np.ndarray], cols: list[np.ndarray], n: int) -> sp.csr_matrix:
@@ -27,13 +37,19 @@ def _binary_csr(rows: list[np.ndarray], cols: list[np.ndarray], n: int) -> sp.cs
     return sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(n, n))
 
 
-def denoised_knn_graphs(features: dict[str, np.ndarray], k: int, chunk_size: int = 2048) -> dict[str, sp.csr_matrix]:
-    """``{m: (N, N) CSR}``: the denoised, binary, normalised kNN graphs (module docstring)."""
+def denoised_knn_graphs(features: dict[str, np.ndarray], k: int, chunk_size: int = 2048, search: KnnSearch | None = None) -> dict[str, sp.csr_matrix]:
+    """``{m: (N, N) CSR}``: the denoised, binary, normalised kNN graphs (module docstring).
+
+    ``search``: exact (``None``, or a :class:`~graphrec.graph.ann.KnnSearch` that decides exact) or
+    approximate candidates (module docstring).
+    """
     mods = list(features)
     xs = {m: F.normalize(torch.as_tensor(np.asarray(features[m], dtype=np.float32)), dim=1) for m in mods}
     n = next(iter(xs.values())).shape[0]
     means = {m: float(x.sum(0).pow(2).sum()) / float(n) ** 2 for m, x in xs.items()}
     kk = min(k, n)
+    if search is not None and search.use_ann(n):
+        return {m: sym_normalize(a) for m, a in _denoised_from_candidates(features, xs, means, kk, search).items()}
     rows: dict[str, list] = {m: [] for m in mods}
     cols: dict[str, list] = {m: [] for m in mods}
     step = block_rows(chunk_size, n)
@@ -51,6 +67,28 @@ def denoised_knn_graphs(features: dict[str, np.ndarray], k: int, chunk_size: int
             rows[m].append(r[ok].numpy())
             cols[m].append(idx[ok].numpy())
     return {m: sym_normalize(_binary_csr(rows[m], cols[m], n)) for m in mods}
+
+
+def _denoised_from_candidates(features, xs: dict[str, torch.Tensor], means: dict[str, float], k: int, search: KnnSearch) -> dict[str, sp.csr_matrix]:
+    """``{m: binary CSR}`` (not normalised): the ``k`` most similar survivors among each row's
+    ``ANN_POOL · k`` approximate nearest items of modality ``m``."""
+    n = next(iter(xs.values())).shape[0]
+    pool = min(ANN_POOL * k, n)
+    out = {}
+    for m, x in xs.items():
+        cand = ann_topk(features[m], pool, search).tocoo()
+        r, c = torch.from_numpy(cand.row.astype(np.int64)), torch.from_numpy(cand.col.astype(np.int64))
+        keep = torch.ones(len(r), dtype=torch.bool)
+        for o, y in xs.items():
+            keep &= (y[r] * y[c]).sum(1) >= means[o]
+        r, c = r[keep], c[keep]
+        sim = (x[r] * x[c]).sum(1)
+        order = np.lexsort((-sim.numpy(), r.numpy()))  # by row, most similar first
+        r, c = r.numpy()[order], c.numpy()[order]
+        start = np.searchsorted(r, r, side="left")
+        first = np.arange(len(r)) - start < k  # rank within the row
+        out[m] = _binary_csr([r[first]], [c[first]], n)
+    return out
 
 
 def cooccurrence_graph(train: np.ndarray, n_users: int, n_items: int, k: int, chunk_size: int = 2048) -> sp.csr_matrix:

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from graphrec.graph.ann import KnnSearch
 from graphrec.graph.heterograph import IU, UI, build_heterograph, knn_relation
 from graphrec.graph.knn import knn_topk
 
@@ -26,11 +27,14 @@ from graphrec.graph.knn import knn_topk
 ENHANCED = "enhanced"
 
 
-def modality_neighbours(features: dict[str, np.ndarray], missing: dict[str, np.ndarray], k: int, chunk_size: int = 2048) -> dict[str, sp.csr_matrix]:
-    """``{m: (N, N) binary CSR}``: ``K_m(i)`` as rows (missing items: only themselves)."""
+def modality_neighbours(features: dict[str, np.ndarray], missing: dict[str, np.ndarray], k: int, chunk_size: int = 2048, search: KnnSearch | None = None) -> dict[str, sp.csr_matrix]:
+    """``{m: (N, N) binary CSR}``: ``K_m(i)`` as rows (missing items: only themselves).
+
+    ``search``: exact (``None``) or approximate kNN search (:class:`~graphrec.graph.ann.KnnSearch`).
+    """
     out = {}
     for m, x in features.items():
-        a = knn_topk(x, k, chunk_size=chunk_size, masked=missing.get(m))
+        a = knn_topk(x, k, chunk_size=chunk_size, masked=missing.get(m), search=search)
         a.data[:] = 1.0
         out[m] = a
     return out

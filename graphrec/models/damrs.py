@@ -8,11 +8,17 @@ import dgl
 import torch
 import torch.nn.functional as F
 
-from graphrec.blocks.denoise_align import agreement_weights, neighbour_loss, symmetric_bernoulli_kl_logits, weighted_bpr
+from graphrec.blocks.denoise_align import (
+    agreement_weights,
+    neighbour_loss,
+    symmetric_bernoulli_kl_logits,
+    weighted_bpr,
+)
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
+from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.denoised import cooccurrence_graph, denoised_knn_graphs
 from graphrec.graph.heterograph import build_heterograph
 from graphrec.models.base import check_keys
@@ -52,6 +58,8 @@ class DAMRS(MultimodalBaseline):
         "neighbor_weight": 0.001,
         "temp": 0.2,
         "knn_chunk_size": 2048,
+        # exact / approximate kNN search (graphrec.graph.ann, docs/scaling.md)
+        **KNN_SEARCH_DEFAULTS,
         "ui_block": "lightgcn_conv",
         "item_graph_block": "item_graph_conv",
     }
@@ -72,7 +80,8 @@ class DAMRS(MultimodalBaseline):
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations, the denoised ``knn_<m>`` graphs and ``knn_behavior``."""
         chunk = int(self.config["knn_chunk_size"])
-        graphs = denoised_knn_graphs(dataset.features, int(self.config["knn_k"]), chunk)
+        search = KnnSearch.from_config(self.config, "damrs")
+        graphs = denoised_knn_graphs(dataset.features, int(self.config["knn_k"]), chunk, search=search)
         graphs[BEHAVIOR] = cooccurrence_graph(dataset.train, dataset.n_users, dataset.n_items, int(self.config["cooc_k"]), chunk)
         return build_heterograph(dataset.n_users, dataset.n_items, dataset.train, item_graphs=graphs)
 

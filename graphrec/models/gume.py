@@ -15,7 +15,12 @@ from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
-from graphrec.graph.enhanced import enhanced_graph, modality_neighbours, shared_neighbours
+from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
+from graphrec.graph.enhanced import (
+    enhanced_graph,
+    modality_neighbours,
+    shared_neighbours,
+)
 from graphrec.graph.heterograph import IU
 from graphrec.graph.knn import sym_normalize
 from graphrec.graph.spmm import u_mul_e_sum
@@ -67,6 +72,8 @@ class GUME(MultimodalBaseline):
         "reg_weight_1": 1e-5,
         "reg_weight_2": 0.1,
         "knn_chunk_size": 2048,
+        # exact / approximate kNN search (graphrec.graph.ann, docs/scaling.md)
+        **KNN_SEARCH_DEFAULTS,
         "train_features": True,
         "learning_rate_scheduler": [0.96, 50],
         "ui_block": "enhanced_conv",
@@ -92,7 +99,8 @@ class GUME(MultimodalBaseline):
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """User-item edges, the ``knn_<m>`` graphs and the enhancement (:func:`~graphrec.graph.enhanced.enhanced_graph`)."""
-        neigh = modality_neighbours(dataset.features, dataset.missing.missing, int(self.config["knn_k"]), int(self.config["knn_chunk_size"]))
+        search = KnnSearch.from_config(self.config, "gume")
+        neigh = modality_neighbours(dataset.features, dataset.missing.missing, int(self.config["knn_k"]), int(self.config["knn_chunk_size"]), search=search)
         shared = shared_neighbours(neigh) if bool(self.config["enhance_graph"]) and len(neigh) > 1 else None
         graphs = {m: sym_normalize(a) for m, a in neigh.items()}
         return enhanced_graph(dataset.n_users, dataset.n_items, dataset.train, graphs, shared)
