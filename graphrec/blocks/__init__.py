@@ -22,7 +22,7 @@ from graphrec.blocks.fusion import ModalityFusion
 from graphrec.blocks.generators import FeatureGenerator, ModalityDecoder, perturb
 from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
 from graphrec.blocks.hypergraph import HypergraphPrototypeConv
-from graphrec.blocks.infonce import infonce, infonce_all, infonce_rows
+from graphrec.blocks.infonce import infonce, infonce_all, infonce_all_gathered, infonce_gathered, infonce_rows
 from graphrec.blocks.item_graph import ItemGraphConv, ItemGraphPropagation
 from graphrec.blocks.learned_graph import LearnedKNNGraph
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNPropagation
@@ -76,6 +76,8 @@ __all__ = [
     "hyperedge_propagate",
     "infonce",
     "infonce_all",
+    "infonce_all_gathered",
+    "infonce_gathered",
     "infonce_rows",
     "invariance_penalty",
     "l2_reg",

@@ -1,4 +1,10 @@
-"""InfoNCE as DGMRec uses it (spec 4.6), and the same loss computed once per distinct row."""
+"""InfoNCE as DGMRec uses it (spec 4.6), and the same loss computed once per distinct row.
+
+A batch repeats users (and items): a 2048-row TikTok batch has about 700 distinct users.
+:func:`infonce_gathered` and :func:`infonce_all_gathered` take the tables and the batch's indices
+and compute :func:`infonce` / :func:`infonce_all` of the gathered rows over the distinct rows only
+(same value and gradients up to float rounding, a fraction of the time).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,40 @@ def infonce_all(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, temperatu
         return (a.sum() + b.sum()) * 0.0
     logits = (F.normalize(a, dim=1) / temperature) @ F.normalize(b, dim=1).T
     return F.cross_entropy(logits, index, reduction=reduction)
+
+
+def infonce_all_gathered(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, temperature: float, reduction: str = "sum") -> torch.Tensor:
+    """``infonce_all(a[index], b, index, τ, reduction)`` over the distinct values of ``index``.
+
+    Equal rows give equal log-sum-exps, so ``Σ_k lse_k = Σ_distinct c_j lse_j`` (``c_j`` = how
+    often ``j`` occurs in ``index``). Shapes: ``a (n_a, d)``, ``b (n, d)``, ``index (B,)`` -> scalar.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    if index.shape[0] == 0:
+        return (a.sum() + b.sum()) * 0.0
+    rows, inverse = torch.unique(index, return_inverse=True)
+    count = torch.bincount(inverse, minlength=rows.shape[0]).to(a.dtype)
+    q = F.normalize(a[rows], dim=1) / temperature
+    k = F.normalize(b, dim=1)
+    lse = _WeightedLogSumExp.apply(q, k, k.new_zeros(k.shape[0]), count)
+    total = lse - (count * (q * k[rows]).sum(1)).sum()
+    return total / index.shape[0] if reduction == "mean" else total
+
+
+def infonce_gathered(a: torch.Tensor, b: torch.Tensor, a_index: torch.Tensor, b_index: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``infonce(a[a_index], b[b_index], τ)`` over the distinct rows of both sides (:func:`infonce_rows`).
+
+    Shapes: ``a (n_a, d)``, ``b (n_b, d)`` tables, ``a_index, b_index (B,)`` int64 -> scalar.
+    """
+    if a_index.shape[0] == 0:
+        return (a.sum() + b.sum()) * 0.0
+    ua, ia = torch.unique(a_index, return_inverse=True)
+    if b_index is a_index:
+        ub, ib = ua, ia
+    else:
+        ub, ib = torch.unique(b_index, return_inverse=True)
+    return infonce_rows(a[ua], b[ub], temperature, ia, ib)
 
 
 class _WeightedLogSumExp(torch.autograd.Function):

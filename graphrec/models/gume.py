@@ -10,7 +10,7 @@ from torch import nn
 
 from graphrec.blocks.bpr import batch_bpr
 from graphrec.blocks.generators import perturb
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce, infonce_gathered
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
 from graphrec.data.dataset import RecDataset
@@ -142,9 +142,9 @@ class GUME(MultimodalBaseline):
         du, di = torch.split(v["id"], split)
         xu, xi = torch.split(v["extended"], split)
         full = pos[obs.all(1)]
-        bm = self.bm_weight * (infonce(iu[batch.users], du[batch.users], self.bm_temp) + infonce(ii[full], di[full], self.bm_temp))
+        bm = self.bm_weight * (infonce_gathered(iu, du, batch.users, batch.users, self.bm_temp) + infonce_gathered(ii, di, full, full, self.bm_temp))
         u = batch.users
         noisy = infonce(perturb(iu[u], 0.1), perturb(iu[u], 0.1), self.um_temp) + infonce(perturb(xu[u], 0.1), perturb(xu[u], 0.1), self.um_temp)
-        um = self.um_weight * (infonce(xu[u], iu[u], self.um_temp) + noisy)
+        um = self.um_weight * (infonce_gathered(xu, iu, u, u, self.um_temp) + noisy)
         reg = reg + self.reg_weight_2 * 0.5 * xi[pos].pow(2).sum() / b
         return {"loss": bpr + reg + vt + bm + um, "bpr": bpr, "reg": reg, "align": vt + bm, "um": um}

@@ -10,7 +10,7 @@ from torch import nn
 
 from graphrec.blocks.bpr import batch_bpr
 from graphrec.blocks.hyperedges import LearnableHyperedges
-from graphrec.blocks.infonce import infonce_all
+from graphrec.blocks.infonce import infonce_all_gathered
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.user_aggregation import UserAggregation
 from graphrec.data.dataset import RecDataset
@@ -106,7 +106,7 @@ class LGMRec(MultimodalBaseline):
         for a, m in enumerate(self.modalities):
             for m2 in self.modalities[a + 1 :]:
                 gu, gu2 = torch.split(hyper[m], [self.n_users, self.n_items]), torch.split(hyper[m2], [self.n_users, self.n_items])
-                total = total + infonce_all(gu[0][u], gu2[0], u, self.temp) + infonce_all(gu[1][i], gu2[1], i, self.temp)
+                total = total + infonce_all_gathered(gu[0], gu2[0], u, self.temp) + infonce_all_gathered(gu[1], gu2[1], i, self.temp)
         return total
 
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:

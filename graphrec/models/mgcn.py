@@ -8,7 +8,7 @@ import dgl
 import torch
 
 from graphrec.blocks.bpr import batch_bpr, batch_l2
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce_gathered
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.blocks.mgcn import BehaviorFuser, BehaviorPurifier
 from graphrec.blocks.user_aggregation import UserAggregation
@@ -101,5 +101,5 @@ class MGCN(MultimodalBaseline):
         bpr = batch_bpr(user, item, batch)
         reg = self.reg_weight * batch_l2(user, item, batch)
         u, i = batch.users, batch.pos + self.n_users
-        cl = self.cl_weight * (infonce(side[i], ids[i], self.temp) + infonce(side[u], ids[u], self.temp))
+        cl = self.cl_weight * (infonce_gathered(side, ids, i, i, self.temp) + infonce_gathered(side, ids, u, u, self.temp))
         return {"loss": bpr + reg + cl, "bpr": bpr, "reg": reg, "cl": cl}

@@ -9,7 +9,7 @@ from torch import nn
 
 from graphrec.blocks.encoders import xavier_linear
 from graphrec.blocks.fine_coarse import FineCoarseContrast
-from graphrec.blocks.infonce import infonce
+from graphrec.blocks.infonce import infonce_gathered
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
@@ -75,7 +75,7 @@ class SLMRec(MultimodalBaseline):
     def loss(self, batch: BPRBatch) -> dict[str, torch.Tensor]:
         views = self.views()
         user, item = self.fuse(views)
-        main = infonce(user[batch.users], item[batch.pos], self.temp)
+        main = infonce_gathered(user, item, batch.users, batch.pos, self.temp)
         items = batch.pos
         obs = {m: self.observed[items, k] for k, m in enumerate(self.modalities)}
         ssl = self.fac(views["id"][1][items], {m: views[m][1][items] for m in self.modalities}, obs, self.ssl_temp)
