@@ -7,7 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphrec.blocks.infonce import infonce, infonce_all, infonce_all_gathered, infonce_gathered
+from graphrec.blocks.infonce import (
+    infonce,
+    infonce_all,
+    infonce_all_gathered,
+    infonce_gathered,
+)
 
 
 def _tables(seed: int, n_a: int, n_b: int):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from graphrec.graph.heterograph import IU, UI
-from graphrec.graph.spmm import edge_index, edge_softmax, torch_u_mul_e_sum
+from graphrec.graph.spmm import edge_dot, edge_softmax, torch_u_mul_e_sum
 from graphrec.registry import register_block
 
 _ENDS = {UI: ("user", "item"), IU: ("item", "user")}
@@ -37,8 +37,7 @@ class AffinityAttention(nn.Module):
         alphas = {}
         for rel in relations:
             s, t = _ENDS[rel]
-            src, dst = edge_index(g, rel, feats[s].device)
-            alpha = edge_softmax(g, rel, (feats[s][src] * feats[t][dst]).sum(1))
+            alpha = edge_softmax(g, rel, edge_dot(g, rel, feats[s], feats[t]))
             out[t] = out[t] + torch_u_mul_e_sum(g, rel, feats[s], alpha)
             alphas[rel] = alpha
         return out, alphas

@@ -12,6 +12,10 @@ where the features ``h`` are (the model's device), with tensors derived from the
   ``u_mul_e_sum`` where DGL has a kernel for the device (the graph's own device: the CPU),
   else the same sum with torch operations (a gather of ``h[src]`` and ``index_add_`` into
   ``dst``) on ``h``'s device, with the edge indices cached there (:func:`edge_index`).
+  :func:`torch_u_mul_e_sum` with one weight per edge and a 2-D ``h`` multiplies a CSR matrix
+  holding the current weights instead (``_WeightedSpMM``: the CSR structure of ``A`` and ``Aᵀ`` is
+  cached per relation, the values are the weights of the call; ``∂/∂w_e = <∂out[dst_e], h[src_e]>``),
+  which avoids the ``(E, d)`` message tensor and its ``index_add_``: about 2.5× faster on CPU.
 
 The CSR cache is keyed by the graph object, relation, device and weight tensor (including
 its in-place version counter), so editing ``edata`` in place or building a new graph
@@ -40,6 +44,107 @@ class _CSRMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         return None, None, torch.sparse.mm(ctx.at, grad.contiguous())
+
+
+class _WeightedSpMM(torch.autograd.Function):
+    """``out = A(w) @ h`` with ``A[dst_e, src_e] = w_e``; gradients for ``h`` and ``w``."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, structure: tuple) -> torch.Tensor:  # type: ignore[override]
+        perm, crow, col, _, _, _, _, _, n_src, n_dst, _ = structure
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            a = torch.sparse_csr_tensor(crow, col, w[perm].to(h.dtype), (n_dst, n_src))
+        ctx.save_for_backward(h, w)
+        ctx.structure = structure
+        return torch.sparse.mm(a, h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        h, w = ctx.saved_tensors
+        _, _, _, perm_t, crow_t, col_t, _, _, n_src, n_dst, _ = ctx.structure
+        grad = grad.contiguous()
+        grad_h = grad_w = None
+        if ctx.needs_input_grad[0]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                at = torch.sparse_csr_tensor(crow_t, col_t, w[perm_t].to(h.dtype), (n_src, n_dst))
+            grad_h = torch.sparse.mm(at, grad)
+        if ctx.needs_input_grad[1]:
+            grad_w = _sampled_dots(ctx.structure, h, grad).to(w.dtype)  # <grad[dst_e], h[src_e]>
+        return grad_h, grad_w, None
+
+
+def _sampled_dots(structure: tuple, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+    """``(E,)`` ``<h_src[src_e], h_dst[dst_e]>`` in edge order (a sampled dense-dense product)."""
+    _, crow, col, _, _, _, _, _, n_src, n_dst, inverse = structure
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, col, h_src.new_zeros(len(col)), (n_dst, n_src))
+        return torch.sparse.sampled_addmm(pattern, h_dst.contiguous(), h_src.T, beta=0.0).values()[inverse]
+
+
+class _EdgeDot(torch.autograd.Function):
+    """``(E,)`` ``<h_src[src_e], h_dst[dst_e]>``; the backward is two sparse products with the edge gradients."""
+
+    @staticmethod
+    def forward(ctx, h_src: torch.Tensor, h_dst: torch.Tensor, structure: tuple) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h_src, h_dst)
+        ctx.structure = structure
+        return _sampled_dots(structure, h_src, h_dst)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        h_src, h_dst = ctx.saved_tensors
+        perm, crow, col, perm_t, crow_t, col_t, _, _, n_src, n_dst, _ = ctx.structure
+        grad_src = grad_dst = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if ctx.needs_input_grad[0]:
+                grad_src = torch.sparse.mm(torch.sparse_csr_tensor(crow_t, col_t, grad[perm_t], (n_src, n_dst)), h_dst)
+            if ctx.needs_input_grad[1]:
+                grad_dst = torch.sparse.mm(torch.sparse_csr_tensor(crow, col, grad[perm], (n_dst, n_src)), h_src)
+        return grad_src, grad_dst, None
+
+
+def edge_dot(g: dgl.DGLGraph, etype, h_src: torch.Tensor, h_dst: torch.Tensor) -> torch.Tensor:
+    """``(E,)`` dot products ``<h_src[src_e], h_dst[dst_e]>`` over the edges of ``etype`` (edge order).
+
+    ``h_src (n_src, d)``, ``h_dst (n_dst, d)``. Computed as a sampled product over the relation's CSR
+    pattern (no ``(E, d)`` tensors; the backward is two sparse products), or with a gather where the
+    relation has parallel edges or the dtypes differ; same values up to float rounding.
+    """
+    if h_src.dim() == 2 and h_src.is_floating_point() and h_src.dtype == h_dst.dtype:
+        structure = _edge_structure(g, etype, h_src.device)
+        if structure is not None:
+            return _EdgeDot.apply(h_src, h_dst, structure)
+    src, dst = edge_index(g, etype, h_src.device)
+    return (h_src[src] * h_dst[dst]).sum(1)
+
+
+def _edge_structure(g: dgl.DGLGraph, etype, device: torch.device) -> tuple | None:
+    """The CSR structure of relation ``etype``'s ``A`` (rows = destinations) and ``Aᵀ`` with the edge
+    permutations that order the weights; ``None`` when the relation has parallel edges (cached)."""
+    per_graph = _INDEX.setdefault(g, {})
+    key = ("csr-structure", g.to_canonical_etype(etype), device)
+    if key in per_graph:
+        return per_graph[key]
+    src, dst = edge_index(g, etype, device)
+    srctype, _, dsttype = g.to_canonical_etype(etype)
+    n_src, n_dst = g.num_nodes(srctype), g.num_nodes(dsttype)
+    out = None
+    if len(src) and len(torch.unique(dst * n_src + src)) == len(src):
+        perm = torch.argsort(dst, stable=True)
+        perm_t = torch.argsort(src, stable=True)
+        crow = torch.zeros(n_dst + 1, dtype=torch.int64, device=device)
+        crow[1:] = torch.cumsum(torch.bincount(dst, minlength=n_dst), 0)
+        crow_t = torch.zeros(n_src + 1, dtype=torch.int64, device=device)
+        crow_t[1:] = torch.cumsum(torch.bincount(src, minlength=n_src), 0)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(len(perm), device=device)
+        out = (perm, crow, src[perm], perm_t, crow_t, dst[perm_t], src, dst, n_src, n_dst, inverse)
+    per_graph[key] = out
+    return out
 
 
 #: cached weight tensors per (graph, relation, device); a model may propagate one relation with several
@@ -103,8 +208,12 @@ def torch_u_mul_e_sum(g: dgl.DGLGraph, etype, h: torch.Tensor, weight: torch.Ten
     ``weight`` is ``(E,)`` or ``(E, ...)`` broadcastable against ``h[src]``; it is moved to
     ``h``'s device if it lives elsewhere (e.g. the graph's ``edata`` on the CPU).
     """
-    src, dst = edge_index(g, etype, h.device)
     w = weight.to(h.device)
+    if w.dim() == 1 and h.dim() == 2 and h.is_floating_point() and w.dtype == h.dtype:
+        structure = _edge_structure(g, etype, h.device)
+        if structure is not None:
+            return _WeightedSpMM.apply(h, w, structure)
+    src, dst = edge_index(g, etype, h.device)
     if w.dim() == 1 and h.dim() > 1:
         w = w.view(-1, *([1] * (h.dim() - 1)))
     msg = h.index_select(0, src) * w
