@@ -3,12 +3,12 @@
 # 60 % of items missing a modality (the authors' mask), seeds 2024-2026, one shared trainer
 # (`graphrec bench --trainer shared`; the authors' presets configs/<model>/tiktok.yaml where they
 # exist), patience 30 evaluations, and an epoch cap chosen so that the whole bench fits in about
-# 3.5 CPU hours on one core (docs/results.md, "Cost of the Table-2 bench"). Runs that reach the cap
+# 3.7 CPU hours on one core (docs/results.md, "Cost of the Table-2 bench"). Runs that reach the cap
 # are flagged by bench (results.md, "capped"). Resumable: rerun the same command after an
 # interruption; finished (model, seed) records are skipped.
 #
 #   benchmarks/table2_tiktok.sh [DATA_DIR] [OUT]          # defaults below
-#   EPOCHS=60 benchmarks/table2_tiktok.sh ...             # another cap (a new OUT, or --rerun-changed)
+#   EPOCHS=40 benchmarks/table2_tiktok.sh ...             # another cap (a new OUT, or --rerun-changed)
 #   benchmarks/table2_tiktok.sh DATA OUT --dry-run        # extra arguments go to graphrec bench
 #
 # DATA_DIR: an MMRec folder from `graphrec datasets prepare tiktok --out DIR`. Results on
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 DATA=${1:-/tmp/repro/data/tiktok}
 OUT=${2:-bench-out/table2-tiktok}
 shift $(( $# < 2 ? $# : 2 ))
-EPOCHS=${EPOCHS:-40}
+EPOCHS=${EPOCHS:-30}
 GRAPHREC=${GRAPHREC:-graphrec}
 # DGMRec first: ratios and paired significance tests are against the first model.
 MODELS=(dgmrec mfbpr ngcf lightgcn sgl simgcl vbpr mmgcn grcn slmrec bm3 lattice mgcn lgmrec damrs gume ci2mg milk sibrar freedom)
