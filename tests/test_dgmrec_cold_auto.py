@@ -21,7 +21,7 @@ def trained():
     """dgmrec_cold (knn) trained for a few epochs on the small synthetic new-item protocol."""
     from graphrec.train.trainer import Trainer
 
-    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4)
+    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4, cold_repr="knn")
     ds = load_dataset(cfg)
     model = build_model(ds, cfg)
     Trainer(model, ds, cfg, progress=False).fit()
@@ -114,6 +114,12 @@ def test_knn_auto_first_candidate_is_the_default_knn(trained):
     first = info["candidates"][0]
     assert (first["source"], first["k"]) == ("ie", 10)
     assert first["t"] == info_knn["t"]
+
+
+def test_knn_auto_is_the_default(trained):
+    _, ds, _ = trained
+    cfg = small_config("dgmrec_cold", new_items=True)
+    assert build_model(ds, cfg).cold_repr == "knn_auto"
 
 
 def test_knn_auto_checkpoint_without_choice_loads(trained, tmp_path):

@@ -8,7 +8,7 @@ training interaction (the new items of the new-item setting; items added after t
 ``graphrec recommend --new-items``) from a content representation ``c_i`` in DGMRec's final
 item space, put on each user's score scale of the old items:
 
-1. **Content representation** (``cold_repr``). ``knn`` (default): the similarity-weighted mean
+1. **Content representation** (``cold_repr``). ``knn``: the similarity-weighted mean
    of the ID representations ``e_j`` (after DGMRec's user-item propagation) of the item's
    ``cold_k`` nearest old items in feature space (cosine averaged over the modalities both
    observe, :func:`graphrec.graph.content.content_neighbours`), i.e. a non-parametric map from
@@ -16,7 +16,7 @@ item space, put on each user's score scale of the old items:
 
        c_i = Σ_{j ∈ kNN(i)} w_ij e_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
 
-   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. ``knn_auto``: the source
+   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. ``knn_auto`` (default): the source
    (``e_j`` or ``z_j``) and the neighbour count (1, 2, 3, 5 or ``cold_k``) are chosen on the
    validation split with the shift (step 3): the pair whose validation Recall@20 on the items
    without training interactions is highest at its own old-item budget shift (the new-item
@@ -90,7 +90,7 @@ class DGMRecCold(DGMRec):
         # content representation of items without interactions: knn (nearest old items' ID
         # representations), knn_fused (their fused z), knn_auto (source and neighbour count
         # chosen on validation) or head (a learned map)
-        "cold_repr": "knn",
+        "cold_repr": "knn_auto",
         "cold_k": 10,
         # cold_repr=head only: weight of its loss, of its regression term, its hidden width
         "cold_weight": 1.0,
