@@ -47,7 +47,7 @@ item space, put on each user's score scale of the old items:
    ``knn_auto`` beside the chosen source and neighbour count, buffer ``cold_choice``).
 
 During training, validation scores every item as plain DGMRec (the cold rows are not shown),
-so the best epoch, and with ``cold_repr: knn`` every weight, are those of plain ``dgmrec``
+so the best epoch, and with the kNN representations every weight, are those of plain ``dgmrec``
 with the same seed. ``cold_scoring: false`` scores a checkpoint as plain DGMRec
 (``graphrec evaluate CKPT --set cold_scoring=false``).
 """
