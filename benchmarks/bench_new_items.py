@@ -152,6 +152,8 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance:
                 knn, _, _ = load_model(knn_path, dataset=ds, trust=trust)
                 rec["content_knn"] = _row(ev.evaluate(knn.eval().scorer(), "test"))
         rec["cold_shift"], rec["cold_repr"], rec["calibration"] = info["t"], cold_repr, info["table"]
+        if "choice" in info:  # knn_auto: the source and neighbour count chosen on validation
+            rec["cold_choice"], rec["cold_candidates"] = list(info["choice"]), info["candidates"]
         tag = cold_repr if tolerance is None else f"{cold_repr}-tol{tolerance:g}"
         (out / f"rescore-{tag}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
         recs.append(rec)
@@ -168,7 +170,7 @@ def main() -> None:
     ap.add_argument("--data-dir", help="MMRec folder (default: the embedded synthetic set)")
     ap.add_argument("--preset", type=Path, help="YAML config of dgmrec_cold's runs, e.g. configs/dgmrec/tiktok.yaml")
     ap.add_argument("--rescore", metavar="COLD_REPR", help="only score the saved checkpoints again with this "
-                    "cold_repr (knn, knn_fused, head) and a new shift; writes rescore-<repr>[-tol<x>]-seed<k>.json")
+                    "cold_repr (knn, knn_fused, knn_auto, head) and a new shift; writes rescore-<repr>[-tol<x>]-seed<k>.json")
     ap.add_argument("--tolerance", type=float, help="with --rescore: cold_tolerance (old-item budget) of the new shift")
     ap.add_argument("--trust-checkpoint", action="store_true", help="with --rescore: load checkpoints of earlier graphrec versions")
     args = ap.parse_args()

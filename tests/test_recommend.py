@@ -223,7 +223,7 @@ def cold_model():
     """dgmrec_cold trained for a few epochs on the small synthetic new-item protocol, calibrated."""
     from graphrec.train.trainer import Trainer
 
-    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4)
+    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4, cold_repr="knn")
     ds = load_dataset(cfg)
     model = build_model(ds, cfg)
     trainer = Trainer(model, ds, cfg, progress=False)

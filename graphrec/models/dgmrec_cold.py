@@ -8,7 +8,7 @@ training interaction (the new items of the new-item setting; items added after t
 ``graphrec recommend --new-items``) from a content representation ``c_i`` in DGMRec's final
 item space, put on each user's score scale of the old items:
 
-1. **Content representation** (``cold_repr``). ``knn`` (default): the similarity-weighted mean
+1. **Content representation** (``cold_repr``). ``knn``: the similarity-weighted mean
    of the ID representations ``e_j`` (after DGMRec's user-item propagation) of the item's
    ``cold_k`` nearest old items in feature space (cosine averaged over the modalities both
    observe, :func:`graphrec.graph.content.content_neighbours`), i.e. a non-parametric map from
@@ -16,7 +16,11 @@ item space, put on each user's score scale of the old items:
 
        c_i = Σ_{j ∈ kNN(i)} w_ij e_j,   w_ij = max(sim(i, j), 0) / Σ_l max(sim(i, l), 0)
 
-   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. An item without training
+   ``knn_fused``: the same mean of the neighbours' fused ``z_j``. ``knn_auto`` (default): the source
+   (``e_j`` or ``z_j``) and the neighbour count (1, 2, 3, 5 or ``cold_k``) are chosen on the
+   validation split with the shift (step 3): the pair whose validation Recall@20 on the items
+   without training interactions is highest at its own old-item budget shift (the new-item
+   setting keeps the new items' validation interactions, spec 1.5). An item without training
    interactions that observes no modality has no content: it keeps DGMRec's own score (all
    such items would otherwise share one representation and enter a list together).
 
@@ -38,11 +42,12 @@ item space, put on each user's score scale of the old items:
 3. **Offset** ``t`` (``cold_calibration``): chosen once, after training (before the test
    evaluation), on the validation split: the smallest ``t`` (the most room for new items) whose
    old-item validation Recall@20 stays within ``cold_tolerance`` (2 %) of plain DGMRec's, by
-   bisection (about 10 evaluations; :func:`graphrec.models.cold_offset.choose_shift`). It is
-   saved with the weights.
+   bisection (about 10 evaluations; :func:`graphrec.models.cold_offset.choose_shift`; with
+   ``knn_auto`` once per candidate, 10 candidates). It is saved with the weights (with
+   ``knn_auto`` beside the chosen source and neighbour count, buffer ``cold_choice``).
 
 During training, validation scores every item as plain DGMRec (the cold rows are not shown),
-so the best epoch, and with ``cold_repr: knn`` every weight, are those of plain ``dgmrec``
+so the best epoch, and with the kNN representations every weight, are those of plain ``dgmrec``
 with the same seed. ``cold_scoring: false`` scores a checkpoint as plain DGMRec
 (``graphrec evaluate CKPT --set cold_scoring=false``).
 """
@@ -66,7 +71,11 @@ from graphrec.models.cold_offset import affine_rows, choose_shift, user_affine
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
 
-REPRS = ("knn", "knn_fused", "head")
+REPRS = ("knn", "knn_fused", "head", "knn_auto")
+#: neighbour counts ``knn_auto`` tries besides ``cold_k``
+AUTO_K = (1, 2, 3, 5)
+#: sources of the kNN representations (``cold_choice[0]``): DGMRec's ID representations e, its fused z
+SOURCES = ("ie", "zi")
 
 
 @register_model("dgmrec_cold")
@@ -79,8 +88,9 @@ class DGMRecCold(DGMRec):
     default_config: dict[str, Any] = {
         **DGMRec.default_config,
         # content representation of items without interactions: knn (nearest old items' ID
-        # representations), knn_fused (their fused z) or head (a learned map)
-        "cold_repr": "knn",
+        # representations), knn_fused (their fused z), knn_auto (source and neighbour count
+        # chosen on validation) or head (a learned map)
+        "cold_repr": "knn_auto",
         "cold_k": 10,
         # cold_repr=head only: weight of its loss, of its regression term, its hidden width
         "cold_weight": 1.0,
@@ -119,7 +129,13 @@ class DGMRecCold(DGMRec):
         self.register_buffer("untrained", torch.from_numpy(counts == 0), persistent=False)
         self.register_buffer("cold_items", torch.from_numpy((counts == 0) & self._observed.any(axis=1)), persistent=False)
         self.register_buffer("cold_offset", torch.zeros(()))  # the shift t, saved with the weights
-        self._neighbours: tuple[torch.Tensor, torch.Tensor] | None = None  # of the cold items (features are fixed)
+        # neighbours of the cold items, keyed on what they depend on (_neighbour_key)
+        self._neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._neighbours_key: tuple | None = None
+        # (source, k) of the kNN representation: source 0 = e (knn), 1 = z (knn_fused); knn_auto
+        # chooses it on validation; saved with the weights
+        src = 1 if self.cold_repr == "knn_fused" else 0
+        self.register_buffer("cold_choice", torch.tensor([src, int(config["cold_k"])], dtype=torch.long))
         # false while training (validation scores as plain DGMRec); a buffer, so that checkpoints
         # and distributed ranks carry it
         self.register_buffer("cold_active", torch.ones((), dtype=torch.bool))
@@ -128,6 +144,7 @@ class DGMRecCold(DGMRec):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the cold_active buffer existed score new items from content
         state_dict.setdefault(prefix + "cold_active", torch.ones((), dtype=torch.bool))
+        state_dict.setdefault(prefix + "cold_choice", self.cold_choice.clone())  # written before knn_auto
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ content representation
@@ -145,12 +162,27 @@ class DGMRecCold(DGMRec):
     def _knn(self, query: dict[str, torch.Tensor], observed: np.ndarray, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``(n, k)`` nearest old items of query items and their weights (``exclude_self``: queries are old items)."""
         table, obs = self._table()
-        k = int(self.config["cold_k"])
+        k = self._k()
         old = ~self.untrained.cpu().numpy()
         idx, sim = content_neighbours(query, observed, table, obs, k + int(exclude_self), candidates=old)
         if exclude_self:
             idx, sim = idx[:, 1:], sim[:, 1:]
         return idx, neighbour_weights(sim)
+
+    def _k(self) -> int:
+        """Neighbour count of the kNN representations (``knn_auto``: the chosen one)."""
+        return int(self.cold_choice[1]) if self.cold_repr == "knn_auto" else int(self.config["cold_k"])
+
+    def _neighbour_key(self, rows: torch.Tensor) -> tuple:
+        """What the cold items' neighbours depend on: the query rows, ``k``, which items are old,
+        the observed flags and the feature rows (digests of their contents)."""
+        import hashlib
+
+        def h(a) -> str:
+            return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).hexdigest()
+
+        feats = tuple((m, h(x.detach().cpu().numpy())) for m, x in self.raw.items())
+        return (h(rows.cpu().numpy()), self._k(), h(self.untrained.cpu().numpy()), h(self._observed), feats)
 
     def _transfer(self, zi: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         w = w.to(zi.device, zi.dtype)
@@ -163,16 +195,20 @@ class DGMRecCold(DGMRec):
     def _source(self, out: dict[str, Any]) -> torch.Tensor:
         """``(N, d)`` rows the kNN representations mix: the ID representations ``e_j`` after the
         user-item propagation (``knn``), or the fused ``z_j`` (``knn_fused``)."""
+        if self.cold_repr == "knn_auto":
+            return out[SOURCES[int(self.cold_choice[0])]]
         return out["ie"] if self.cold_repr == "knn" else out["zi"]
 
     def _content_rows(self, out: dict[str, Any], rows: torch.Tensor) -> torch.Tensor:
         """``(len(rows), d)`` content representations of catalogue items ``rows`` (cold items)."""
         if self.cold_repr == "head":
             return self._head(out["g"], out["s"], rows)
-        if self._neighbours is None or self._neighbours[0].shape[0] != len(rows):
+        key = self._neighbour_key(rows)
+        if self._neighbours is None or self._neighbours_key != key:
             r = rows.cpu().numpy()
             table, obs = self._table()
             self._neighbours = self._knn({m: x[r] for m, x in table.items()}, obs[r])
+            self._neighbours_key = key
         return self._transfer(self._source(out), *self._neighbours)
 
     def _reference_rows(self, out: dict[str, Any], c: torch.Tensor) -> torch.Tensor:
@@ -250,8 +286,18 @@ class DGMRecCold(DGMRec):
     @torch.no_grad()
     def calibrate(self, dataset: RecDataset, batch_size: int = 2048) -> dict[str, Any]:
         """Set the shift ``t`` of cold items' scores from the validation split
-        (:func:`graphrec.models.cold_offset.choose_shift`, reference = plain DGMRec's scores)."""
+        (:func:`graphrec.models.cold_offset.choose_shift`, reference = plain DGMRec's scores).
+
+        With ``cold_repr: knn_auto`` also the source and neighbour count (``cold_choice``): every
+        candidate gets its own shift, and the one whose validation Recall@20 on the cold items is
+        highest wins (ties: the earlier candidate, the default ``(e, cold_k)`` first). Returns
+        ``{"t", "reference", "table"}`` (:func:`~graphrec.models.cold_offset.choose_shift`), with
+        ``knn_auto`` also ``"choice": (source, k)`` and ``"candidates": [{"source", "k", "t",
+        "cold_recall", "old_recall"}, ...]``.
+        """
         from graphrec.eval.evaluator import Evaluator
+        from graphrec.models.base import Scorer
+        from graphrec.models.cold_offset import affine_rows
 
         was = self.training
         self.eval()
@@ -259,10 +305,31 @@ class DGMRecCold(DGMRec):
         if not bool(self.cold_items.any()):
             self.train(was)
             return {"t": float(self.cold_offset), "table": [], "reference": None}
-        zu, zi, c, a, b, s = self._scoring()
         old = (~self.untrained).cpu().numpy()
-        ev = Evaluator(dataset, topk=[20], batch_size=batch_size, groups={"old": old})
-        info = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, float(self.config["cold_tolerance"]))
+        cold = self.cold_items.cpu().numpy()
+        ev = Evaluator(dataset, topk=[20], batch_size=batch_size, groups={"old": old, "cold": cold})
+        tol = float(self.config["cold_tolerance"])
+        if self.cold_repr != "knn_auto":
+            zu, zi, c, a, b, s = self._scoring()
+            info = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, tol)
+        else:
+            ks = [int(self.config["cold_k"])] + [k for k in AUTO_K if k != int(self.config["cold_k"])]
+            best, cands = None, []
+            for src in range(len(SOURCES)):
+                for k in ks:
+                    self.cold_choice.copy_(torch.tensor([src, k]))
+                    zu, zi, c, a, b, s = self._scoring()
+                    got = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, tol)
+                    res = ev.evaluate(Scorer(*affine_rows(zu, zi, self.cold_items, c, a, b, s, got["t"])), "valid")
+                    rec = {"source": SOURCES[src], "k": k, "t": got["t"],
+                           "cold_recall": float(res.groups.get("cold", {}).get("recall@20", 0.0)),
+                           "old_recall": float(res.groups["old"]["recall@20"])}
+                    cands.append(rec)
+                    if best is None or rec["cold_recall"] > best[0]["cold_recall"]:
+                        best = (rec, src, got)
+            rec, src, info = best
+            self.cold_choice.copy_(torch.tensor([src, rec["k"]]))
+            info = {**info, "choice": (rec["source"], rec["k"]), "candidates": cands}
         self.cold_offset.fill_(info["t"])
         self.train(was)
         return info
