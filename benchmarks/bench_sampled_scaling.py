@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Seconds per LightGCN training epoch, full vs sampled propagation, from 10^5 to 10^7 interactions.
+"""Seconds per LightGCN (or DGMRec) training epoch, full vs sampled propagation, from 10^5 to 10^7 interactions.
 
 Usage::
 
     python benchmarks/bench_sampled_scaling.py                               # 10^5, 10^6, 10^7 synthetic interactions
+    python benchmarks/bench_sampled_scaling.py --model dgmrec --sizes 100000 1000000 --modes full sampled
+    python benchmarks/bench_sampled_scaling.py --model dgmrec --sizes --data-dir /tmp/data/tiktok --modes full sampled \
+        --fanouts 10 10 --set missing_ratio=0.6 --set dataset=tiktok --preset configs/dgmrec/tiktok.yaml
     python benchmarks/bench_sampled_scaling.py --sizes 100000 --data-dir data/ml1m --json bench-out/s.json
     python benchmarks/bench_sampled_scaling.py --merge bench-out/a.json bench-out/b.json --json all.json --plot docs/img/x.png
 
@@ -16,7 +19,15 @@ items), without features (LightGCN uses none). Modes:
 * ``sampled``: ``propagation: sampled`` with ``--fanouts`` (dense Adam: a step still costs
   ``O((users + items) x d)``);
 * ``sampled_sparse``: ``sampled`` plus ``sparse_embeddings: true`` (SparseAdam: a step costs
-  ``O(rows of the batch x d)``).
+  ``O(rows of the batch x d)``; LightGCN only).
+
+``--model dgmrec``: DGMRec (``n_ui_layers`` = the number of ``--fanouts``) on the embedded synthetic
+set *with* its two modalities (image 128-d, text 96-d) and the even missing-modality mask (what
+``graphrec datasets synth`` writes), or on ``--data-dir`` with ``--set`` / ``--preset`` (e.g. TikTok).
+The item kNN graphs are built before timing (``knn_method: auto``: approximate from 30,000 items).
+The per-epoch hooks (CLUB steps, generation of missing features; refinement comes every
+``refine_every`` epochs, not in the first) are timed apart as ``hooks_s`` and are not in ``epoch_s``:
+they are the same in both modes (one full forward per epoch).
 
 The loop is the trainer's (:meth:`graphrec.train.trainer.Trainer.train_epoch` without the
 progress bar): BPR batches of ``--batch-size`` with fresh negatives, forward, backward, optimiser
@@ -48,8 +59,28 @@ MODES = {
 }
 
 
+def _dgmrec_config(args: argparse.Namespace) -> dict[str, Any]:
+    from graphrec.config import parse_set, resolve_config
+    from graphrec.registry import MODELS
+
+    over: dict[str, Any] = {"device": "cpu", "threads": args.threads, **parse_set(args.set)}
+    if args.data_dir:
+        over["data_dir"] = args.data_dir
+    else:
+        over.update(synth_users=max(10, args.size // args.per_user), synth_items=max(20, int(args.size * args.items_per_interaction)),
+                    synth_interactions=args.per_user)  # fmt: skip
+    over.update({"train_batch_size": args.batch_size, "n_ui_layers": len(args.fanouts), "fanouts": args.fanouts, **MODES[args.mode]})
+    return resolve_config("dgmrec", MODELS.get("dgmrec").default_config, files=args.preset, overrides=over)
+
+
 def _dataset(args: argparse.Namespace):
     import numpy as np
+
+    if args.model == "dgmrec":
+        from graphrec.data.dataset import load_dataset
+
+        ds = load_dataset(_dgmrec_config(args))
+        return ds, Path(args.data_dir).name if args.data_dir else f"synthetic {args.size:.0e}"
 
     from graphrec.data.dataset import build_dataset
     from graphrec.data.masks import MissingModalities
@@ -88,11 +119,21 @@ def child(args: argparse.Namespace) -> None:
                             "fanouts": args.fanouts, **MODES[args.mode]}  # fmt: skip
     if args.data_dir:
         over["data_dir"] = args.data_dir
-    cfg = resolve_config("lightgcn", MODELS.get("lightgcn").default_config, overrides=over)
+    if args.model == "dgmrec":
+        cfg = _dgmrec_config(args)
+    else:
+        cfg = resolve_config("lightgcn", MODELS.get("lightgcn").default_config, overrides=over)
     t = time.perf_counter()
-    model = MODELS.get("lightgcn")(ds, cfg)
+    model = MODELS.get(args.model)(ds, cfg)
     trainer = Trainer(model, ds, cfg, progress=False)
     build_s = time.perf_counter() - t
+    hooks_s = None
+    if args.model == "dgmrec":  # CLUB optimiser; the first epoch's hooks (CLUB steps, generation), timed apart
+        model.on_train_start(trainer)
+        model.train()
+        t = time.perf_counter()
+        model.on_epoch_start(trainer, 0)
+        hooks_s = round(time.perf_counter() - t, 3)
     n_batches = trainer.sampler.n_batches(args.batch_size)
     opt = trainer.optimizer
     model.train()
@@ -126,7 +167,7 @@ def child(args: argparse.Namespace) -> None:
         model.representations()
     prop_s = time.perf_counter() - t
     print(json.dumps({
-        "dataset": name, "mode": args.mode, "interactions": int(len(ds.train)), "users": ds.n_users, "items": ds.n_items,
+        "model": args.model, "dataset": name, "mode": args.mode, "hooks_s": hooks_s, "interactions": int(len(ds.train)), "users": ds.n_users, "items": ds.n_items,
         "batch_size": args.batch_size, "fanouts": args.fanouts, "batches_per_epoch": n_batches, "batches_timed": len(times),
         "partial": partial, "s_per_batch": round(per_batch, 5), "epoch_s": round(epoch_s, 3), "epoch_setup_s": round(epoch_setup_s, 3),
         "setup_s": round(setup_s, 3), "load_s": round(load_s, 2), "build_s": round(build_s, 2), "full_propagation_s": round(prop_s, 3),
@@ -157,7 +198,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> bool:
     ax.set_yscale("log")
     ax.set_xlabel("training interactions (items = interactions / 10)")
     ax.set_ylabel("seconds per epoch (1 CPU thread)")
-    ax.set_title("LightGCN epoch time: full vs sampled propagation")
+    model = records[0].get("model", "lightgcn") if records else "lightgcn"
+    ax.set_title(f"{'DGMRec' if model == 'dgmrec' else 'LightGCN'} epoch time: full vs sampled propagation")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -168,6 +210,9 @@ def plot(records: list[dict[str, Any]], path: Path) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["lightgcn", "dgmrec"], default="lightgcn")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable; dgmrec)")
+    ap.add_argument("--preset", action="append", default=[], metavar="PATH", help="YAML config file (repeatable; dgmrec)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000], help="synthetic interactions")
     ap.add_argument("--data-dir", action="append", default=[], help="also an MMRec folder (repeatable), e.g. data/ml1m")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
@@ -184,6 +229,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.model == "dgmrec" and "sampled_sparse" in args.modes:
+        args.modes = [m for m in args.modes if m != "sampled_sparse"]  # sparse_embeddings is LightGCN's
     if args.child:
         args.data_dir = args.data_dir[0] if args.data_dir else None
         child(args)
@@ -194,7 +241,8 @@ def main() -> None:
     console = Console(stderr=True)
     common = ["--fanouts", *map(str, args.fanouts), "--batch-size", str(args.batch_size), "--per-user", str(args.per_user),
               "--items-per-interaction", str(args.items_per_interaction), "--time-limit", str(args.time_limit),
-              "--threads", str(args.threads)]  # fmt: skip
+              "--threads", str(args.threads), "--model", args.model]  # fmt: skip
+    common += [a for kv in args.set for a in ("--set", kv)] + [a for f in args.preset for a in ("--preset", f)]
     jobs = [(["--size", str(s)], f"{s:,} interactions") for s in args.sizes] + [(["--data-dir", d], d) for d in args.data_dir]
     records: list[dict[str, Any]] = []
     if args.merge:  # one locked command per size (keeps each under the machine's time slot), merged here
@@ -208,7 +256,7 @@ def main() -> None:
             records.append({"label": label, "mode": mode, **rec})
             if "error" not in rec:
                 console.print(f"{label} {mode}: {rec['epoch_s']:.1f} s/epoch{' (extrapolated)' if rec['partial'] else ''}")
-    table = Table(title=f"LightGCN seconds per epoch, batch {args.batch_size}, fan-outs {args.fanouts}, {args.threads} thread(s)")
+    table = Table(title=f"{args.model} seconds per epoch, batch {args.batch_size}, fan-outs {args.fanouts}, {args.threads} thread(s)")
     for col in ("dataset", "users", "items", "interactions", "mode", "s/epoch", "s/batch", "batches timed", "full prop. s", "peak RSS MiB"):
         table.add_column(col, justify="right")
     for r in records:

@@ -28,6 +28,18 @@ def test_bench_sampled_scaling_records(tmp_path):
     assert len(json.loads(merged.read_text())["records"]) == 4
 
 
+def test_bench_sampled_scaling_dgmrec(tmp_path):
+    js = tmp_path / "d.json"
+    _run("benchmarks/bench_sampled_scaling.py", "--model", "dgmrec", "--sizes", "2000", "--modes", "full", "sampled", "sampled_sparse",
+         "--fanouts", "3", "3", "--per-user", "10", "--batch-size", "256", "--set", "embedding_size=16", "--set", "aggregation_fanout=4",
+         "--time-limit", "100", "--json", str(js))  # fmt: skip
+    recs = json.loads(js.read_text())["records"]
+    assert [r["mode"] for r in recs] == ["full", "sampled"]  # sparse_embeddings is LightGCN's: dropped
+    for r in recs:
+        assert r["model"] == "dgmrec" and r["hooks_s"] > 0 and r["s_per_batch"] > 0 and r["fanouts"] == [3, 3]
+        assert r["users"] == 200 and r["items"] == 200
+
+
 def test_bench_million_stages(tmp_path):
     d = tmp_path / "d"
     assert invoke("datasets", "synth", "--out", d, "--users", "60", "--items", "200", "--no-mask").exit_code == 0

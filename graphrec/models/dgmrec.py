@@ -51,7 +51,9 @@ from graphrec.graph.heterograph import build_heterograph
 from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
+from graphrec.graph.sampling import check_propagation
 from graphrec.models.base import RecModel
+from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
 
 
@@ -122,6 +124,17 @@ class DGMRec(RecModel):
         "refine_rows": "auto",
         "refine_exact": False,
         "refine_sources": "all",
+        # training propagation (docs/scaling.md): 'full' propagates the whole graph every batch; 'sampled'
+        # computes the batch's rows from sampled neighbourhoods (graphrec.models.dgmrec_sampled) and
+        # restricts the whole-table loss terms (reconstruction, CLUB) to the batch's items
+        "propagation": "full",
+        # propagation=sampled: in-edges kept per user-item layer (null = 10 each, k, or one per n_ui_layers)
+        "fanouts": None,
+        # propagation=sampled: train items averaged per batch user (eq. 6) and train users per item of the
+        # preference gate (eq. 3); -1 = all
+        "aggregation_fanout": 10,
+        # propagation=sampled: messages into a node x (full degree / kept edges), an unbiased estimate
+        "sampled_rescale": True,
     }
 
     # ------------------------------------------------------------------ construction
@@ -135,6 +148,7 @@ class DGMRec(RecModel):
         ):
             if config.get(key) not in choices:
                 raise GraphrecError(f"'{key}' must be one of {', '.join(choices)}, got {config.get(key)!r}")
+        self.propagation_mode = check_propagation(config.get("propagation", "full"), "dgmrec")
         super().__init__(dataset, config)
         d = self.embedding_size
         mods = self.modalities
@@ -162,6 +176,10 @@ class DGMRec(RecModel):
         observed = torch.from_numpy(np.stack([~miss.missing[m] for m in mods], axis=1))
         self.register_buffer("observed", observed, persistent=False)  # (N, M) bool
         self.register_buffer("new_item_mask", torch.from_numpy(dataset.new_items.copy()), persistent=False)
+        self.batch_sampler: DGMRecSampler | None = None
+        if self.propagation_mode == "sampled":
+            fanouts, agg = check_sampled_config(self, config)
+            self.batch_sampler = DGMRecSampler(self, fanouts, agg, bool(config.get("sampled_rescale", True)))
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """Build the training (and inference) item graphs of spec 4.3 and the heterograph."""
@@ -282,7 +300,6 @@ class DGMRec(RecModel):
         reference), on logit matrices several times smaller.
         """
         cfg = self.config
-        f = self.propagate(self.graph, fuse=False)
         u, p, n = batch.users, batch.pos, batch.neg
         B = u.shape[0]
         mods = self.modalities
@@ -290,39 +307,69 @@ class DGMRec(RecModel):
         uu, inv_u, cnt_u = torch.unique(u, return_inverse=True, return_counts=True)
         pp, inv_p, cnt_p = torch.unique(p, return_inverse=True, return_counts=True)
         U_, P_ = (inv_u, cnt_u), (inv_p, cnt_p)  # (batch row -> distinct row, multiplicity)
+        items = torch.unique(torch.cat([p, n]))
 
         def nce(a, b, t, a_rows, b_rows):
             return infonce_rows(a, b, t, a_rows[0], b_rows[0], a_rows[1], b_rows[1])
 
-        # distinct batch users / positives: index each full table once
-        ue_U, ie_P = f["ue"][uu], f["ie"][pp]
-        GU_U = {m: f["GU"][m][uu] for m in mods}
-        SU_U = {m: f["SU"][m][uu] for m in mods}
-        G_P = {m: f["G"][m][pp] for m in mods}
-        S_P = {m: f["S"][m][pp] for m in mods}
+        if self.batch_sampler is not None:
+            # sampled: the batch's rows only; item tables are indexed through their sorted id lists T, X
+            f = self.batch_sampler.forward(uu, pp, n, items)
+            ue_U, ie_P, ie_N, GU_U, SU_U = f["ue_U"], f["ie_P"], f["ie_N"], f["GU"], f["SU"]
+            dev = ie_N.device
+
+            def at_T(ids):
+                return torch.searchsorted(f["T"], ids.cpu()).to(dev)
+
+            def at_X(ids):
+                return torch.searchsorted(f["X"], ids.cpu()).to(dev)
+
+            rows_P, rows_N = at_T(pp), at_T(n)
+            G_P = {m: f["G"][m][rows_P] for m in mods}
+            S_P = {m: f["S"][m][rows_P] for m in mods}
+            G_N = {m: f["G"][m][rows_N] for m in mods}
+            S_N = {m: f["S"][m][rows_N] for m in mods}
+            recon_target = {m: self.raw[m][f["T"].to(dev)] for m in mods}
+            ie_N_reg, zero = ie_N, ie_N.sum() * 0.0
+        else:
+            f = self.propagate(self.graph, fuse=False)
+            at_T = at_X = None  # full tables: item ids are rows
+            # distinct batch users / positives: index each full table once
+            ue_U, ie_P, ie_N = f["ue"][uu], f["ie"][pp], f["ie"][n]
+            GU_U = {m: f["GU"][m][uu] for m in mods}
+            SU_U = {m: f["SU"][m][uu] for m in mods}
+            G_P = {m: f["G"][m][pp] for m in mods}
+            S_P = {m: f["S"][m][pp] for m in mods}
+            G_N = {m: f["G"][m][n] for m in mods}
+            S_N = {m: f["S"][m][n] for m in mods}
+            recon_target = {m: self.raw[m] for m in mods}
+            ie_N_reg, zero = f["ie"][n], f["ue"].sum() * 0.0  # separate gathers: gradients bit-identical to earlier releases
         zu_u = self.fusion(ue_U, GU_U, SU_U)[inv_u]
         zi_p = self.fusion(ie_P, G_P, S_P)[inv_p]
-        zi_n = self.fusion(f["ie"][n], {m: f["G"][m][n] for m in mods}, {m: f["S"][m][n] for m in mods})
+        zi_n = self.fusion(ie_N, G_N, S_N)
         losses["bpr"] = bpr_loss((zu_u * zi_p).sum(1), (zu_u * zi_n).sum(1))
-        reg = float(cfg["id_reg"]) * (_fro(ue_U[inv_u]) + _fro(ie_P[inv_p]) + _fro(f["ie"][n])) / B
+        reg = float(cfg["id_reg"]) * (_fro(ue_U[inv_u]) + _fro(ie_P[inv_p]) + _fro(ie_N_reg)) / B
         reg = reg + float(cfg["reg"]) * sum(_fro((G_P[m] + S_P[m])[inv_p]) for m in mods) / B
         losses["reg"] = reg
-        items = torch.unique(torch.cat([p, n]))
         obs = self.observed[items]  # (|I_B|, M)
         all_obs = items[obs.all(dim=1)]
         sum_GU_U = sum(GU_U[m] for m in mods)
         sum_G_P = sum(G_P[m] for m in mods)
 
+        def rows(ids, at):
+            return ids if at is None else at(ids)
+
         w = float(cfg["interModal"])
         if w > 0 and len(mods) > 1:
             pairs = [(0, 1)] if len(mods) == 2 else [(i, (i + 1) % len(mods)) for i in range(len(mods))]
             t = float(cfg["interModalTemp"])
-            item_term = sum(infonce(f["g"][mods[a]][all_obs], f["g"][mods[b]][all_obs], t) for a, b in pairs)
+            obs_X = rows(all_obs, at_X)
+            item_term = sum(infonce(f["g"][mods[a]][obs_X], f["g"][mods[b]][obs_X], t) for a, b in pairs)
             user_term = nce(GU_U[mods[0]], GU_U[mods[1]], t, U_, U_)
             losses["inter"] = w * (item_term + user_term)
         w = float(cfg["sampler"])
         if w > 0 and len(self.club):
-            losses["club"] = w * sum(self.club[m](f["S"][m], f["G"][m]) for m in mods)
+            losses["club"] = w * sum(self.club[m](f["S"][m], f["G"][m]) for m in mods)  # sampled: the rows of T
         w = float(cfg["intraModal"])
         if w > 0:
             ti, tg = float(cfg["intraModalTemp"]), float(cfg["interModalTemp"])
@@ -335,30 +382,33 @@ class DGMRec(RecModel):
             losses["align_bm"] = w * (nce(ie_P, sum_G_P, tb, P_, P_) + nce(ue_U, sum_GU_U, tb, U_, U_))
         w = float(cfg["additive"])
         if w > 0 and cfg["generation"] and self.observed is not None and (~self.observed).any():
-            losses["gen"] = w * self._generation_loss(f, items, obs, all_obs)
+            losses["gen"] = w * self._generation_loss(f, items, obs, all_obs, zero, lambda ids: rows(ids, at_T), lambda ids: rows(ids, at_X))
         w = float(cfg["recon"])
         if w > 0:
             noise = float(cfg["noise"])
             rec = None
             for m in mods:
                 x_hat = self.decoders[m](f["G"][m].detach(), f["S"][m].detach(), noise)
-                term = F.mse_loss(x_hat, self.raw[m])
+                term = F.mse_loss(x_hat, recon_target[m])
                 rec = term if rec is None else rec + term
             losses["recon"] = w * rec
         losses["loss"] = sum(v for v in losses.values())
         return losses
 
-    def _generation_loss(self, f, items, obs, all_obs) -> torch.Tensor:
-        """Spec 4.4(g): generators fitted on in-batch items that observe the modality."""
+    def _generation_loss(self, f, items, obs, all_obs, zero, at_T, at_X) -> torch.Tensor:
+        """Spec 4.4(g): generators fitted on in-batch items that observe the modality.
+
+        ``at_T`` / ``at_X`` map item ids to rows of ``f``'s ``G`` / ``s``, ``rho`` tables (identity in full mode)."""
         noise = float(self.config["noise"])
-        total = f["ue"].sum() * 0.0
+        total = zero
+        obs_T = at_T(all_obs)
         for j, m in enumerate(self.modalities):
-            idx = items[obs[:, j]]
+            idx = at_X(items[obs[:, j]])
             if len(idx):
                 total = total + F.mse_loss(f["s"][m][idx], self.specific_generators[m](perturb(f["rho"][m][idx], noise)))
             if len(self.modalities) > 1 and len(all_obs):
-                src = torch.cat([f["G"][o][all_obs] for o in self._others(m)], dim=1)
-                total = total + F.mse_loss(f["G"][m][all_obs], self.general_generators[m](perturb(src, noise)))
+                src = torch.cat([f["G"][o][obs_T] for o in self._others(m)], dim=1)
+                total = total + F.mse_loss(f["G"][m][obs_T], self.general_generators[m](perturb(src, noise)))
         return total
 
     # ------------------------------------------------------------------ hooks (spec 4.8, 4.9)

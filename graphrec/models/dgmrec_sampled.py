@@ -1,0 +1,150 @@
+"""DGMRec's sampled batch forward (``propagation: sampled``; docs/scaling.md, docs/models/dgmrec.md).
+
+Full propagation (:meth:`DGMRec.propagate`) computes every user and item at every batch. The
+sampled forward computes only what one batch's loss reads, from neighbourhoods drawn with the
+samplers of :mod:`graphrec.graph.sampling`:
+
+* **user-item branch** (LightGCN, ``n_ui_layers``): the batch's distinct users, positives and
+  negatives on sampled blocks with ``fanouts`` (as ``lightgcn``'s sampled mode);
+* **user aggregation** (eq. 6): each batch user's mean over at most ``aggregation_fanout`` of its
+  train items (rescaled: the mean of the sampled items). ``T`` = the batch's items and these items;
+* **item-item branch** (eq. 5, ``n_mm_layers`` hops of ``Ã_m``): ``G_m``, ``S_m`` of ``T`` from all
+  their ``knn_<m>`` / ``refine_<m>`` in-neighbours per hop (``knn_k`` each, at most ``2 knn_k`` for
+  refined rows: no sampling). ``X`` = the items these hops read;
+* **preference gate** (eq. 2-3): ``ρ_i`` of ``X`` as the mean of ``π_u`` over at most
+  ``aggregation_fanout`` of item ``i``'s train users; the encoders run on the rows of ``X`` only.
+
+A batch therefore costs ``O(B x aggregation_fanout x (knn_k + 1)^n_mm_layers x aggregation_fanout)``
+plus the user-item blocks, whatever the size of the graph. With ``fanouts`` and
+``aggregation_fanout`` at least the maximum degree, every row equals full propagation's
+(``tests/test_dgmrec_sampled.py``).
+
+Randomness: DGL's sampler is re-seeded per batch from torch's generator, so sampled runs are
+reproducible from the seed and ``fit --resume`` continues them exactly (torch's RNG state is in
+``resume.pt``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dgl
+import torch
+
+from graphrec.blocks.item_graph import ItemGraphConv
+from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv
+from graphrec.errors import GraphrecError
+from graphrec.graph.heterograph import knn_relation, refine_relation
+from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, resolve_fanouts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from graphrec.models.dgmrec import DGMRec
+
+
+def last_layer(blocks: SampledBlocks, h: torch.Tensor) -> torch.Tensor:
+    """Sum-propagate ``(n_in, d)`` rows of ``blocks.input_nodes`` through every block; ``(n_seeds, d)``:
+    the last layer only (no layer mean), ``h'[v] = Σ_(u->v) w_uv h[u]``."""
+    for src, dst, w, n_dst in blocks.layers:
+        msg = h.index_select(0, src) * w.unsqueeze(1)
+        h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
+    return h[: blocks.n_seeds]
+
+
+def check_sampled_config(model: "DGMRec", config: dict[str, Any]) -> tuple[list[int], int]:
+    """``(fanouts, aggregation_fanout)`` of a sampled DGMRec; one-line :class:`GraphrecError` for a bad combination."""
+    name = model.name
+    fanouts = resolve_fanouts(config.get("fanouts"), int(config["n_ui_layers"]), name)
+    agg = config.get("aggregation_fanout")
+    if isinstance(agg, bool) or not isinstance(agg, int) or agg == 0 or agg < -1:
+        raise GraphrecError(f"{name}: 'aggregation_fanout' must be a positive integer (or -1 = all), got {agg!r}")
+    if type(model.lightgcn.conv) not in (LightGCNConv, LightGCNMeanConv):
+        raise GraphrecError(
+            f"{name}: propagation=sampled needs a weight-free LightGCN layer as ui_block "
+            f"(lightgcn_conv or lightgcn_mean_conv), got {config['ui_block']!r}"
+        )
+    if type(model.item_propagation.conv) is not ItemGraphConv:
+        raise GraphrecError(f"{name}: propagation=sampled needs item_graph_block=item_graph_conv, got {config['item_graph_block']!r}")
+    return fanouts, int(agg)
+
+
+class DGMRecSampler:
+    """The samplers of a sampled DGMRec (built on first use from ``model.graph``, on the CPU) and its batch forward.
+
+    The item-item samplers are rebuilt when the model's training graph changes (refinement).
+    """
+
+    def __init__(self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool) -> None:
+        self.model = model
+        self.fanouts = fanouts
+        self.aggregation_fanout = aggregation_fanout
+        self.rescale = rescale
+        self._ui: UserItemSampler | None = None
+        self._mean: UserItemSampler | None = None
+        self._items: dict[str, NeighbourSampler] = {}
+        self._items_graph: dgl.DGLGraph | None = None
+
+    def _samplers(self) -> tuple[UserItemSampler, UserItemSampler, dict[str, NeighbourSampler]]:
+        m = self.model
+        g = m.graph
+        if self._ui is None:  # the user-item relations never change (refinement rebuilds only the item graphs)
+            self._ui = UserItemSampler(g, self.fanouts, m.lightgcn.conv.weight, self.rescale)
+            self._mean = UserItemSampler(g, [self.aggregation_fanout], "w_mean", self.rescale)
+        if self._items_graph is not g:
+            self._items = {}
+            n_items = g.num_nodes("item")
+            hops = [-1] * int(m.item_propagation.n_layers)
+            for mod in m.modalities:
+                parts = [
+                    (*g.edges(etype=rel), g.edges[rel].data["w"])
+                    for rel in (knn_relation(mod), refine_relation(mod))
+                    if rel in g.canonical_etypes
+                ]
+                src, dst, w = (torch.cat([p[k] for p in parts]) for k in range(3))
+                self._items[mod] = NeighbourSampler(src, dst, w, n_items, hops, rescale=False)
+            self._items_graph = g
+        return self._ui, self._mean, self._items
+
+    def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, items: torch.Tensor) -> dict[str, Any]:
+        """The batch's rows of every quantity the loss reads.
+
+        Args: ``users`` ``(U_B,)`` distinct batch users, ``pos`` ``(P_B,)`` distinct positives,
+        ``neg`` ``(B,)`` negatives, ``items`` the distinct items of ``pos`` and ``neg`` (any device).
+
+        Returns ``ue_U (U_B, d)``, ``ie_P (P_B, d)``, ``ie_N (B, d)``; ``GU``/``SU`` ``{m: (U_B, d)}``;
+        ``T`` ``(|T|,)`` sorted CPU item ids with ``G``/``S`` ``{m: (|T|, d)}``; ``X`` ``(|X|,)`` sorted
+        CPU item ids (``X ⊇ T ⊇ items``) with ``g``/``s``/``rho`` ``{m: (|X|, d)}``.
+        """
+        m = self.model
+        dgl.seed(int(torch.randint(0, 2**31 - 1, (1,))))  # DGL's sampler follows torch's (checkpointed) RNG
+        ui, mean, item_samplers = self._samplers()
+        dev = m.item_emb.device
+        n_users = m.n_users
+        users, pos, neg, items = (t.cpu() for t in (users, pos, neg, items))
+        ue_U, ie_P, ie_N = ui.batch(m.user_emb, m.item_emb, users, pos, neg)
+        # the batch users' sampled train items (eq. 6): in-edges of a user come from items only
+        agg = mean.sampler.sample(users, dev)
+        user_items = agg.input_nodes[len(users) :] - n_users
+        T = torch.unique(torch.cat([items, user_items]))
+        blocks = {mod: item_samplers[mod].sample(T, dev) for mod in m.modalities}
+        X = torch.unique(torch.cat([b.input_nodes for b in blocks.values()]))
+        # preference gate of X's items: mean of π over sampled train users (eq. 2-3)
+        gate = mean.sampler.sample(X + n_users, dev)
+        gate_users = (gate.input_nodes[len(X) :]).to(dev)
+        Xd = X.to(dev)
+        feats = {mod: m.raw[mod].index_select(0, Xd) for mod in m.modalities}
+        g, s = m.general_encoder(feats), m.specific_encoder(feats)
+        u_rows = m.user_emb.index_select(0, gate_users)
+        zeros_x = torch.zeros((len(X), m.embedding_size), dtype=u_rows.dtype, device=dev)
+        rho = {mod: last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows))])) for mod, f in m.preference.maps.items()}
+        G: dict[str, torch.Tensor] = {}
+        S: dict[str, torch.Tensor] = {}
+        for mod, b in blocks.items():
+            rows = torch.searchsorted(X, b.input_nodes).to(dev)
+            G[mod] = last_layer(b, (rho[mod] * g[mod]).index_select(0, rows))
+            S[mod] = last_layer(b, (rho[mod] * s[mod]).index_select(0, rows))
+        # user modality features: mean of G, S over the sampled items (users' own rows carry no message)
+        item_rows = torch.searchsorted(T, user_items).to(dev)
+        zeros_u = torch.zeros((len(users), m.embedding_size), dtype=u_rows.dtype, device=dev)
+        GU = {mod: last_layer(agg, torch.cat([zeros_u, G[mod].index_select(0, item_rows)])) for mod in m.modalities}
+        SU = {mod: last_layer(agg, torch.cat([zeros_u, S[mod].index_select(0, item_rows)])) for mod in m.modalities}
+        return {"ue_U": ue_U, "ie_P": ie_P, "ie_N": ie_N, "GU": GU, "SU": SU, "T": T, "G": G, "S": S, "X": X, "g": g, "s": s, "rho": rho}

@@ -1,0 +1,216 @@
+"""DGMRec with propagation: sampled: exact rows with full fan-outs (before and after refinement),
+gradients, the batch-restricted whole-table terms, exact resumption, config errors and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_user_error, invoke, small_config
+
+from graphrec.data.dataset import load_dataset
+from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
+from graphrec.models.build import build_model
+from graphrec.registry import import_plugin
+from graphrec.train.resume import RunCheckpointer, read_resume, restore_trainer
+from graphrec.train.run_folder import RunFolder
+from graphrec.train.seed import set_seed
+from graphrec.train.trainer import Callback, Trainer
+
+SMALL = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "embedding_size=16"]
+
+
+def _model(mode: str, seed: int = 0, **over):
+    cfg = small_config("dgmrec", propagation=mode, synth_users=60, synth_items=80, embedding_size=16, **over)
+    ds = load_dataset(cfg)
+    set_seed(seed)
+    return build_model(ds, cfg)
+
+
+def _batch(model, b: int = 48, seed: int = 1) -> BPRBatch:
+    rng = np.random.default_rng(seed)
+    tr = model.graph.edges(etype="ui")
+    rows = rng.choice(len(tr[0]), b, replace=False)
+    return BPRBatch(tr[0][rows].long(), tr[1][rows].long(), torch.from_numpy(rng.integers(0, model.n_items, b)))
+
+
+def _max_degree(model) -> int:
+    g = model.graph
+    return int(max(g.in_degrees(etype="ui").max(), g.in_degrees(etype="iu").max()))
+
+
+def _pair(**over):
+    full = _model("full", **over)
+    k = _max_degree(full)
+    sampled = _model("sampled", fanouts=[k, -1, k + 3], aggregation_fanout=k, **over)
+    assert torch.equal(full.item_emb, sampled.item_emb) and torch.equal(full.raw["image"], sampled.raw["image"])
+    return full, sampled
+
+
+@pytest.mark.parametrize("refined", [False, True])
+def test_full_fanouts_give_full_propagation_rows(refined):
+    full, sampled = _pair()
+    assert full.has_missing()
+    if refined:  # refine_<m> edges (rows of items missing a modality) and the item samplers' rebuild
+        for m in (full, sampled):
+            m.refine(inference=False)
+        assert any(r.any() for r in sampled.refined.values())
+    batch = _batch(full)
+    uu, pp = batch.users.unique(), batch.pos.unique()
+    items = torch.cat([batch.pos, batch.neg]).unique()
+    s = sampled.batch_sampler.forward(uu, pp, batch.neg, items)
+    f = full.propagate(full.graph, fuse=False)
+    close = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s["ue_U"], f["ue"][uu], **close)
+    torch.testing.assert_close(s["ie_P"], f["ie"][pp], **close)
+    torch.testing.assert_close(s["ie_N"], f["ie"][batch.neg], **close)
+    assert set(items.tolist()) <= set(s["T"].tolist()) and set(s["T"].tolist()) <= set(s["X"].tolist())
+    for m in full.modalities:
+        torch.testing.assert_close(s["GU"][m], f["GU"][m][uu], **close)
+        torch.testing.assert_close(s["SU"][m], f["SU"][m][uu], **close)
+        torch.testing.assert_close(s["G"][m], f["G"][m][s["T"]], **close)
+        torch.testing.assert_close(s["S"][m], f["S"][m][s["T"]], **close)
+        torch.testing.assert_close(s["rho"][m], f["rho"][m][s["X"]], **close)
+        torch.testing.assert_close(s["g"][m], f["g"][m][s["X"]], **close)
+        assert float(f["G"][m][s["T"]].abs().max()) > 0
+
+
+def test_full_fanouts_same_loss_and_gradients_without_the_restricted_terms():
+    # CLUB and reconstruction are the terms sampled mode restricts to the batch; without them (and noise)
+    # the loss and every gradient equal full propagation's
+    full, sampled = _pair(sampler=0.0, recon=0.0, noise=0.0)
+    batch = _batch(full)
+    lf, ls = full.loss(batch), sampled.loss(batch)
+    assert set(lf) == set(ls) and "gen" in lf and "inter" in lf
+    for key in lf:
+        assert float(ls[key]) == pytest.approx(float(lf[key]), rel=1e-5, abs=1e-7), key
+    lf["loss"].backward()
+    ls["loss"].backward()
+    pf, ps = dict(full.named_parameters()), dict(sampled.named_parameters())
+    for name, p in pf.items():
+        if p.grad is None:
+            assert ps[name].grad is None or float(ps[name].grad.abs().max()) == 0, name
+            continue
+        torch.testing.assert_close(ps[name].grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+    assert float(pf["user_emb"].grad.abs().max()) > 0 and float(pf["preference.maps.image.weight"].grad.abs().max()) > 0
+
+
+def test_restricted_terms_cover_the_batch_neighbourhood_only():
+    # reconstruction (and CLUB) in sampled mode: the items T of the batch and its users' sampled items
+    sampled = _model("sampled", noise=0.0, fanouts=2, aggregation_fanout=2)
+    batch = _batch(sampled, b=6)
+    items = torch.cat([batch.pos, batch.neg]).unique()
+    torch.manual_seed(7)
+    s = sampled.batch_sampler.forward(batch.users.unique(), batch.pos.unique(), batch.neg, items)
+    T = s["T"]
+    assert set(items.tolist()) <= set(T.tolist()) and len(T) < sampled.n_items
+    want = 0.1 * sum(F.mse_loss(sampled.decoders[m](s["G"][m], s["S"][m], 0.0), sampled.raw[m][T]) for m in sampled.modalities)
+    torch.manual_seed(7)
+    got = sampled.loss(batch)["recon"]
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_small_fanouts_sample_and_gradients_flow():
+    model = _model("sampled", fanouts=2, aggregation_fanout=2)
+    batch = _batch(model, b=16)
+    losses = model.loss(batch)
+    assert set(losses) >= {"bpr", "reg", "club", "recon", "align_ui", "align_bm", "inter"}
+    losses["loss"].backward()
+    for name in ("user_emb", "item_emb", "general_encoder.shared.weight", "specific_encoder.encoders.image.weight",
+                 "preference.maps.text.weight"):  # fmt: skip
+        p = dict(model.named_parameters()).get(name)
+        if p is not None:
+            assert p.grad is not None and float(p.grad.abs().max()) > 0, name
+    assert len(s_rows := model.batch_sampler.forward(batch.users.unique(), batch.pos.unique(), batch.neg,
+                                                     torch.cat([batch.pos, batch.neg]).unique())["T"]) < model.n_items, s_rows
+    touched = model.item_emb.grad.abs().sum(1) > 0
+    assert 0 < int(touched.sum()) < model.n_items
+    assert model.raw["image"].grad is not None and float(model.raw["image"].grad.abs().sum()) > 0
+    full_rows = model.propagate(model.graph, fuse=False)["ue"][batch.users.unique()]
+    s = model.batch_sampler.forward(batch.users.unique(), batch.pos.unique(), batch.neg, torch.cat([batch.pos, batch.neg]).unique())
+    assert not torch.allclose(s["ue_U"], full_rows)  # really sampled
+
+
+def test_sampled_batches_follow_the_torch_seed():
+    model = _model("sampled", fanouts=2, aggregation_fanout=2)
+    batch = _batch(model, b=16)
+    torch.manual_seed(5)
+    a = float(model.loss(batch)["bpr"])
+    torch.manual_seed(5)
+    assert float(model.loss(batch)["bpr"]) == a
+
+
+class _StopAfter(Callback):
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
+        if epoch + 1 == self.k:
+            raise KeyboardInterrupt
+
+
+def test_resume_in_sampled_mode_ends_like_an_uninterrupted_run(tmp_path):
+    over = dict(epochs=4, seed=3, synth_users=60, synth_items=80, embedding_size=16, refine_every=2, club_steps=2,
+                propagation="sampled", fanouts=3, aggregation_fanout=3)  # fmt: skip
+
+    def trainer():
+        cfg = small_config("dgmrec", **over)
+        ds = load_dataset(cfg)
+        return Trainer(build_model(ds, cfg), ds, cfg, progress=False), ds
+
+    t_full, _ = trainer()
+    full = t_full.fit()
+    t, ds = trainer()
+    run = RunFolder.create(tmp_path / "run", "dgmrec", ds.name, False)
+    t.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), _StopAfter(2)]
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    run.release()
+    t2, _ = trainer()
+    restore_trainer(t2, read_resume(tmp_path / "run"))
+    resumed = t2.fit()
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    assert resumed.test.metrics == full.test.metrics
+    s1, s2 = t_full.model.state_dict(), t2.model.state_dict()
+    assert all(torch.equal(s1[k], s2[k]) for k in s1 if torch.is_tensor(s1[k]))
+
+
+@pytest.mark.parametrize(
+    "over,fragment",
+    [({"propagation": "sampling"}, "'propagation' must be 'full' or 'sampled'"),
+     ({"propagation": "sampled", "fanouts": [5, 5]}, "has 2 entries for 3 layers"),
+     ({"propagation": "sampled", "aggregation_fanout": 0}, "'aggregation_fanout' must be a positive integer"),
+     ({"propagation": "sampled", "ui_block": "ngcf_conv"}, "needs a weight-free LightGCN layer"),
+     ({"propagation": "sampled", "item_graph_block": "attention_item_conv"}, "needs item_graph_block=item_graph_conv")],
+)  # fmt: skip
+def test_bad_combinations(over, fragment):
+    import_plugin("examples.attention_block")
+    mode = over.pop("propagation")
+    with pytest.raises(GraphrecError, match=fragment):
+        _model(mode, **over)
+
+
+@pytest.mark.parametrize(
+    "sets,fragment",
+    [(["propagation=sampling"], "'propagation' must be 'full' or 'sampled'"),
+     (["propagation=sampled", "aggregation_fanout=-2"], "'aggregation_fanout' must be a positive integer"),
+     (["propagation=sampled", "item_graph_block=attention_item_conv"], "needs item_graph_block=item_graph_conv")],
+)  # fmt: skip
+def test_cli_bad_combinations(tmp_path, sets, fragment):
+    args = [a for s in sets for a in ("--set", s)]
+    assert_user_error(invoke("--plugin", "examples.attention_block", "fit", "dgmrec", "--epochs", "1", "--out", tmp_path / "r", "--quiet", *SMALL, *args), fragment)
+
+
+def test_cli_sampled_fit_refines_and_evaluates(tmp_path):
+    r = invoke("fit", "dgmrec", "--epochs", "2", "--out", tmp_path / "r", "--quiet", *SMALL,
+               "--set", "propagation=sampled", "--set", "fanouts=[4,4,4]", "--set", "refine_every=1")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and 0.0 < metrics["test"]["metrics"]["recall@20"] <= 1.0
+    r = invoke("evaluate", tmp_path / "r", "--json")  # the checkpoint (refined graphs included) reloads
+    assert r.exit_code == 0, r.output
