@@ -55,6 +55,7 @@ from graphrec.graph.sampling import check_propagation
 from graphrec.models.base import RecModel
 from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
+from graphrec.train.interrupt import backward
 
 
 def _fro(x: torch.Tensor) -> torch.Tensor:
@@ -452,7 +453,7 @@ class DGMRec(RecModel):
                 g, s = self.general_encoder(feats), self.specific_encoder(feats)
             self.club_optimizer.zero_grad(set_to_none=True)
             loss = sum(self.club[m].learning_loss(s[m], g[m]) for m in self.club)
-            loss.backward()
+            backward(loss)
             self.club_optimizer.step()
 
     def generation_rows(self, m: str, new: bool) -> np.ndarray:

@@ -61,6 +61,7 @@ from graphrec.train.distributed import (
     loss_contribution,
     run_on_main,
 )
+from graphrec.train.interrupt import backward
 from graphrec.train.seed import (
     resolve_device,
     resolve_threads,
@@ -241,7 +242,7 @@ class Trainer:
             if self.dist.enabled:  # this rank's share of the global batch; gradients summed over ranks
                 losses = loss_contribution(self.model, batch, self.dist)
                 if losses["loss"].requires_grad:
-                    losses["loss"].backward()
+                    backward(losses["loss"])
                 value = allreduce_gradients(params, losses["loss"])
             else:
                 losses = self.model.loss(batch)
@@ -251,7 +252,7 @@ class Trainer:
                     f"training diverged: loss is {value} at epoch {self.epoch + 1}; lower learning_rate or check the features"
                 )
             if not self.dist.enabled:
-                losses["loss"].backward()
+                backward(losses["loss"])
             self.optimizer.step()
             for k, v in losses.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
