@@ -84,8 +84,24 @@ class SampledBlocks:
         return sum(len(src) for src, _, _, _ in self.layers)
 
 
+#: the neighbour samplers of config key ``sampler`` (:func:`check_sampler`)
+SAMPLERS = ("fast", "dgl")
+#: the default sampler, chosen by measurement (docs/scaling.md, "Sampled propagation")
+DEFAULT_SAMPLER = "fast"
+
+
+def check_sampler(value: Any, model: str) -> str:
+    """``'fast'`` (graphrec's vectorised sampler) or ``'dgl'`` (DGL's ``MultiLayerNeighborSampler``);
+    ``None`` -> :data:`DEFAULT_SAMPLER`; a one-line :class:`GraphrecError` for anything else."""
+    if value is None:
+        return DEFAULT_SAMPLER
+    if value not in SAMPLERS:
+        raise GraphrecError(f"{model}: 'sampler' must be 'fast' or 'dgl', got {value!r}")
+    return str(value)
+
+
 class NeighbourSampler:
-    """Samples blocks of a weighted homogeneous graph (CPU) for a batch of seed nodes.
+    """Samples blocks of a weighted homogeneous graph for a batch of seed nodes.
 
     Args:
         src, dst: ``(E,)`` int64 edges ``src -> dst`` (messages flow to ``dst``).
@@ -93,20 +109,65 @@ class NeighbourSampler:
         n_nodes: number of nodes.
         fanouts: in-edges kept per node and layer, input side first (``-1`` = all).
         rescale: multiply the messages into a node by ``full in-degree / sampled in-degree``.
+        sampler: ``"fast"`` (default, :data:`DEFAULT_SAMPLER`) or ``"dgl"``.
+
+    ``"dgl"``: DGL's :class:`~dgl.dataloading.MultiLayerNeighborSampler` on a CPU DGL graph, **without**
+    replacement (a node of in-degree ``D > f`` keeps ``f`` distinct in-edges, weights x ``D / f``);
+    randomness from DGL's RNG (``dgl.seed``; the trainer reseeds it every epoch).
+
+    ``"fast"``: vectorised torch over the graph's CSC arrays (``indptr`` ``(n+1,)``, in-edge sources and
+    weights sorted by destination), on the device of the embeddings (copied there on first use). A node
+    of in-degree ``D <= f`` (or ``f = -1``) keeps all its in-edges, weight unchanged; a node with
+    ``D > f`` draws ``f`` in-edges uniformly **with replacement** (``torch.rand`` x ``D``, floor), each
+    weighted x ``D / f`` (with ``rescale``): the sampled sum is unbiased (every draw's expectation is
+    ``1/f`` of the full sum) and a batch costs ``O(sampled edges)`` tensor operations, no per-node
+    Python or C++ loop. Randomness from torch's global generator of that device (``torch.manual_seed``;
+    its state is in ``resume.pt``, so a resumed run is bit-identical). Destination nodes come first
+    among a layer's source nodes, in order, as in DGL's blocks.
     """
 
     def __init__(
-        self, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, n_nodes: int, fanouts: list[int], rescale: bool = True
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        weight: torch.Tensor,
+        n_nodes: int,
+        fanouts: list[int],
+        rescale: bool = True,
+        sampler: str = DEFAULT_SAMPLER,
     ) -> None:
-        self.graph = dgl.graph((src.long(), dst.long()), num_nodes=int(n_nodes), idtype=torch.int64)
-        self.weight = weight.detach().float().cpu()
-        self.in_degree = self.graph.in_degrees().float()
+        self.kind = check_sampler(sampler, "sampling")
+        self.n_nodes = int(n_nodes)
         self.fanouts = list(fanouts)
         self.rescale = bool(rescale)
-        self.sampler = dgl.dataloading.MultiLayerNeighborSampler(self.fanouts)
+        src, dst = src.long().cpu(), dst.long().cpu()
+        self.weight = weight.detach().float().cpu()
+        self._graph: dgl.DGLGraph | None = None
+        if self.kind == "dgl":
+            self._graph = dgl.graph((src, dst), num_nodes=self.n_nodes, idtype=torch.int64)
+            self.in_degree = self._graph.in_degrees().float()
+            self.sampler = dgl.dataloading.MultiLayerNeighborSampler(self.fanouts)
+        else:
+            self._src, self._dst = src, dst  # kept only until the DGL graph is asked for (graph)
+            order = torch.argsort(dst, stable=True)
+            counts = torch.bincount(dst, minlength=self.n_nodes)
+            self.in_degree = counts.float()
+            indptr = torch.zeros(self.n_nodes + 1, dtype=torch.int64)
+            torch.cumsum(counts, 0, out=indptr[1:])
+            self._csc = (indptr, src[order], self.weight[order])
+            self._on: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def graph(self) -> dgl.DGLGraph:
+        """The sampling graph as a CPU DGL graph (built on first access with ``sampler="fast"``)."""
+        if self._graph is None:
+            self._graph = dgl.graph((self._src, self._dst), num_nodes=self.n_nodes, idtype=torch.int64)
+        return self._graph
 
     def sample(self, seeds: torch.Tensor, device: torch.device | str) -> SampledBlocks:
         """Blocks for ``(S,)`` unique int64 ``seeds`` (they stay first, in this order), tensors on ``device``."""
+        if self.kind == "fast":
+            return self._sample_fast(seeds, torch.device(device))
         input_nodes, _, blocks = self.sampler.sample(self.graph, seeds.cpu())
         layers = []
         for block in blocks:
@@ -118,6 +179,62 @@ class NeighbourSampler:
                 w = w * (full / kept)[dst]
             layers.append((src.to(device), dst.to(device), w.to(device), block.num_dst_nodes()))
         return SampledBlocks(input_nodes, len(seeds), layers)
+
+    def _arrays(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """``(indptr, indices, weights, local)`` on ``device``; ``local``: ``(n,)`` int64 scratch, all -1."""
+        key = str(device)
+        if key not in self._on:
+            indptr, indices, w = self._csc
+            local = torch.full((self.n_nodes,), -1, dtype=torch.int64, device=device)
+            self._on[key] = (indptr.to(device), indices.to(device), w.to(device), local)
+        return self._on[key]
+
+    def _sample_fast(self, seeds: torch.Tensor, device: torch.device) -> SampledBlocks:
+        indptr, indices, weights, local = self._arrays(device)
+        nodes = seeds.to(device).long()
+        layers = []
+        for fanout in reversed(self.fanouts):  # from the seeds outwards; blocks are returned input side first
+            n_dst = len(nodes)
+            start = indptr[nodes]
+            deg = indptr[nodes + 1] - start
+            if fanout < 0:
+                keep_all = torch.ones_like(deg, dtype=torch.bool)
+            else:
+                keep_all = deg <= fanout
+            # nodes keeping all their in-edges: expand the CSC ranges
+            rows_a = keep_all.nonzero().squeeze(1)
+            cnt = deg[rows_a]
+            dst_a = torch.repeat_interleave(rows_a, cnt)
+            first = torch.cumsum(cnt, 0) - cnt
+            pos_a = start[rows_a].repeat_interleave(cnt) + (torch.arange(len(dst_a), device=device) - first.repeat_interleave(cnt))
+            w_a = weights[pos_a]
+            # nodes with more in-edges than the fan-out: f draws with replacement, weight x D / f
+            rows_s = (~keep_all).nonzero().squeeze(1)
+            if len(rows_s):
+                deg_s = deg[rows_s]
+                draw = torch.rand((len(rows_s), fanout), device=device, dtype=torch.float64)
+                off = (draw * deg_s.unsqueeze(1).double()).long().clamp_(max=(deg_s - 1).unsqueeze(1))
+                pos_s = (start[rows_s].unsqueeze(1) + off).reshape(-1)
+                dst_s = rows_s.repeat_interleave(fanout)
+                w_s = weights[pos_s]
+                if self.rescale:
+                    w_s = w_s * (deg_s.float() / fanout).repeat_interleave(fanout)
+                dst_l = torch.cat([dst_a, dst_s])
+                pos = torch.cat([pos_a, pos_s])
+                w = torch.cat([w_a, w_s])
+            else:
+                dst_l, pos, w = dst_a, pos_a, w_a
+            src_global = indices[pos]
+            # relabel: the destination nodes first (in order), then the new source nodes
+            local[nodes] = torch.arange(n_dst, device=device)
+            new = torch.unique(src_global[local[src_global] < 0])
+            local[new] = torch.arange(n_dst, n_dst + len(new), device=device)
+            src_l = local[src_global]
+            nodes = torch.cat([nodes, new])
+            local[nodes] = -1
+            layers.append((src_l, dst_l, w, n_dst))
+        layers.reverse()
+        return SampledBlocks(nodes, len(seeds), layers)
 
 
 def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
@@ -152,7 +269,9 @@ class UserItemSampler:
     layer-mean embeddings, computed from the ``(U, d)``/``(N, d)`` ego tables.
     """
 
-    def __init__(self, g: dgl.DGLGraph, fanouts: list[int], weight: str = "w", rescale: bool = True) -> None:
+    def __init__(
+        self, g: dgl.DGLGraph, fanouts: list[int], weight: str = "w", rescale: bool = True, sampler: str = DEFAULT_SAMPLER
+    ) -> None:
         self.n_users = g.num_nodes("user")
         self.n_items = g.num_nodes("item")
         u, i = g.edges(etype=UI)
@@ -160,7 +279,7 @@ class UserItemSampler:
         src = torch.cat([u, iu_src + self.n_users])
         dst = torch.cat([i + self.n_users, iu_dst])
         w = torch.cat([g.edges[UI].data[weight], g.edges[IU].data[weight]])
-        self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale)
+        self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale, sampler)
 
     def ego(self, nodes: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, sparse: bool = False) -> torch.Tensor:
         """``(n, d)`` ego embeddings of sampling-graph ``nodes`` (users first, then items offset by U).
