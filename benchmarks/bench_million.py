@@ -14,7 +14,8 @@ evaluator, BPR sampler), **epoch** (each of ``--epochs`` training epochs, ``Trai
 after the model's epoch hook), **evaluate valid** / **evaluate test** (full-ranking over all items,
 ``Trainer.evaluate``). After every stage: its seconds and the process's peak RSS so far
 (``ru_maxrss``), so a stage's own peak is the first row where the value rises to it.
-``--max-batches K`` times only K batches of the first epoch and extrapolates it (labelled).
+``--max-batches K`` times only K batches of the first epoch and extrapolates it (labelled);
+``--splits valid`` evaluates only the validation split (each evaluation is one full-ranking pass).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--max-batches", type=int, default=0, help="time only this many batches of the (first) epoch and extrapolate it (0 = whole epochs)")
+    ap.add_argument("--splits", nargs="*", default=["valid", "test"], choices=["valid", "test"],
+                    help="splits to evaluate after training (each is one full-ranking pass; none = training only)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=Path("bench-out/million.json"))
     args = ap.parse_args()
@@ -93,7 +96,7 @@ def main() -> None:
         logs = trainer.train_epoch()
         stage(f"epoch {epoch + 1}", t, loss=round(logs["loss"], 5), batches=n_batches)
     res = {}
-    for split in ("valid", "test"):
+    for split in args.splits:
         t = time.perf_counter()
         trainer._model_hook("before_evaluation", split)
         res[split] = trainer.evaluate(split)

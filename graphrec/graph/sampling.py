@@ -195,43 +195,43 @@ class NeighbourSampler:
         layers = []
         for fanout in reversed(self.fanouts):  # from the seeds outwards; blocks are returned input side first
             n_dst = len(nodes)
-            start = indptr[nodes]
-            deg = indptr[nodes + 1] - start
-            if fanout < 0:
-                keep_all = torch.ones_like(deg, dtype=torch.bool)
-            else:
-                keep_all = deg <= fanout
-            # nodes keeping all their in-edges: expand the CSC ranges
+            start = indptr.index_select(0, nodes)
+            deg = indptr.index_select(0, nodes + 1) - start
+            keep_all = torch.ones_like(deg, dtype=torch.bool) if fanout < 0 else deg <= fanout
+            # nodes keeping all their in-edges: expand their CSC ranges
             rows_a = keep_all.nonzero().squeeze(1)
-            cnt = deg[rows_a]
+            cnt = deg.index_select(0, rows_a)
             dst_a = torch.repeat_interleave(rows_a, cnt)
-            first = torch.cumsum(cnt, 0) - cnt
-            pos_a = start[rows_a].repeat_interleave(cnt) + (torch.arange(len(dst_a), device=device) - first.repeat_interleave(cnt))
-            w_a = weights[pos_a]
+            shift = (start.index_select(0, rows_a) - (torch.cumsum(cnt, 0) - cnt)).repeat_interleave(cnt)
+            pos = torch.arange(len(dst_a), device=device) + shift
+            w = weights.index_select(0, pos)
+            dst_l = dst_a
             # nodes with more in-edges than the fan-out: f draws with replacement, weight x D / f
             rows_s = (~keep_all).nonzero().squeeze(1)
             if len(rows_s):
-                deg_s = deg[rows_s]
+                deg_s = deg.index_select(0, rows_s)
                 draw = torch.rand((len(rows_s), fanout), device=device, dtype=torch.float64)
-                off = (draw * deg_s.unsqueeze(1).double()).long().clamp_(max=(deg_s - 1).unsqueeze(1))
-                pos_s = (start[rows_s].unsqueeze(1) + off).reshape(-1)
-                dst_s = rows_s.repeat_interleave(fanout)
-                w_s = weights[pos_s]
+                off = draw.mul_(deg_s.unsqueeze(1)).long().clamp_(max=(deg_s - 1).unsqueeze(1))
+                pos_s = off.add_(start.index_select(0, rows_s).unsqueeze(1)).reshape(-1)
+                w_s = weights.index_select(0, pos_s)
                 if self.rescale:
-                    w_s = w_s * (deg_s.float() / fanout).repeat_interleave(fanout)
-                dst_l = torch.cat([dst_a, dst_s])
-                pos = torch.cat([pos_a, pos_s])
-                w = torch.cat([w_a, w_s])
-            else:
-                dst_l, pos, w = dst_a, pos_a, w_a
-            src_global = indices[pos]
-            # relabel: the destination nodes first (in order), then the new source nodes
-            local[nodes] = torch.arange(n_dst, device=device)
-            new = torch.unique(src_global[local[src_global] < 0])
-            local[new] = torch.arange(n_dst, n_dst + len(new), device=device)
-            src_l = local[src_global]
+                    w_s = (w_s.view(-1, fanout) * (deg_s.float() / fanout).unsqueeze(1)).reshape(-1)
+                dst_l = torch.cat([dst_a, rows_s.repeat_interleave(fanout)])
+                pos = torch.cat([pos, pos_s])
+                w = torch.cat([w, w_s])
+            src_global = indices.index_select(0, pos)
+            # relabel: the destination nodes first (in order), then the new source nodes by first occurrence;
+            # ``local`` (all -1 between calls) maps global ids to local ones, no sort needed
+            local.index_copy_(0, nodes, torch.arange(n_dst, device=device))
+            cand = src_global[local.index_select(0, src_global) < 0]
+            order = torch.arange(len(cand), device=device)
+            local.index_fill_(0, cand, len(cand))
+            local.scatter_reduce_(0, cand, order, reduce="amin")  # first occurrence of each new node
+            new = cand[local.index_select(0, cand) == order]
+            local.index_copy_(0, new, torch.arange(n_dst, n_dst + len(new), device=device))
+            src_l = local.index_select(0, src_global)
             nodes = torch.cat([nodes, new])
-            local[nodes] = -1
+            local.index_fill_(0, nodes, -1)
             layers.append((src_l, dst_l, w, n_dst))
         layers.reverse()
         return SampledBlocks(nodes, len(seeds), layers)
