@@ -245,7 +245,7 @@ def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     h = ego
     acc = ego[: blocks.n_seeds]
     for src, dst, w, n_dst in blocks.layers:
-        msg = h.index_select(0, src) * w.unsqueeze(1)
+        msg = h.index_select(0, src).mul_(w.unsqueeze(1))  # in place: one (e, d) buffer per layer, not two
         h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
