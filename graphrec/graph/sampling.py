@@ -1,26 +1,29 @@
-"""Sampled mini-batch propagation: layer-mean embeddings of a batch's nodes from DGL's sampled blocks.
+"""Sampled mini-batch propagation: layer-mean embeddings of a batch's nodes from sampled blocks.
 
 Full propagation computes every node's embedding at every batch, so an epoch costs about
 ``|E|^2 / B``. With ``propagation: sampled`` a batch computes only its seed nodes (its users,
-positive and negative items): DGL's :class:`dgl.dataloading.MultiLayerNeighborSampler` draws,
-from the seeds outwards, at most ``fanouts[l]`` in-neighbours per node and layer and returns
-one *block* (bipartite graph) per layer; messages flow only along the sampled edges, so a
-batch costs ``O(B * prod(fanouts))`` whatever the size of the graph and an epoch is linear in
-the number of interactions.
+positive and negative items): a sampler draws, from the seeds outwards, at most ``fanouts[l]``
+in-neighbours per node and layer and returns one *block* (bipartite graph) per layer; messages
+flow only along the sampled edges, so a batch costs ``O(B * prod(fanouts))`` whatever the size of
+the graph and an epoch is linear in the number of interactions.
+
+Two samplers (``sampler``, :class:`NeighbourSampler`): ``fast`` (default), graphrec's vectorised
+torch sampler over the graph's CSC arrays on the embeddings' device (with replacement where the
+degree exceeds the fan-out), and ``dgl``, DGL's :class:`dgl.dataloading.MultiLayerNeighborSampler`
+on the CPU (without replacement). Both return the same :class:`SampledBlocks`.
 
 Weights: every sampled edge keeps its weight from the **full** graph (LightGCN's
 ``1/sqrt(deg_u deg_i)`` with the full graph's degrees). With ``rescale`` (the default) the
 messages into a node that kept ``k`` of its ``D`` in-edges are multiplied by ``D / k``, so the
-sampled sum is an unbiased estimate of the full one (Horvitz-Thompson; ``k = D`` when the fan-out
-is at least the node's degree, so nothing changes then). With fan-outs at least the maximum
-degree, sampled propagation equals full propagation exactly.
+sampled sum is an unbiased estimate of the full one (``k = D`` when the fan-out is at least the
+node's degree, so nothing changes then). With fan-outs at least the maximum degree, sampled
+propagation equals full propagation exactly.
 
-Layer mean: DGL lists a block's destination nodes first among its source nodes, so the seeds are
-the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
+Layer mean: a block's destination nodes come first among its source nodes (as in DGL), so the
+seeds are the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
 
-The graph lives on the CPU (DGL's sampler runs there; the registry's DGL is CPU-only); the
-sampled edge lists and weights are moved to the embeddings' device, where each layer is a gather
-(``index_select``) and a scatter-add (``index_add_``) along the edges.
+Each layer is a gather (``index_select``) and a scatter-add (``index_add_``) along the sampled
+edges on the embeddings' device.
 """
 
 from __future__ import annotations
