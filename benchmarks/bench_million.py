@@ -14,7 +14,8 @@ evaluator, BPR sampler), **epoch** (each of ``--epochs`` training epochs, ``Trai
 after the model's epoch hook), **evaluate valid** / **evaluate test** (full-ranking over all items,
 ``Trainer.evaluate``). After every stage: its seconds and the process's peak RSS so far
 (``ru_maxrss``), so a stage's own peak is the first row where the value rises to it.
-``--max-batches K`` times only K batches of the first epoch and extrapolates it (labelled).
+``--max-batches K`` times only K batches of the first epoch and extrapolates it (labelled);
+``--splits valid`` evaluates only the validation split (each evaluation is one full-ranking pass).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from graphrec.bench.worker import peak_rss_mb  # noqa: E402
 
 
+class _Ticker:
+    """Stands in for the trainer's progress bar: a line on stderr every ``every`` batches (seconds so far)."""
+
+    def __init__(self, total: int, every: int, t0: float) -> None:
+        self.total, self.every, self.t0, self.done = total, max(1, every), t0, 0
+
+    def update(self, task, advance: int = 1, **fields) -> None:
+        self.done += advance
+        if self.done % self.every == 0:
+            el = time.perf_counter() - self.t0
+            print(json.dumps({"batches": self.done, "of": self.total, "seconds": round(el, 1), "s_per_batch": round(el / self.done, 4),
+                              "peak_rss_mb": round(peak_rss_mb(), 1)}), file=sys.stderr, flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
@@ -38,6 +53,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--max-batches", type=int, default=0, help="time only this many batches of the (first) epoch and extrapolate it (0 = whole epochs)")
+    ap.add_argument("--splits", nargs="*", default=["valid", "test"], choices=["valid", "test"],
+                    help="splits to evaluate after training (each is one full-ranking pass; none = training only)")
+    ap.add_argument("--report-every", type=int, default=500, help="print batches done and seconds every this many batches of an epoch")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=Path("bench-out/million.json"))
     args = ap.parse_args()
@@ -90,10 +108,10 @@ def main() -> None:
             stage("epoch 1 (extrapolated)", t, batches_timed=done, batches=n_batches, s_per_batch=round(per, 4),
                   epoch_s_extrapolated=round(set_up + per * n_batches, 1), loss=round(float(loss), 5))  # fmt: skip
             continue
-        logs = trainer.train_epoch()
+        logs = trainer.train_epoch(_Ticker(n_batches, args.report_every, t), "epoch")
         stage(f"epoch {epoch + 1}", t, loss=round(logs["loss"], 5), batches=n_batches)
     res = {}
-    for split in ("valid", "test"):
+    for split in args.splits:
         t = time.perf_counter()
         trainer._model_hook("before_evaluation", split)
         res[split] = trainer.evaluate(split)

@@ -29,6 +29,10 @@ The per-epoch hooks (CLUB steps, generation of missing features; refinement come
 ``refine_every`` epochs, not in the first) are timed apart as ``hooks_s`` and are not in ``epoch_s``:
 they are the same in both modes (one full forward per epoch).
 
+Sampled modes run once per ``--samplers`` entry (``fast``: graphrec's vectorised sampler, ``dgl``:
+DGL's ``MultiLayerNeighborSampler``); ``sample_s_per_batch`` is the sampler's share of a batch
+(the blocks alone, timed on the same batches' seeds after the epoch's batches).
+
 The loop is the trainer's (:meth:`graphrec.train.trainer.Trainer.train_epoch` without the
 progress bar): BPR batches of ``--batch-size`` with fresh negatives, forward, backward, optimiser
 step. The first batch (it builds the CSR cache or the sampling graph) is timed apart as
@@ -116,7 +120,7 @@ def child(args: argparse.Namespace) -> None:
     ds, name = _dataset(args)
     load_s = time.perf_counter() - t
     over: dict[str, Any] = {"device": "cpu", "threads": args.threads, "train_batch_size": args.batch_size, "n_layers": len(args.fanouts),
-                            "fanouts": args.fanouts, **MODES[args.mode]}  # fmt: skip
+                            "fanouts": args.fanouts, "sampler": args.sampler, **MODES[args.mode]}  # fmt: skip
     if args.data_dir:
         over["data_dir"] = args.data_dir
     if args.model == "dgmrec":
@@ -142,7 +146,11 @@ def child(args: argparse.Namespace) -> None:
     first = next(batches)  # the epoch's shuffle and negative sampling happen here
     epoch_setup_s = time.perf_counter() - t
 
+    seen: list[Any] = []
+
     def step(batch) -> None:
+        if len(seen) < 20:
+            seen.append(batch)
         opt.zero_grad(set_to_none=True)
         model.loss(batch)["loss"].backward()
         opt.step()
@@ -161,13 +169,22 @@ def child(args: argparse.Namespace) -> None:
     partial = len(times) < n_batches - 1
     per_batch = sum(times) / max(len(times), 1)
     epoch_s = epoch_setup_s + per_batch * n_batches if partial else epoch_setup_s + sum(times) + per_batch
+    sample_s = None
+    if args.mode != "full" and args.model == "lightgcn":  # the sampler's share: the blocks of the first batches again, nothing else
+        ui = model.ui_sampler
+        t = time.perf_counter()
+        for b in seen:
+            seeds = torch.unique(torch.cat([b.users, b.pos + ui.n_users, b.neg + ui.n_users]))
+            ui.sampler.sample(seeds, "cpu")
+        sample_s = (time.perf_counter() - t) / max(len(seen), 1)
     model.eval()
     t = time.perf_counter()
     with torch.no_grad():
         model.representations()
     prop_s = time.perf_counter() - t
     print(json.dumps({
-        "model": args.model, "dataset": name, "mode": args.mode, "hooks_s": hooks_s, "interactions": int(len(ds.train)), "users": ds.n_users, "items": ds.n_items,
+        "model": args.model, "dataset": name, "mode": args.mode, "hooks_s": hooks_s, "sampler": args.sampler if args.mode != "full" and args.model == "lightgcn" else None,
+        "sample_s_per_batch": None if sample_s is None else round(sample_s, 5), "interactions": int(len(ds.train)), "users": ds.n_users, "items": ds.n_items,
         "batch_size": args.batch_size, "fanouts": args.fanouts, "batches_per_epoch": n_batches, "batches_timed": len(times),
         "partial": partial, "s_per_batch": round(per_batch, 5), "epoch_s": round(epoch_s, 3), "epoch_setup_s": round(epoch_setup_s, 3),
         "setup_s": round(setup_s, 3), "load_s": round(load_s, 2), "build_s": round(build_s, 2), "full_propagation_s": round(prop_s, 3),
@@ -186,10 +203,12 @@ def plot(records: list[dict[str, Any]], path: Path) -> bool:
     syn = [r for r in records if "error" not in r and r["dataset"].startswith("synthetic")]
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = {"full": "o-", "sampled": "s--", "sampled_sparse": "^-"}
-    series = sorted({(r["mode"], tuple(r["fanouts"]) if r["mode"] != "full" else ()) for r in syn})
-    for mode, fan in series:
-        rs = sorted((r for r in syn if r["mode"] == mode and (mode == "full" or tuple(r["fanouts"]) == fan)), key=lambda r: r["interactions"])
-        label = mode if mode == "full" else f"{mode} {list(fan)}"
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["mode"], tuple(r["fanouts"]) if r["mode"] != "full" else (), r.get("sampler") or "")
+
+    for mode, fan, smp in sorted({key(r) for r in syn}):
+        rs = sorted((r for r in syn if key(r) == (mode, fan, smp)), key=lambda r: r["interactions"])
+        label = mode if mode == "full" else f"{mode} {list(fan)} {smp or 'dgl'}"
         ax.plot([r["interactions"] for r in rs], [r["epoch_s"] for r in rs], styles.get(mode, "x-"), label=label)
         for r in rs:
             if r["partial"]:
@@ -217,6 +236,7 @@ def main() -> None:
     ap.add_argument("--data-dir", action="append", default=[], help="also an MMRec folder (repeatable), e.g. data/ml1m")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     ap.add_argument("--fanouts", type=int, nargs="+", default=[10, 10, 10], help="per layer, input side first (n_layers = their number)")
+    ap.add_argument("--samplers", nargs="+", default=["fast", "dgl"], choices=["fast", "dgl"], help="neighbour samplers of the sampled modes")
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--per-user", type=int, default=25)
     ap.add_argument("--items-per-interaction", type=float, default=0.1)
@@ -228,6 +248,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="full", help=argparse.SUPPRESS)
+    ap.add_argument("--sampler", default="fast", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.model == "dgmrec" and "sampled_sparse" in args.modes:
         args.modes = [m for m in args.modes if m != "sampled_sparse"]  # sparse_embeddings is LightGCN's
@@ -251,20 +272,28 @@ def main() -> None:
             records += json.loads(f.read_text())["records"]
     for extra, label in jobs:
         for mode in args.modes:
-            cmd = [sys.executable, __file__, "--child", "--mode", mode, *extra, *common]
-            rec = timed_json_child(cmd, args.threads, console, f"{label}, {mode}")
-            records.append({"label": label, "mode": mode, **rec})
-            if "error" not in rec:
-                console.print(f"{label} {mode}: {rec['epoch_s']:.1f} s/epoch{' (extrapolated)' if rec['partial'] else ''}")
+            # DGMRec's sampled mode always uses the fast sampler (no 'sampler' key)
+            for sampler in args.samplers if mode != "full" and args.model == "lightgcn" else ["fast"]:
+                cmd = [sys.executable, __file__, "--child", "--mode", mode, "--sampler", sampler, *extra, *common]
+                what = mode if mode == "full" else f"{mode} ({sampler})"
+                rec = timed_json_child(cmd, args.threads, console, f"{label}, {what}")
+                records.append({"label": label, "mode": mode, **rec})
+                if "error" not in rec:
+                    console.print(f"{label} {what}: {rec['epoch_s']:.1f} s/epoch, {rec['s_per_batch']:.4f} s/batch"
+                                  f"{' (extrapolated)' if rec['partial'] else ''}")
     table = Table(title=f"{args.model} seconds per epoch, batch {args.batch_size}, fan-outs {args.fanouts}, {args.threads} thread(s)")
-    for col in ("dataset", "users", "items", "interactions", "mode", "s/epoch", "s/batch", "batches timed", "full prop. s", "peak RSS MiB"):
+    for col in ("dataset", "users", "items", "interactions", "mode", "s/epoch", "s/batch", "sampler s/batch", "batches timed", "full prop. s",
+                "peak RSS MiB"):
         table.add_column(col, justify="right")
     for r in records:
         if "error" in r:
-            table.add_row(r["label"], "", "", "", r["mode"], "error", "", "", "", "")
+            table.add_row(r["label"], "", "", "", r["mode"], "error", "", "", "", "", "")
             continue
-        table.add_row(r["dataset"], f"{r['users']:,}", f"{r['items']:,}", f"{r['interactions']:,}", r["mode"],
+        smp = r.get("sample_s_per_batch")
+        table.add_row(r["dataset"], f"{r['users']:,}", f"{r['items']:,}", f"{r['interactions']:,}",
+                      r["mode"] + (f" ({r['sampler']})" if r.get("sampler") else ""),
                       f"{r['epoch_s']:,.1f}" + (" (partial)" if r["partial"] else ""), f"{r['s_per_batch']:.4f}",
+                      "" if smp is None else f"{smp:.4f}",
                       f"{r['batches_timed']}/{r['batches_per_epoch']}", f"{r['full_propagation_s']:.2f}", f"{r['peak_rss_mb']:,.0f}")  # fmt: skip
     Console().print(table)
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads}

@@ -1,26 +1,29 @@
-"""Sampled mini-batch propagation: layer-mean embeddings of a batch's nodes from DGL's sampled blocks.
+"""Sampled mini-batch propagation: layer-mean embeddings of a batch's nodes from sampled blocks.
 
 Full propagation computes every node's embedding at every batch, so an epoch costs about
 ``|E|^2 / B``. With ``propagation: sampled`` a batch computes only its seed nodes (its users,
-positive and negative items): DGL's :class:`dgl.dataloading.MultiLayerNeighborSampler` draws,
-from the seeds outwards, at most ``fanouts[l]`` in-neighbours per node and layer and returns
-one *block* (bipartite graph) per layer; messages flow only along the sampled edges, so a
-batch costs ``O(B * prod(fanouts))`` whatever the size of the graph and an epoch is linear in
-the number of interactions.
+positive and negative items): a sampler draws, from the seeds outwards, at most ``fanouts[l]``
+in-neighbours per node and layer and returns one *block* (bipartite graph) per layer; messages
+flow only along the sampled edges, so a batch costs ``O(B * prod(fanouts))`` whatever the size of
+the graph and an epoch is linear in the number of interactions.
+
+Two samplers (``sampler``, :class:`NeighbourSampler`): ``fast`` (default), graphrec's vectorised
+torch sampler over the graph's CSC arrays on the embeddings' device (with replacement where the
+degree exceeds the fan-out), and ``dgl``, DGL's :class:`dgl.dataloading.MultiLayerNeighborSampler`
+on the CPU (without replacement). Both return the same :class:`SampledBlocks`.
 
 Weights: every sampled edge keeps its weight from the **full** graph (LightGCN's
 ``1/sqrt(deg_u deg_i)`` with the full graph's degrees). With ``rescale`` (the default) the
 messages into a node that kept ``k`` of its ``D`` in-edges are multiplied by ``D / k``, so the
-sampled sum is an unbiased estimate of the full one (Horvitz-Thompson; ``k = D`` when the fan-out
-is at least the node's degree, so nothing changes then). With fan-outs at least the maximum
-degree, sampled propagation equals full propagation exactly.
+sampled sum is an unbiased estimate of the full one (``k = D`` when the fan-out is at least the
+node's degree, so nothing changes then). With fan-outs at least the maximum degree, sampled
+propagation equals full propagation exactly.
 
-Layer mean: DGL lists a block's destination nodes first among its source nodes, so the seeds are
-the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
+Layer mean: a block's destination nodes come first among its source nodes (as in DGL), so the
+seeds are the first rows at every layer and ``h^(l)[:n_seeds]`` is the seeds' layer-``l`` embedding.
 
-The graph lives on the CPU (DGL's sampler runs there; the registry's DGL is CPU-only); the
-sampled edge lists and weights are moved to the embeddings' device, where each layer is a gather
-(``index_select``) and a scatter-add (``index_add_``) along the edges.
+Each layer is a gather (``index_select``) and a scatter-add (``index_add_``) along the sampled
+edges on the embeddings' device.
 """
 
 from __future__ import annotations
@@ -84,8 +87,24 @@ class SampledBlocks:
         return sum(len(src) for src, _, _, _ in self.layers)
 
 
+#: the neighbour samplers of config key ``sampler`` (:func:`check_sampler`)
+SAMPLERS = ("fast", "dgl")
+#: the default sampler, chosen by measurement (docs/scaling.md, "Sampled propagation")
+DEFAULT_SAMPLER = "fast"
+
+
+def check_sampler(value: Any, model: str) -> str:
+    """``'fast'`` (graphrec's vectorised sampler) or ``'dgl'`` (DGL's ``MultiLayerNeighborSampler``);
+    ``None`` -> :data:`DEFAULT_SAMPLER`; a one-line :class:`GraphrecError` for anything else."""
+    if value is None:
+        return DEFAULT_SAMPLER
+    if value not in SAMPLERS:
+        raise GraphrecError(f"{model}: 'sampler' must be 'fast' or 'dgl', got {value!r}")
+    return str(value)
+
+
 class NeighbourSampler:
-    """Samples blocks of a weighted homogeneous graph (CPU) for a batch of seed nodes.
+    """Samples blocks of a weighted homogeneous graph for a batch of seed nodes.
 
     Args:
         src, dst: ``(E,)`` int64 edges ``src -> dst`` (messages flow to ``dst``).
@@ -93,20 +112,65 @@ class NeighbourSampler:
         n_nodes: number of nodes.
         fanouts: in-edges kept per node and layer, input side first (``-1`` = all).
         rescale: multiply the messages into a node by ``full in-degree / sampled in-degree``.
+        sampler: ``"fast"`` (default, :data:`DEFAULT_SAMPLER`) or ``"dgl"``.
+
+    ``"dgl"``: DGL's :class:`~dgl.dataloading.MultiLayerNeighborSampler` on a CPU DGL graph, **without**
+    replacement (a node of in-degree ``D > f`` keeps ``f`` distinct in-edges, weights x ``D / f``);
+    randomness from DGL's RNG (``dgl.seed``; the trainer reseeds it every epoch).
+
+    ``"fast"``: vectorised torch over the graph's CSC arrays (``indptr`` ``(n+1,)``, in-edge sources and
+    weights sorted by destination), on the device of the embeddings (copied there on first use). A node
+    of in-degree ``D <= f`` (or ``f = -1``) keeps all its in-edges, weight unchanged; a node with
+    ``D > f`` draws ``f`` in-edges uniformly **with replacement** (``torch.rand`` x ``D``, floor), each
+    weighted x ``D / f`` (with ``rescale``): the sampled sum is unbiased (every draw's expectation is
+    ``1/f`` of the full sum) and a batch costs ``O(sampled edges)`` tensor operations, no per-node
+    Python or C++ loop. Randomness from torch's global generator of that device (``torch.manual_seed``;
+    its state is in ``resume.pt``, so a resumed run is bit-identical). Destination nodes come first
+    among a layer's source nodes, in order, as in DGL's blocks.
     """
 
     def __init__(
-        self, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor, n_nodes: int, fanouts: list[int], rescale: bool = True
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        weight: torch.Tensor,
+        n_nodes: int,
+        fanouts: list[int],
+        rescale: bool = True,
+        sampler: str = DEFAULT_SAMPLER,
     ) -> None:
-        self.graph = dgl.graph((src.long(), dst.long()), num_nodes=int(n_nodes), idtype=torch.int64)
-        self.weight = weight.detach().float().cpu()
-        self.in_degree = self.graph.in_degrees().float()
+        self.kind = check_sampler(sampler, "sampling")
+        self.n_nodes = int(n_nodes)
         self.fanouts = list(fanouts)
         self.rescale = bool(rescale)
-        self.sampler = dgl.dataloading.MultiLayerNeighborSampler(self.fanouts)
+        src, dst = src.long().cpu(), dst.long().cpu()
+        self.weight = weight.detach().float().cpu()
+        self._graph: dgl.DGLGraph | None = None
+        if self.kind == "dgl":
+            self._graph = dgl.graph((src, dst), num_nodes=self.n_nodes, idtype=torch.int64)
+            self.in_degree = self._graph.in_degrees().float()
+            self.sampler = dgl.dataloading.MultiLayerNeighborSampler(self.fanouts)
+        else:
+            self._src, self._dst = src, dst  # kept only until the DGL graph is asked for (graph)
+            order = torch.argsort(dst, stable=True)
+            counts = torch.bincount(dst, minlength=self.n_nodes)
+            self.in_degree = counts.float()
+            indptr = torch.zeros(self.n_nodes + 1, dtype=torch.int64)
+            torch.cumsum(counts, 0, out=indptr[1:])
+            self._csc = (indptr, src[order], self.weight[order])
+            self._on: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def graph(self) -> dgl.DGLGraph:
+        """The sampling graph as a CPU DGL graph (built on first access with ``sampler="fast"``)."""
+        if self._graph is None:
+            self._graph = dgl.graph((self._src, self._dst), num_nodes=self.n_nodes, idtype=torch.int64)
+        return self._graph
 
     def sample(self, seeds: torch.Tensor, device: torch.device | str) -> SampledBlocks:
         """Blocks for ``(S,)`` unique int64 ``seeds`` (they stay first, in this order), tensors on ``device``."""
+        if self.kind == "fast":
+            return self._sample_fast(seeds, torch.device(device))
         input_nodes, _, blocks = self.sampler.sample(self.graph, seeds.cpu())
         layers = []
         for block in blocks:
@@ -119,6 +183,62 @@ class NeighbourSampler:
             layers.append((src.to(device), dst.to(device), w.to(device), block.num_dst_nodes()))
         return SampledBlocks(input_nodes, len(seeds), layers)
 
+    def _arrays(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """``(indptr, indices, weights, local)`` on ``device``; ``local``: ``(n,)`` int64 scratch, all -1."""
+        key = str(device)
+        if key not in self._on:
+            indptr, indices, w = self._csc
+            local = torch.full((self.n_nodes,), -1, dtype=torch.int64, device=device)
+            self._on[key] = (indptr.to(device), indices.to(device), w.to(device), local)
+        return self._on[key]
+
+    def _sample_fast(self, seeds: torch.Tensor, device: torch.device) -> SampledBlocks:
+        indptr, indices, weights, local = self._arrays(device)
+        nodes = seeds.to(device).long()
+        layers = []
+        for fanout in reversed(self.fanouts):  # from the seeds outwards; blocks are returned input side first
+            n_dst = len(nodes)
+            start = indptr.index_select(0, nodes)
+            deg = indptr.index_select(0, nodes + 1) - start
+            keep_all = torch.ones_like(deg, dtype=torch.bool) if fanout < 0 else deg <= fanout
+            # nodes keeping all their in-edges: expand their CSC ranges
+            rows_a = keep_all.nonzero().squeeze(1)
+            cnt = deg.index_select(0, rows_a)
+            dst_a = torch.repeat_interleave(rows_a, cnt)
+            shift = (start.index_select(0, rows_a) - (torch.cumsum(cnt, 0) - cnt)).repeat_interleave(cnt)
+            pos = torch.arange(len(dst_a), device=device) + shift
+            w = weights.index_select(0, pos)
+            dst_l = dst_a
+            # nodes with more in-edges than the fan-out: f draws with replacement, weight x D / f
+            rows_s = (~keep_all).nonzero().squeeze(1)
+            if len(rows_s):
+                deg_s = deg.index_select(0, rows_s)
+                draw = torch.rand((len(rows_s), fanout), device=device, dtype=torch.float64)
+                off = draw.mul_(deg_s.unsqueeze(1)).long().clamp_(max=(deg_s - 1).unsqueeze(1))
+                pos_s = off.add_(start.index_select(0, rows_s).unsqueeze(1)).reshape(-1)
+                w_s = weights.index_select(0, pos_s)
+                if self.rescale:
+                    w_s = (w_s.view(-1, fanout) * (deg_s.float() / fanout).unsqueeze(1)).reshape(-1)
+                dst_l = torch.cat([dst_a, rows_s.repeat_interleave(fanout)])
+                pos = torch.cat([pos, pos_s])
+                w = torch.cat([w, w_s])
+            src_global = indices.index_select(0, pos)
+            # relabel: the destination nodes first (in order), then the new source nodes by first occurrence;
+            # ``local`` (all -1 between calls) maps global ids to local ones, no sort needed
+            local.index_copy_(0, nodes, torch.arange(n_dst, device=device))
+            cand = src_global[local.index_select(0, src_global) < 0]
+            order = torch.arange(len(cand), device=device)
+            local.index_fill_(0, cand, len(cand))
+            local.scatter_reduce_(0, cand, order, reduce="amin")  # first occurrence of each new node
+            new = cand[local.index_select(0, cand) == order]
+            local.index_copy_(0, new, torch.arange(n_dst, n_dst + len(new), device=device))
+            src_l = local.index_select(0, src_global)
+            nodes = torch.cat([nodes, new])
+            local.index_fill_(0, nodes, -1)
+            layers.append((src_l, dst_l, w, n_dst))
+        layers.reverse()
+        return SampledBlocks(nodes, len(seeds), layers)
+
 
 def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     """Mean of layers ``0..L`` for the seeds: ``(n_in, d)`` ego embeddings of ``blocks.input_nodes`` -> ``(S, d)``.
@@ -128,7 +248,7 @@ def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     h = ego
     acc = ego[: blocks.n_seeds]
     for src, dst, w, n_dst in blocks.layers:
-        msg = h.index_select(0, src) * w.unsqueeze(1)
+        msg = h.index_select(0, src).mul_(w.unsqueeze(1))  # in place: one (e, d) buffer per layer, not two
         h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
@@ -152,7 +272,9 @@ class UserItemSampler:
     layer-mean embeddings, computed from the ``(U, d)``/``(N, d)`` ego tables.
     """
 
-    def __init__(self, g: dgl.DGLGraph, fanouts: list[int], weight: str = "w", rescale: bool = True) -> None:
+    def __init__(
+        self, g: dgl.DGLGraph, fanouts: list[int], weight: str = "w", rescale: bool = True, sampler: str = DEFAULT_SAMPLER
+    ) -> None:
         self.n_users = g.num_nodes("user")
         self.n_items = g.num_nodes("item")
         u, i = g.edges(etype=UI)
@@ -160,7 +282,7 @@ class UserItemSampler:
         src = torch.cat([u, iu_src + self.n_users])
         dst = torch.cat([i + self.n_users, iu_dst])
         w = torch.cat([g.edges[UI].data[weight], g.edges[IU].data[weight]])
-        self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale)
+        self.sampler = NeighbourSampler(src, dst, w, self.n_users + self.n_items, fanouts, rescale, sampler)
 
     def ego(self, nodes: torch.Tensor, user_emb: torch.Tensor, item_emb: torch.Tensor, sparse: bool = False) -> torch.Tensor:
         """``(n, d)`` ego embeddings of sampling-graph ``nodes`` (users first, then items offset by U).

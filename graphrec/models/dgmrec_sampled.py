@@ -19,7 +19,8 @@ plus the user-item blocks, whatever the size of the graph. With ``fanouts`` and
 ``aggregation_fanout`` at least the maximum degree, every row equals full propagation's
 (``tests/test_dgmrec_sampled.py``).
 
-Randomness: DGL's sampler is re-seeded per batch from torch's generator, so sampled runs are
+Randomness: the samplers draw from torch's generator (DGL's, where used, is re-seeded per batch
+from it), so sampled runs are
 reproducible from the seed and ``fit --resume`` continues them exactly (torch's RNG state is in
 ``resume.pt``).
 """

@@ -12,7 +12,7 @@ from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv, LightGCNPro
 from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.graph.sampling import UserItemSampler, check_propagation, lookup, resolve_fanouts
+from graphrec.graph.sampling import UserItemSampler, check_propagation, check_sampler, lookup, resolve_fanouts
 from graphrec.models.base import RecModel
 from graphrec.registry import register_model
 
@@ -26,8 +26,9 @@ class LightGCN(RecModel):
     Loss: BPR on the propagated embeddings + ``reg_weight`` x L2 of the batch's ego embeddings.
     The layer is the block named by ``ui_block`` (slot ``ui_conv``, default ``lightgcn_conv``).
 
-    ``propagation: sampled`` computes a training batch's users and items from DGL-sampled
-    neighbourhoods (``fanouts`` per layer, input side first; ``sampled_rescale``), so an epoch
+    ``propagation: sampled`` computes a training batch's users and items from sampled
+    neighbourhoods (``fanouts`` per layer, input side first; ``sampled_rescale``; ``sampler``:
+    graphrec's vectorised ``fast`` sampler or DGL's ``dgl``), so an epoch
     is linear in the interactions (:mod:`graphrec.graph.sampling`); evaluation always uses
     full propagation.
     """
@@ -44,6 +45,9 @@ class LightGCN(RecModel):
         "fanouts": None,
         # sampled messages into a node x (full degree / kept edges): an unbiased estimate of the full sum
         "sampled_rescale": True,
+        # propagation=sampled: 'fast' (vectorised torch sampler on the model's device, with replacement where
+        # degree > fan-out) or 'dgl' (DGL's MultiLayerNeighborSampler on the CPU, without replacement)
+        "sampler": "fast",
         # propagation=sampled only: row-wise (sparse) gradients and SparseAdam (lazy Adam: a step updates only
         # the batch's rows), so a step does not cost O((users + items) x d); for 10^5+ items
         "sparse_embeddings": False,
@@ -58,6 +62,7 @@ class LightGCN(RecModel):
         self.reg_weight = float(config["reg_weight"])
         self.propagation_mode = check_propagation(config.get("propagation", "full"), self.name)
         self.fanouts = resolve_fanouts(config.get("fanouts"), int(config["n_layers"]), self.name)
+        self.sampler_kind = check_sampler(config.get("sampler"), self.name)
         self._ui_sampler: UserItemSampler | None = None
         if self.propagation_mode == "sampled" and type(self.propagation.conv) not in (LightGCNConv, LightGCNMeanConv):
             raise GraphrecError(
@@ -80,10 +85,10 @@ class LightGCN(RecModel):
 
     @property
     def ui_sampler(self) -> UserItemSampler:
-        """The user-item neighbour sampler (built on first use, on the CPU)."""
+        """The user-item neighbour sampler (built on first use; ``sampler``: ``fast`` or ``dgl``)."""
         if self._ui_sampler is None:
             self._ui_sampler = UserItemSampler(
-                self.graph, self.fanouts, self.propagation.conv.weight, bool(self.config.get("sampled_rescale", True))
+                self.graph, self.fanouts, self.propagation.conv.weight, bool(self.config.get("sampled_rescale", True)), self.sampler_kind
             )
         return self._ui_sampler
 

@@ -169,14 +169,25 @@ def loss_contribution(model: nn.Module, batch, ctx: DistContext) -> dict[str, to
     return {k: v / ctx.world_size for k, v in model.loss(batch).items()}
 
 
-def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor) -> float:
+def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor, sparse: bool = False) -> float:
     """Sum every rank's gradients in place with one flat all-reduce; return the summed loss.
 
     A parameter that got no gradient on any rank keeps ``grad=None`` (Adam skips it, as it
     would in one process); one that got a gradient somewhere gets the sum, zeros counting for
     the ranks that had none.
+
+    ``sparse`` (``sparse_embeddings``: :class:`torch.optim.SparseAdam`): every gradient is a sparse
+    tensor of the rows a rank touched; the ranks' ``(rows, values)`` are all-gathered (padded to the
+    longest) and summed by ``coalesce`` in rank order, so the result is the same on every rank and a
+    step costs ``O(rows of the global batch x d)``, not ``O(table x d)``.
     """
     params = list(params)
+    if sparse:
+        for p in params:
+            p.grad = _sparse_sum(p)
+        flat = loss_part.detach().reshape(1).float().clone()  # a copy: all_reduce writes in place
+        dist.all_reduce(flat)
+        return float(flat[0])
     device = loss_part.device
     flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
     parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
@@ -190,6 +201,33 @@ def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor)
         p.grad = flat[offset : offset + n].view_as(p).to(p.dtype).clone() if had_grad[i] > 0 else None
         offset += n
     return float(had_grad[-1])
+
+
+def _sparse_sum(p: torch.Tensor) -> torch.Tensor | None:
+    """The sum over ranks of ``p``'s sparse row gradient (``None`` where no rank has a row)."""
+    world = dist.get_world_size()
+    if p.grad is not None:
+        g = p.grad.coalesce()
+        rows, values = g.indices()[0], g.values()
+    else:
+        rows = torch.zeros(0, dtype=torch.int64, device=p.device)
+        values = torch.zeros((0, *p.shape[1:]), dtype=p.dtype, device=p.device)
+    counts = [torch.zeros(1, dtype=torch.int64, device=p.device) for _ in range(world)]
+    dist.all_gather(counts, torch.tensor([len(rows)], dtype=torch.int64, device=p.device))
+    sizes = [int(c) for c in counts]
+    longest = max(sizes)
+    if longest == 0:
+        return None
+    pad = longest - len(rows)
+    rows = torch.cat([rows, rows.new_zeros(pad)])
+    values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])
+    all_rows = [torch.empty_like(rows) for _ in range(world)]
+    all_values = [torch.empty_like(values) for _ in range(world)]
+    dist.all_gather(all_rows, rows)
+    dist.all_gather(all_values, values)
+    r = torch.cat([x[:k] for x, k in zip(all_rows, sizes)])
+    v = torch.cat([x[:k] for x, k in zip(all_values, sizes)])
+    return torch.sparse_coo_tensor(r.unsqueeze(0), v, p.shape).coalesce()
 
 
 def all_gather(obj: Any, ctx: DistContext) -> list[Any]:
