@@ -16,10 +16,7 @@ from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
 from graphrec.models.build import build_model
 from graphrec.registry import import_plugin
-from graphrec.train.resume import RunCheckpointer, read_resume, restore_trainer
-from graphrec.train.run_folder import RunFolder
 from graphrec.train.seed import set_seed
-from graphrec.train.trainer import Callback, Trainer
 
 SMALL = ["--set", "synth_users=60", "--set", "synth_items=80", "--set", "embedding_size=16"]
 
@@ -142,42 +139,6 @@ def test_sampled_batches_follow_the_torch_seed():
     a = float(model.loss(batch)["bpr"])
     torch.manual_seed(5)
     assert float(model.loss(batch)["bpr"]) == a
-
-
-class _StopAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
-        if epoch + 1 == self.k:
-            raise KeyboardInterrupt
-
-
-def test_resume_in_sampled_mode_ends_like_an_uninterrupted_run(tmp_path):
-    over = dict(epochs=4, seed=3, synth_users=60, synth_items=80, embedding_size=16, refine_every=2, club_steps=2,
-                propagation="sampled", fanouts=3, aggregation_fanout=3)  # fmt: skip
-
-    def trainer():
-        cfg = small_config("dgmrec", **over)
-        ds = load_dataset(cfg)
-        return Trainer(build_model(ds, cfg), ds, cfg, progress=False), ds
-
-    t_full, _ = trainer()
-    full = t_full.fit()
-    t, ds = trainer()
-    run = RunFolder.create(tmp_path / "run", "dgmrec", ds.name, False)
-    t.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), _StopAfter(2)]
-    with pytest.raises(KeyboardInterrupt):
-        t.fit()
-    run.release()
-    t2, _ = trainer()
-    restore_trainer(t2, read_resume(tmp_path / "run"))
-    resumed = t2.fit()
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
-    assert strip(resumed.history) == strip(full.history)
-    assert resumed.test.metrics == full.test.metrics
-    s1, s2 = t_full.model.state_dict(), t2.model.state_dict()
-    assert all(torch.equal(s1[k], s2[k]) for k in s1 if torch.is_tensor(s1[k]))
 
 
 @pytest.mark.parametrize(

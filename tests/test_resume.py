@@ -49,6 +49,9 @@ SETTINGS = {
     # refinement every 2 epochs and generation: the refined graphs, counters and CLUB optimiser must come back
     "dgmrec": {"epochs": 5, "seed": 3, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "refine_every": 2,
                "club_steps": 2},
+    # sampled DGMRec: the samplers' RNG, the sampled user / gate means and the batch-restricted terms
+    "dgmrec-sampled": {"epochs": 5, "seed": 3, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "refine_every": 2,
+                       "club_steps": 2, "propagation": "sampled", "fanouts": 3, "aggregation_fanout": 3},
     # hand-written gradients (DAMRS's neighbour term, GRCN's sparse attention) and InfoNCE over distinct rows (LGMRec)
     "damrs": {"epochs": 6, "seed": 3, "learning_rate": 0.05, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "knn_k": 3},
     "grcn": {"epochs": 6, "seed": 3, "learning_rate": 0.05, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "n_routing": 1},
@@ -93,7 +96,7 @@ def _interrupt_and_resume(name, k, folder):
     return trainer, trainer.fit(), state
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "lightgcn-sampled", "dgmrec", "damrs", "grcn", "lgmrec"])
+@pytest.mark.parametrize("name", ["lightgcn", "lightgcn-sampled", "dgmrec", "dgmrec-sampled", "damrs", "grcn", "lgmrec"])
 def test_resume_ends_like_an_uninterrupted_run(name, tmp_path):
     full_trainer, _ = _trainer(name)
     full = full_trainer.fit()
