@@ -19,8 +19,8 @@ plus the user-item blocks, whatever the size of the graph. With ``fanouts`` and
 ``aggregation_fanout`` at least the maximum degree, every row equals full propagation's
 (``tests/test_dgmrec_sampled.py``).
 
-Randomness: the samplers draw from torch's generator (DGL's, where used, is re-seeded per batch
-from it), so sampled runs are
+Randomness: the samplers (graphrec's ``fast`` sampler, the default of
+:class:`~graphrec.graph.sampling.NeighbourSampler`) draw from torch's generator, so sampled runs are
 reproducible from the seed and ``fit --resume`` continues them exactly (torch's RNG state is in
 ``resume.pt``).
 """
@@ -116,7 +116,6 @@ class DGMRecSampler:
         CPU item ids (``X ⊇ T ⊇ items``) with ``g``/``s``/``rho`` ``{m: (|X|, d)}``.
         """
         m = self.model
-        dgl.seed(int(torch.randint(0, 2**31 - 1, (1,))))  # DGL's sampler follows torch's (checkpointed) RNG
         ui, mean, item_samplers = self._samplers()
         dev = m.item_emb.device
         n_users = m.n_users
