@@ -210,3 +210,35 @@ def test_tune_trials_resume_mid_run(tmp_path: Path, monkeypatch) -> None:
     _assert_same_run(rec, json.loads((tmp_path / "full" / "runs" / f"{run}.json").read_text()))
     assert rec["resumed_from_epoch"] == [2]
     assert "resumed at epoch 2 of 4" in (tmp_path / "t" / "logs" / f"{run}.log").read_text()
+
+
+def test_a_signal_during_a_save_waits_for_the_whole_state(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM arriving while the state is written is held back: the file is whole, then the worker stops."""
+    import os
+    import signal
+
+    from graphrec.train.interrupt import Interrupted, handle_signals
+
+    spec = _spec(tmp_path, epochs=4)
+    state = tmp_path / "s.resume.pt"
+    real_save, calls = torch.save, []
+
+    def save_then_signal(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the state of epoch 2, half written
+            f.write(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+            f.seek(0)
+            f.truncate()
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_signal)
+    with handle_signals(), pytest.raises(Interrupted) as info:
+        worker.run_spec(spec, None, None, state)
+    assert info.value.signum == signal.SIGTERM and len(calls) == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    assert bench_resume.saved_epoch(state) == 2
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary file left
+    resumed = worker.run_spec(spec, None, None, state)
+    assert resumed["resumed_from_epoch"] == [2]
+    _assert_same_run(resumed, worker.run_spec(spec, None, None, None))
