@@ -161,8 +161,12 @@ def _worker_pid(log: Path, timeout: float = 120.0) -> int:
 def test_killing_bench_ends_its_worker_and_writes_no_record(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "bench"
     proc = _start_bench(out)
-    pid = _worker_pid(out / "logs" / "lightgcn__missing__seed1.log")
+    log = out / "logs" / "lightgcn__missing__seed1.log"
+    pid = _worker_pid(log)
     assert _alive(pid)
+    end = time.time() + 60
+    while "epoch=2/" not in log.read_text() and time.time() < end:  # epoch 1's resume state is written
+        time.sleep(0.1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGTERM:
@@ -173,6 +177,11 @@ def test_killing_bench_ends_its_worker_and_writes_no_record(tmp_path: Path, sig:
         time.sleep(0.2)
     assert not _alive(pid), "the worker outlived bench"
     assert not (out / "runs" / "lightgcn__missing__seed1.json").exists()
+    # the run in progress keeps one resume state, whole (the same command continues it), and no temporary file
+    from graphrec.bench.resume import saved_epoch
+
+    assert sorted(p.name for p in (out / "logs").iterdir() if "resume" in p.name) == ["lightgcn__missing__seed1.resume.pt"]
+    assert saved_epoch(out / "logs" / "lightgcn__missing__seed1.resume.pt") >= 1
 
 
 def test_worker_ranks_the_test_split_once(tmp_path: Path, monkeypatch) -> None:

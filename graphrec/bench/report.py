@@ -265,6 +265,11 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
             notes.append(f"{row['model']} / {row['variant']}: retrieval: {n}")
     if failed:
         notes.append(f"failed runs (see logs/): {', '.join(failed)}")
+    resumed = [f"{r['id']} (after epoch {', '.join(map(str, r['resumed_from_epoch']))})" for r in records if r.get("resumed_from_epoch")]
+    if resumed:
+        notes.append("runs interrupted and continued from their resume state (same metrics as an uninterrupted run for the "
+                     "same threads; per-epoch seconds from each process, load and build seconds from the last, peak RSS the "
+                     f"largest): {', '.join(resumed)}")
     if plot_note:
         notes.append(plot_note)
     if notes:

@@ -3,7 +3,9 @@
 :func:`plan` turns (models, protocol, data, settings, seeds) into run specs; :func:`run_all`
 runs each spec in its own Python process (``python -m graphrec.bench.worker``), so the peak
 RSS of a record is that run's alone, and skips every run whose record
-``<out>/runs/<model>__<variant>__seed<k>.json`` exists (resume). :mod:`graphrec.bench.report`
+``<out>/runs/<model>__<variant>__seed<k>.json`` exists (resume). A run in progress keeps a resume
+state ``<out>/logs/<id>.resume.pt`` (:mod:`graphrec.bench.resume`), so a run interrupted mid-way
+continues from its last finished epoch when the same command runs again. :mod:`graphrec.bench.report`
 then writes ``results.md``, ``results.json`` and the plots.
 
 Protocols (``--protocol``):
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from graphrec.bench.ablations import ABLATIONS
+from graphrec.bench.resume import remove_state, remove_temporaries, state_path
 from graphrec.errors import GraphrecError
 
 PROTOCOLS: dict[str, str] = {
@@ -421,8 +424,10 @@ def run_all(
 ) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Run every spec of ``p`` that has no record yet; returns (records, skipped ids, failed ids).
 
+    A run in progress keeps its resume state in ``logs/<id>.resume.pt`` (:mod:`graphrec.bench.resume`);
+    a run started again with one continues from its last saved epoch and appends to ``logs/<id>.log``.
     SIGINT/SIGTERM raise :class:`graphrec.train.interrupt.Interrupted` (the running worker is stopped
-    first and writes no record).
+    first and writes no record; its resume state stays).
     """
     from rich.markup import escape
     from rich.progress import (
@@ -466,18 +471,23 @@ def run_all(
                         raise GraphrecError(changes_message(p.out, {spec["id"]: diff}))
                     records.append(old)
                     skipped.append(spec["id"])
+                    remove_state(logs_dir, spec["id"])  # a worker killed between its record and this deletion
                     bar.update(total, advance=1)
                     continue
             spec_path = logs_dir / f"{spec['id']}.spec.json"
             progress_path = logs_dir / f"{spec['id']}.progress.json"
             log_path = logs_dir / f"{spec['id']}.log"
+            resume_path = state_path(logs_dir, spec["id"])
+            remove_temporaries(logs_dir, spec["id"])  # left by a hard kill in the middle of a write
             spec_path.write_text(json.dumps(spec, indent=2, default=str) + "\n")
             progress_path.unlink(missing_ok=True)
             bar.update(total, info=spec["id"])
             bar.reset(epochs, total=(spec["overrides"].get("epochs") or None), visible=True, description="epochs", info="")
-            with open(log_path, "w") as log:
+            # a run with a saved state continues it (the worker checks that it is this run's): its log goes on
+            with open(log_path, "a" if resume_path.is_file() else "w") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "graphrec.bench.worker", str(spec_path), str(record_path), str(progress_path)],
+                    [sys.executable, "-m", "graphrec.bench.worker", str(spec_path), str(record_path), str(progress_path),
+                     str(resume_path)],
                     stdout=log, stderr=subprocess.STDOUT, env=_child_env(spec.get("threads")),
                 )
                 try:

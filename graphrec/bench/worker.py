@@ -1,12 +1,18 @@
 """Train and measure one benchmark run in this process (the child of :mod:`graphrec.bench.runner`).
 
-    python -m graphrec.bench.worker SPEC.json RECORD.json [PROGRESS.json]
+    python -m graphrec.bench.worker SPEC.json RECORD.json [PROGRESS.json [RESUME.pt]]
 
 ``SPEC.json`` holds the run (model, variant, protocol, seed, config files, overrides,
 plugins, threads, retrieval). The record is written atomically to ``RECORD.json`` only when
 the run finished, so an existing record means a finished run (the runner's resume rule).
 ``PROGRESS.json`` is rewritten after every epoch (epoch, epochs, validation score) for the
-runner's progress bar.
+runner's progress bar. ``RESUME.pt`` (the runner passes ``<out>/logs/<id>.resume.pt``) is the
+run's resume state, rewritten after every epoch and deleted once the record is written; a worker
+that finds its own run's state there continues from it (:mod:`graphrec.bench.resume`), so a
+benchmark killed mid-run loses at most the epoch in progress. The record says so:
+``resumed_from_epoch`` (epochs done at each resume), ``resumes``, ``resume_discarded`` (why a
+state found was not continued). SIGINT/SIGTERM end the worker with exit code 128 + signal,
+never in the middle of a write of the state.
 
 Measured (see :func:`run_spec`): seconds per training epoch (the trainer's per-epoch time,
 model hooks included — DGMRec's CLUB steps, generation and refinement — evaluation excluded;
@@ -175,16 +181,31 @@ def end_with_parent() -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_file: Path | None = None) -> dict[str, Any]:
-    """Train ``spec``'s model, evaluate it (and its generated features for ``retrieval``) and measure."""
+def run_spec(
+    spec: dict[str, Any],
+    progress_path: Path | None = None,
+    per_user_file: Path | None = None,
+    resume_path: Path | None = None,
+    callbacks: tuple = (),
+) -> dict[str, Any]:
+    """Train ``spec``'s model, evaluate it (and its generated features for ``retrieval``) and measure.
+
+    ``resume_path`` (``<out>/logs/<id>.resume.pt``): keep the run's resume state there after every epoch,
+    and continue from it when it holds this run's state (:mod:`graphrec.bench.resume`); the caller deletes
+    it once the record is written. ``callbacks``: extra trainer callbacks (tests).
+    """
     import torch
 
+    from graphrec.bench import resume as bench_resume
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
     from graphrec.data.interactions import atomic_write_json
+    from graphrec.errors import GraphrecError
     from graphrec.models.build import build_model
     from graphrec.registry import MODELS, import_plugins, load_builtin
+    from graphrec.train.interrupt import critical
     from graphrec.train.loggers import LineLogger
+    from graphrec.train.resume import restore_trainer
     from graphrec.train.seed import resolve_threads
     from graphrec.train.trainer import Callback, Trainer
 
@@ -197,26 +218,32 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
     t0 = time.perf_counter()
     dataset = load_dataset(config)
     load_s = time.perf_counter() - t0
+
+    # a saved state of this very run (same spec, data, graphrec version) is continued; any other is set aside
+    saved, discarded = bench_resume.load_state(resume_path, spec, dataset) if resume_path is not None else (None, None)
+    prior: dict[str, Any] = (saved or {}).get("bench") or {}
+    curve: list[dict[str, Any]] = list(prior.get("curve") or [])
+    eval_s: list[float] = [float(x) for x in prior.get("eval_seconds") or []]
+    refine_s: list[float] = [float(x) for x in prior.get("refine_seconds") or []]
+    resumed_from: list[int] = [int(x) for x in prior.get("resumed_from_epoch") or []]
     knn_s: list[float] = []
-    t0 = time.perf_counter()
-    with timed_knn(knn_s):
-        model = build_model(dataset, config)
-    build_s = time.perf_counter() - t0
+    ident = bench_resume.identity(spec)
 
-    refine_s: list[float] = []
-    if callable(getattr(model, "refine", None)):
-        original_refine = model.refine
+    def start_over(why: str) -> None:
+        nonlocal discarded, prior
+        print(f"bench worker: starting over at epoch 0: {why}", flush=True)
+        discarded, prior = why, {}
+        for bucket in (curve, eval_s, refine_s, resumed_from):
+            bucket.clear()
+        if resume_path is not None:
+            resume_path.unlink(missing_ok=True)
 
-        def timed_refine(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return original_refine(*args, **kwargs)
-            finally:
-                refine_s.append(time.perf_counter() - t)
+    if discarded:
+        start_over(discarded)
 
-        model.refine = timed_refine
-
-    curve: list[dict[str, Any]] = []
+    def prior_peak(key: str, now: float | None) -> float | None:
+        before = prior.get(key)
+        return now if before is None else (float(before) if now is None else max(float(before), now))
 
     class Progress(Callback):
         def on_epoch_end(self, trainer, epoch, logs) -> None:
@@ -227,31 +254,87 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
             point = {"epoch": epoch + 1, **{k: round(float(v), 6) for k, v in result.metrics.items() if k.split("@")[0] in ("recall", "ndcg")}}
             curve.append(point)
 
-    # logs/<id>.log: the stable plain lines of graphrec.train.loggers (parse_line reads them back)
-    trainer = Trainer(model, dataset, config, callbacks=[Progress(), LineLogger(lambda line: print(line, flush=True))], progress=False)
-    eval_s: list[float] = []
-    original_eval = trainer.evaluate
+    class SaveResume(Callback):
+        """After every epoch: the run's resume state (:mod:`graphrec.bench.resume`), atomically, signals held back."""
 
-    def timed_eval(split):
-        t = time.perf_counter()
-        try:
-            return original_eval(split)
-        finally:
-            eval_s.append(time.perf_counter() - t)
+        def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
+            gpu = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if trainer.device.type == "cuda" else None
+            bench = {"identity": ident, "curve": curve, "eval_seconds": eval_s, "refine_seconds": refine_s,
+                     "resumed_from_epoch": resumed_from, "peak_rss_mb": prior_peak("peak_rss_mb", peak_rss_mb()),
+                     "peak_gpu_mb": prior_peak("peak_gpu_mb", gpu)}
+            with critical():
+                try:
+                    bench_resume.save_state(resume_path, trainer, bench)
+                except OSError as exc:  # disk full, folder removed: one line, not a traceback
+                    raise GraphrecError(f"cannot write the resume state '{resume_path}': {exc.strerror or exc}") from None
 
-    trainer.evaluate = timed_eval
-    per_user_names = tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk)
-    if per_user_file is not None:  # the test evaluation's ranking pass also gives each user's values
-        original_ranking = trainer.evaluator.evaluate
+    def build() -> tuple[Trainer, float]:
+        """Model and trainer, timed and instrumented (again, from the seed, when a saved state does not load)."""
+        knn_s.clear()
+        t0 = time.perf_counter()
+        with timed_knn(knn_s):
+            model = build_model(dataset, config)
+        build_s = time.perf_counter() - t0
+        if callable(getattr(model, "refine", None)):
+            original_refine = model.refine
 
-        def ranking_with_users(scorer, split="valid", users=None, per_user=()):
-            return original_ranking(scorer, split, users, per_user or (per_user_names if split == "test" else ()))
+            def timed_refine(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return original_refine(*args, **kwargs)
+                finally:
+                    refine_s.append(time.perf_counter() - t)
 
-        trainer.evaluator.evaluate = ranking_with_users
+            model.refine = timed_refine
+
+        # logs/<id>.log: the stable plain lines of graphrec.train.loggers (parse_line reads them back)
+        cbs = [Progress(), LineLogger(lambda line: print(line, flush=True))]
+        if resume_path is not None:
+            cbs.append(SaveResume())
+        cbs += [*_interrupt_hook(), *callbacks]
+        trainer = Trainer(model, dataset, config, callbacks=cbs, progress=False)
+        original_eval = trainer.evaluate
+
+        def timed_eval(split):
+            t = time.perf_counter()
+            try:
+                return original_eval(split)
+            finally:
+                eval_s.append(time.perf_counter() - t)
+
+        trainer.evaluate = timed_eval
+        if per_user_file is not None:  # the test evaluation's ranking pass also gives each user's values
+            original_ranking = trainer.evaluator.evaluate
+
+            def ranking_with_users(scorer, split="valid", users=None, per_user=()):
+                return original_ranking(scorer, split, users, per_user or (per_user_names(trainer) if split == "test" else ()))
+
+            trainer.evaluator.evaluate = ranking_with_users
+        return trainer, build_s
+
+    def per_user_names(trainer) -> tuple[str, ...]:
+        return tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk)
+
+    trainer, build_s = build()
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     print(f"bench worker: {spec['id']} (pid {os.getpid()}) on {trainer.device}, {torch.get_num_threads()} thread(s), "
           f"{dataset.n_users} users x {dataset.n_items} items", flush=True)
+    if saved is not None:
+        try:
+            restore_trainer(trainer, saved, resume_path)
+        except GraphrecError as exc:  # a state that passed the checks but does not fit the model built now
+            start_over(f"the saved state does not load ({exc})")
+            trainer, build_s = build()
+        else:
+            done = trainer.loop.next_epoch
+            resumed_from.append(done)
+            print(f"bench worker: resumed at epoch {done} of {int(config['epochs'])} (best epoch {trainer.loop.best_epoch}) "
+                  f"from {resume_path.name}; resume {len(resumed_from)} of this run", flush=True)
+            if progress_path is not None:
+                last = trainer.loop.history[-1] if trainer.loop.history else {}
+                atomic_write_json(progress_path, {"epoch": done, "epochs": int(config["epochs"]), "loss": last.get("loss")})
+    del saved  # the state's tensors are in the trainer now
     result = trainer.fit()
     test_per_user = None
     if per_user_file is not None:
@@ -260,7 +343,7 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
         else:  # no test evaluation in fit: rank the test split here
             trainer.model.eval()
             with torch.no_grad():
-                users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", per_user_names)
+                users, values = trainer.evaluator.per_user(trainer.model.scorer(), "test", per_user_names(trainer))
         save_per_user(per_user_file, users, values)
         test_per_user = {"file": per_user_file.name, "users": int(len(users)), "metrics": sorted(values)}
     if result.test is not None:
@@ -309,7 +392,10 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
         "retrieval": retrieval,
         "retrieval_note": retrieval_note,
         "seconds_retrieval": retrieval_s,
-        "seconds_total": result.seconds,
+        "seconds_total": result.seconds,  # training + evaluation seconds of every process, up to each one's last saved epoch
+        "resumed_from_epoch": resumed_from,  # epochs done when each resume continued the run ([] = never interrupted)
+        "resumes": len(resumed_from),
+        "resume_discarded": discarded,  # why a saved state was not continued (None = there was none, or it was)
         "epoch_seconds": epoch_s,
         "seconds_per_epoch": statistics.mean(epoch_s[1:] or epoch_s) if epoch_s else None,
         "n_evaluations": len(eval_s),
@@ -319,8 +405,8 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
         "seconds_knn_build": sum(knn_s) if knn_s else None,
         "seconds_load": load_s,
         "seconds_build": build_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_gpu_mb": torch.cuda.max_memory_allocated(trainer.device) / 2**20 if trainer.device.type == "cuda" else None,
+        "peak_rss_mb": prior_peak("peak_rss_mb", peak_rss_mb()),
+        "peak_gpu_mb": prior_peak("peak_gpu_mb", torch.cuda.max_memory_allocated(trainer.device) / 2**20 if trainer.device.type == "cuda" else None),
         "environment": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -336,28 +422,52 @@ def run_spec(spec: dict[str, Any], progress_path: Path | None = None, per_user_f
     }
 
 
+def _interrupt_hook() -> list:
+    """``GRAPHREC_BENCH_INTERRUPT_AFTER_EPOCH=k`` (tests): SIGTERM this worker once epoch ``k`` is saved,
+    as a killed benchmark would be. A resumed run past epoch ``k`` is not interrupted again."""
+    value = os.environ.get("GRAPHREC_BENCH_INTERRUPT_AFTER_EPOCH")
+    if not value:
+        return []
+    import signal
+
+    from graphrec.train.trainer import Callback
+
+    class InterruptAfter(Callback):
+        def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
+            if epoch + 1 == int(value):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    return [InterruptAfter()]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (2, 3):
-        print("usage: python -m graphrec.bench.worker SPEC.json RECORD.json [PROGRESS.json]", file=sys.stderr)
+    if len(args) not in (2, 3, 4):
+        print("usage: python -m graphrec.bench.worker SPEC.json RECORD.json [PROGRESS.json [RESUME.pt]]", file=sys.stderr)
         return 2
     end_with_parent()
     spec = json.loads(Path(args[0]).read_text())
-    progress = Path(args[2]) if len(args) == 3 else None
+    progress = Path(args[2]) if len(args) >= 3 else None
+    resume = Path(args[3]) if len(args) == 4 else None
     from graphrec.data.interactions import atomic_write_json
     from graphrec.errors import GraphrecError
+    from graphrec.train.interrupt import handle_signals
 
     record_path = Path(args[1])
     try:
-        record = run_spec(spec, progress, per_user_path(record_path))
+        with handle_signals():  # SIGINT/SIGTERM -> Interrupted, held back while the resume state is written
+            record = run_spec(spec, progress, per_user_path(record_path), resume)
     except GraphrecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or a trainer that turns SIGTERM into an exception
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (bench stopped, its parent gone)
         signum = int(getattr(exc, "signum", 2))
-        print(f"bench worker: interrupted by signal {signum}; no record written", flush=True)
+        kept = f"; {resume.name} keeps the epochs done" if resume is not None and resume.is_file() else ""
+        print(f"bench worker: interrupted by signal {signum}; no record written{kept}", flush=True)
         return 128 + signum
-    atomic_write_json(record_path, record)  # last: a record means a finished run
+    atomic_write_json(record_path, record)  # a record means a finished run
+    if resume is not None:  # last: a kill before this leaves a state beside a record, which the runner deletes
+        resume.unlink(missing_ok=True)
     return 0
 
 

@@ -46,10 +46,12 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     Every (model, variant, seed) trains in its own process (peak RSS per run) and writes
     OUT/runs/<model>__<variant>__seed<k>.json (config, test and group metrics, best epoch,
     seconds per epoch / evaluation / refinement, kNN build time, peak RSS). A run whose
-    record exists is skipped, so an interrupted benchmark continues where it stopped; a
-    record made with other settings (epochs, --set, presets) is an error naming the keys
-    (--rerun-changed runs it again). SIGTERM or Ctrl-C stops the running worker too (exit
-    143/130; finished records stay). OUT/results.md has mean ± std over seeds per model and
+    record exists is skipped, and a run in progress keeps its state after every epoch in
+    OUT/logs/<id>.resume.pt, so an interrupted benchmark continues where it stopped, mid-run
+    included (when the run's settings, data and graphrec version are unchanged; else it
+    starts over and its log says why); a record made with other settings (epochs, --set,
+    presets) is an error naming the keys (--rerun-changed runs it again). SIGTERM or Ctrl-C
+    stops the running worker too (exit 143/130; finished records and resume states stay). OUT/results.md has mean ± std over seeds per model and
     variant with the trainer settings each row used, Recall/NDCG@20/50, paired significance
     tests over users against the first --model, and time and memory relative to it; PNG
     plots when matplotlib is installed. Every model gets the same trainer settings unless a
@@ -105,8 +107,13 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     changes = existing_changes(p)
     done = [s["id"] for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file() and s["id"] not in changes]
     if dry_run:
+        from graphrec.bench.resume import saved_epoch, state_path
+
         for s in p.specs:
             state = "done" if s["id"] in done else ("other settings: " + ", ".join(changes[s["id"]]) if s["id"] in changes else "to run")
+            partial = saved_epoch(state_path(out / "logs", s["id"])) if s["id"] not in done else None
+            if partial is not None:  # the worker checks at start that the state is this run's
+                state += f" (resumes after epoch {partial})"
             click.echo(f"{s['id']}\t{state}")
         click.echo(f"{len(p.specs)} runs, {len(done)} done")
         return

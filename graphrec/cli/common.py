@@ -171,5 +171,5 @@ def run_plan(p, console, quiet: bool, command: str):
         intr = as_interrupted(exc)
         n = sum(1 for s in p.specs if (p.out / "runs" / f"{s['id']}.json").is_file())
         click.echo(f"{command} interrupted (signal {intr.signum}, {intr.name}); {n} of {len(p.specs)} runs finished in "
-                   f"{p.out / 'runs'}; the same command resumes", err=True)
+                   f"{p.out / 'runs'}; the same command resumes (a run in progress from its last epoch)", err=True)
         raise SystemExit(intr.exit_code) from None

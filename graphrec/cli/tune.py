@@ -37,7 +37,8 @@ def tune(model, space, search, trials, search_seed, data_dir, sets, configs, see
     """Search MODEL's config keys on validation; report the chosen trial's test metrics once.
 
     Each trial is a `graphrec bench` run (own process, record in OUT/runs/, resumable: a
-    rerun skips finished trials). The choice uses the validation metric (valid_metric,
+    rerun skips finished trials and continues a trial in progress from its last epoch,
+    OUT/logs/<id>.resume.pt). The choice uses the validation metric (valid_metric,
     mean over --seeds) alone. The DGMRec authors' code and MMRec keep the combination with
     the best test score instead, which makes test numbers optimistic.
 
