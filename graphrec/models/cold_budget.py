@@ -120,7 +120,7 @@ def old_cost(
         ub = users[lo:lo + per_batch]
         sc = user[torch.from_numpy(ub).to(user.device)] @ item.T  # (B, N)
         ex = exclude[ub].tocoo()
-        sc[torch.from_numpy(ex.row).long(), torch.from_numpy(ex.col).long()] = float("-inf")
+        sc[torch.from_numpy(ex.row).long().to(sc.device), torch.from_numpy(ex.col).long().to(sc.device)] = float("-inf")
         so, io = torch.topk(sc[:, orow], kh, dim=1)
         sc_c = sc[:, crow]
         kc = min(k, sc_c.shape[1])
