@@ -119,14 +119,16 @@ def run_seed(seed: int, epochs: int, sets: dict, out: Path, preset: dict | None 
     return rec
 
 
-def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance: float | None = None) -> list[dict]:
+def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance: float | None = None,
+            budget: str | None = None, margin: float | None = None) -> list[dict]:
     """Score the saved ``dgmrec_cold`` checkpoints again with ``cold_repr`` (kNN representations need
     no training; ``head`` needs a checkpoint that has one), the shift chosen anew on validation."""
     import torch
 
+    from graphrec.train.checkpoint import load_model  # first: graphrec.eval.evaluator alone is a circular import
+
     from graphrec.errors import GraphrecError
     from graphrec.eval.evaluator import Evaluator
-    from graphrec.train.checkpoint import load_model
 
     torch.set_num_threads(1)
     recs = []
@@ -139,6 +141,11 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance:
         model.cold_repr, model._neighbours = cold_repr, None
         if tolerance is not None:
             model.config["cold_tolerance"] = tolerance
+        # checkpoints of runs before cold_budget existed take the current defaults unless given
+        if budget is not None:
+            model.config["cold_budget"] = budget
+        if margin is not None:
+            model.config["cold_margin"] = margin
         model.eval()
         info = model.calibrate(ds, int(cfg.get("eval_batch_size", 2048)))
         ev = Evaluator(ds, groups=groups(ds), mask_valid_in_test=bool(cfg.get("eval_mask_valid_in_test", True)))
@@ -154,7 +161,10 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance:
         rec["cold_shift"], rec["cold_repr"], rec["calibration"] = info["t"], cold_repr, info["table"]
         if "choice" in info:  # knn_auto: the source and neighbour count chosen on validation
             rec["cold_choice"], rec["cold_candidates"] = list(info["choice"]), info["candidates"]
+        rec["cold_budget"], rec["cold_margin"] = model.config["cold_budget"], float(model.config["cold_margin"])
         tag = cold_repr if tolerance is None else f"{cold_repr}-tol{tolerance:g}"
+        if budget is not None:
+            tag += f"-{budget}" + (f"-z{margin:g}" if budget == "expected" and margin is not None else "")
         (out / f"rescore-{tag}-seed{seed}.json").write_text(json.dumps(rec, indent=2))
         recs.append(rec)
         print(f"seed {seed} rescored", file=sys.stderr, flush=True)
@@ -172,6 +182,9 @@ def main() -> None:
     ap.add_argument("--rescore", metavar="COLD_REPR", help="only score the saved checkpoints again with this "
                     "cold_repr (knn, knn_fused, knn_auto, head) and a new shift; writes rescore-<repr>[-tol<x>]-seed<k>.json")
     ap.add_argument("--tolerance", type=float, help="with --rescore: cold_tolerance (old-item budget) of the new shift")
+    ap.add_argument("--budget", choices=("expected", "recall"), help="with --rescore: cold_budget of the new shift "
+                    "(default: the model's default); the tag -<budget>[-z<margin>] is added to the file names")
+    ap.add_argument("--margin", type=float, help="with --rescore --budget expected: cold_margin (standard deviations)")
     ap.add_argument("--trust-checkpoint", action="store_true", help="with --rescore: load checkpoints of earlier graphrec versions")
     args = ap.parse_args()
     from graphrec.config import parse_set
@@ -187,7 +200,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     recs = []
     if args.rescore:
-        recs = rescore(args.out, [int(s) for s in args.seeds.split(",")], args.rescore, args.trust_checkpoint, args.tolerance)
+        recs = rescore(args.out, [int(s) for s in args.seeds.split(",")], args.rescore, args.trust_checkpoint, args.tolerance,
+                       args.budget, args.margin)
     for seed in ([] if args.rescore else (int(s) for s in args.seeds.split(","))):
         path = args.out / f"seed{seed}.json"
         if path.is_file():

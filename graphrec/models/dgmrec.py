@@ -55,7 +55,6 @@ from graphrec.graph.sampling import check_propagation
 from graphrec.models.base import RecModel
 from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
-from graphrec.train.interrupt import backward
 
 
 def _fro(x: torch.Tensor) -> torch.Tensor:
@@ -453,6 +452,8 @@ class DGMRec(RecModel):
                 g, s = self.general_encoder(feats), self.specific_encoder(feats)
             self.club_optimizer.zero_grad(set_to_none=True)
             loss = sum(self.club[m].learning_loss(s[m], g[m]) for m in self.club)
+            from graphrec.train.interrupt import backward  # here: graphrec.train imports the evaluator, which imports the models
+
             backward(loss)
             self.club_optimizer.step()
 

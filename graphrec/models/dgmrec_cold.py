@@ -41,10 +41,15 @@ item space, put on each user's score scale of the old items:
    Old items keep DGMRec's ``<z_u, z_i>``.
 3. **Offset** ``t`` (``cold_calibration``): chosen once, after training (before the test
    evaluation), on the validation split: the smallest ``t`` (the most room for new items) whose
-   old-item validation Recall@20 stays within ``cold_tolerance`` (2 %) of plain DGMRec's, by
-   bisection (about 10 evaluations; :func:`graphrec.models.cold_offset.choose_shift`; with
-   ``knn_auto`` once per candidate, 10 candidates). It is saved with the weights (with
-   ``knn_auto`` beside the chosen source and neighbour count, buffer ``cold_choice``).
+   old-item cost stays within ``cold_tolerance`` (2 %) of plain DGMRec's old-item Recall@20.
+   ``cold_budget: expected`` (default): the cost is the *expected* loss computed from every
+   user's score margins and the rank-pooled value of an old item near rank 20, plus
+   ``cold_margin`` (1) standard deviations of its noise on a split of the validation split's
+   size (:mod:`graphrec.models.cold_budget`; no evaluation per step). ``cold_budget: recall``
+   (the earlier rule): the drop of old-item validation Recall@20 itself, by bisection (about 10
+   evaluations; :func:`graphrec.models.cold_offset.choose_shift`). With ``knn_auto`` once per
+   candidate, 10 candidates. ``t`` is saved with the weights (with ``knn_auto`` beside the chosen
+   source and neighbour count, buffer ``cold_choice``).
 
 During training, validation scores every item as plain DGMRec (the cold rows are not shown),
 so the best epoch, and with the kNN representations every weight, are those of plain ``dgmrec``
@@ -67,11 +72,15 @@ from graphrec.data.dataset import RecDataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
 from graphrec.graph.content import content_neighbours, neighbour_weights
-from graphrec.models.cold_offset import affine_rows, choose_shift, user_affine
+from graphrec.models.cold_budget import choose_shift_expected, old_cost
+from graphrec.models.cold_offset import affine_rows, user_affine
+from graphrec.models.cold_offset import choose_shift as choose_recall_shift
 from graphrec.models.dgmrec import DGMRec
 from graphrec.registry import register_model
 
 REPRS = ("knn", "knn_fused", "head", "knn_auto")
+#: how calibrate() measures the old-item cost of a shift
+BUDGETS = ("expected", "recall")
 #: neighbour counts ``knn_auto`` tries besides ``cold_k``
 AUTO_K = (1, 2, 3, 5)
 #: sources of the kNN representations (``cold_choice[0]``): DGMRec's ID representations e, its fused z
@@ -104,6 +113,12 @@ class DGMRecCold(DGMRec):
         # that keeps the old items' validation Recall@20 within this relative loss of plain DGMRec's
         "cold_calibration": True,
         "cold_tolerance": 0.02,
+        # how the old-item cost of a shift is measured on validation: expected (from every user's
+        # score margins and the rank-pooled value of an old item, graphrec.models.cold_budget) or
+        # recall (the drop of old-item validation Recall@20 itself, the earlier rule)
+        "cold_budget": "expected",
+        # cold_budget=expected: keep this many standard deviations of the cost's noise below the budget
+        "cold_margin": 1.0,
     }
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
@@ -115,6 +130,10 @@ class DGMRecCold(DGMRec):
             raise GraphrecError(f"'cold_k' must be at least 1, got {config['cold_k']}")
         if not 0.0 <= float(config["cold_tolerance"]) <= 1.0:
             raise GraphrecError(f"'cold_tolerance' must be in [0, 1], got {config['cold_tolerance']}")
+        if str(config["cold_budget"]) not in BUDGETS:
+            raise GraphrecError(f"'cold_budget' must be one of {', '.join(BUDGETS)}, got '{config['cold_budget']}'")
+        if not float(config["cold_margin"]) >= 0.0:
+            raise GraphrecError(f"'cold_margin' must be at least 0, got {config['cold_margin']}")
         d = self.embedding_size
         if self.cold_repr == "head":
             if int(config["cold_hidden"]) < 1:
@@ -285,13 +304,14 @@ class DGMRecCold(DGMRec):
 
     @torch.no_grad()
     def calibrate(self, dataset: RecDataset, batch_size: int = 2048) -> dict[str, Any]:
-        """Set the shift ``t`` of cold items' scores from the validation split
-        (:func:`graphrec.models.cold_offset.choose_shift`, reference = plain DGMRec's scores).
+        """Set the shift ``t`` of cold items' scores from the validation split (``cold_budget``:
+        :func:`graphrec.models.cold_budget.choose_shift_expected` or
+        :func:`graphrec.models.cold_offset.choose_shift`; reference = plain DGMRec's scores).
 
         With ``cold_repr: knn_auto`` also the source and neighbour count (``cold_choice``): every
         candidate gets its own shift, and the one whose validation Recall@20 on the cold items is
         highest wins (ties: the earlier candidate, the default ``(e, cold_k)`` first). Returns
-        ``{"t", "reference", "table"}`` (:func:`~graphrec.models.cold_offset.choose_shift`), with
+        ``{"t", "reference", "table"}`` (and with ``cold_budget: expected`` ``"expected", "sd"``), with
         ``knn_auto`` also ``"choice": (source, k)`` and ``"candidates": [{"source", "k", "t",
         "cold_recall", "old_recall"}, ...]``.
         """
@@ -309,6 +329,13 @@ class DGMRecCold(DGMRec):
         cold = self.cold_items.cpu().numpy()
         ev = Evaluator(dataset, topk=[20], batch_size=batch_size, groups={"old": old, "cold": cold})
         tol = float(self.config["cold_tolerance"])
+
+        def choose_shift(ev, zu, zi, cold, c, a, b, s, tol):
+            if str(self.config["cold_budget"]) == "recall":
+                return choose_recall_shift(ev, zu, zi, cold, c, a, b, s, tol)
+            cost = old_cost(*affine_rows(zu, zi, cold, c, a, b, s, 0.0), cold, s, dataset, old, "valid", 20, batch_size)
+            return choose_shift_expected(cost, tol, float(self.config["cold_margin"]))
+
         if self.cold_repr != "knn_auto":
             zu, zi, c, a, b, s = self._scoring()
             info = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, tol)
