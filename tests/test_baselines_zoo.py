@@ -592,7 +592,7 @@ def test_damrs_n_pseudo_sets_how_many_pseudo_neighbours_the_discrimination_uses(
     """``n_pseudo`` is the k of both pseudo-neighbour sets (the authors' TikTok code: knn_k = 5)."""
     from graphrec.blocks.denoise_align import neighbour_discrimination, neighbour_probabilities, pseudo_neighbours
 
-    model, ds = build("damrs", knn_k=3, neighbor_weight=1.0, n_pseudo=4)
+    model, _ = build("damrs", knn_k=3, neighbor_weight=1.0, n_pseudo=4)
     batch = BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8]))
     got = model.loss(batch)["neighbor"]
     with torch.no_grad():
