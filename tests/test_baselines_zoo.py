@@ -20,6 +20,7 @@ from graphrec.blocks.hyperedges import LearnableHyperedges, hyperedge_propagate
 from graphrec.blocks.infonce import infonce_all
 from graphrec.data.dataset import load_dataset
 from graphrec.data.sampler import BPRBatch
+from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import build_heterograph
 from graphrec.registry import BLOCKS, MODELS
 
@@ -585,6 +586,39 @@ def test_damrs_loss_terms_are_their_formulas():
     p_t = torch.sigmoid(user[users] @ F.normalize(mean_view[items], dim=1).T)
     torch.testing.assert_close(out["kl"], 0.7 * symmetric_bernoulli_kl(p_g, p_t))
     torch.testing.assert_close(out["loss"], out["bpr"] + out["neighbor"] + out["kl"])
+
+
+def test_damrs_n_pseudo_sets_how_many_pseudo_neighbours_the_discrimination_uses():
+    """``n_pseudo`` is the k of both pseudo-neighbour sets (the authors' TikTok code: knn_k = 5)."""
+    from graphrec.blocks.denoise_align import neighbour_discrimination, neighbour_probabilities, pseudo_neighbours
+
+    model, _ = build("damrs", knn_k=3, neighbor_weight=1.0, n_pseudo=4)
+    batch = BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8]))
+    got = model.loss(batch)["neighbor"]
+    with torch.no_grad():
+        _, _, views = model.forward_all()
+    order = [views[v] for v in ("image", "text", "behavior")]
+    items = torch.cat([batch.pos, batch.neg]).unique()
+    probs = [neighbour_probabilities(t[items], t) for t in order]
+
+    def reference(k):
+        return sum(neighbour_discrimination(*pseudo_neighbours(probs, v, k), t[items], t, 0.2) for v, t in enumerate(order)) / 3
+
+    torch.testing.assert_close(got.detach(), reference(4))
+    assert not torch.isclose(got.detach(), reference(10))  # the default k would give another value
+    with pytest.raises(GraphrecError, match="n_pseudo"):
+        build("damrs", n_pseudo=0)
+
+
+def test_damrs_tiktok_preset_is_the_authors_tiktok_config():
+    from pathlib import Path
+
+    from graphrec.config import resolve_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "damrs" / "tiktok.yaml"
+    cfg = resolve_config("damrs", MODELS.get("damrs").default_config, [path])
+    got = {k: cfg[k] for k in ("n_ui_layers", "n_mm_layers", "knn_k", "n_pseudo", "kl_weight", "neighbor_weight", "train_batch_size", "learning_rate")}
+    assert got == {"n_ui_layers": 2, "n_mm_layers": 2, "knn_k": 5, "n_pseudo": 5, "kl_weight": 1.0, "neighbor_weight": 0.001, "train_batch_size": 4096, "learning_rate": 1e-3}
 
 
 # ----------------------------------------------------------------------------- GUME

@@ -3,8 +3,8 @@
 Views are item embedding tables ``h_v (N, d)`` (one per modality graph and the behaviour graph).
 
 * :func:`neighbour_probabilities`: ``P_v = softmax_j(cos(h_v[i], h_v[j]))`` over all items, rows = batch items.
-* :func:`pseudo_neighbours`: for a target view ``t``, ``m = top10(Σ_v P_v + P_t)`` (neighbours the
-  views agree on) and ``s = top10(P_t with m removed)`` (neighbours only ``t`` sees).
+* :func:`pseudo_neighbours`: for a target view ``t``, ``m = topk(Σ_v P_v + P_t)`` (neighbours the
+  views agree on) and ``s = topk(P_t with m removed)`` (neighbours only ``t`` sees), ``k = 10`` unless given.
 * :func:`neighbour_discrimination`: with ``e_j = exp(cos(h[i], h[j]) / τ)`` and ``T = Σ_j e_j``,
   ``-log(Σ_m e / T) - log(Σ_s e / (T - Σ_m e))``, averaged over the rows.
 * :func:`neighbour_loss`: the fast form of the three above for all views at once (what DAMRS trains

@@ -42,8 +42,9 @@ class DAMRS(MultimodalBaseline):
 
     Loss: agreement-weighted BPR (:func:`~graphrec.blocks.denoise_align.agreement_weights`)
     + ``neighbor_weight`` x mean_v neighbour discrimination of the batch's distinct items against the
-    pseudo neighbours the views agree on + ``kl_weight`` x symmetric KL between
-    ``σ(u · norm(i_g))`` and ``σ(u · norm(h̄))`` over the batch's distinct users × items.
+    ``n_pseudo`` pseudo neighbours the views agree on (and the ``n_pseudo`` the target view alone sees)
+    + ``kl_weight`` x symmetric KL between ``σ(u · norm(i_g))`` and ``σ(u · norm(h̄))`` over the
+    batch's distinct users × items.
     Shapes: :meth:`representations` -> ``(U, d), (N, d)``.
     """
 
@@ -57,6 +58,9 @@ class DAMRS(MultimodalBaseline):
         "kl_weight": 1.0,
         "neighbor_weight": 0.001,
         "temp": 0.2,
+        # pseudo neighbours per row and kind (agreed / target-only): the authors' two-modality code
+        # fixes 10, their three-modality (TikTok) code uses knn_k
+        "n_pseudo": 10,
         "knn_chunk_size": 2048,
         # exact / approximate kNN search (graphrec.graph.ann, docs/scaling.md)
         **KNN_SEARCH_DEFAULTS,
@@ -66,7 +70,7 @@ class DAMRS(MultimodalBaseline):
     block_slots = {"ui_block": "ui_conv", "item_graph_block": "item_conv"}
 
     def __init__(self, dataset: RecDataset, config: dict[str, Any]) -> None:
-        check_keys("damrs", config, positive=("knn_k", "cooc_k", "knn_chunk_size", "temp"), non_negative=("n_ui_layers", "n_mm_layers", "kl_weight", "neighbor_weight"))
+        check_keys("damrs", config, positive=("knn_k", "cooc_k", "knn_chunk_size", "temp", "n_pseudo"), non_negative=("n_ui_layers", "n_mm_layers", "kl_weight", "neighbor_weight"))
         if BEHAVIOR in dataset.modalities:
             raise GraphrecError(f"damrs: a modality may not be named '{BEHAVIOR}' (the co-interaction graph's name)")
         super().__init__(dataset, config)
@@ -76,6 +80,7 @@ class DAMRS(MultimodalBaseline):
         self.views_order = [*self.modalities, BEHAVIOR]
         self.n_mm_layers = int(config["n_mm_layers"])
         self.kl_weight, self.neighbor_weight, self.temp = float(config["kl_weight"]), float(config["neighbor_weight"]), float(config["temp"])
+        self.n_pseudo = int(config["n_pseudo"])
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """The user-item relations, the denoised ``knn_<m>`` graphs and ``knn_behavior``."""
@@ -111,7 +116,7 @@ class DAMRS(MultimodalBaseline):
         full = item + mean_view
         bpr = weighted_bpr((u * full[batch.pos]).sum(1), (u * full[batch.neg]).sum(1), w_pos, w_neg)
         users, items = torch.unique(batch.users), torch.unique(torch.cat([batch.pos, batch.neg]))
-        neigh = neighbour_loss([views[v] for v in self.views_order], items, self.temp)
+        neigh = neighbour_loss([views[v] for v in self.views_order], items, self.temp, self.n_pseudo)
         logit_g = user[users] @ F.normalize(item[items], dim=1).T  # KL of σ(logit_g) and σ(logit_t)
         logit_t = user[users] @ F.normalize(mean_view[items], dim=1).T
         kl = self.kl_weight * symmetric_bernoulli_kl_logits(logit_g, logit_t)
