@@ -112,7 +112,7 @@ def test_restricted_terms_cover_the_batch_neighbourhood_only():
 
 
 def test_small_fanouts_sample_and_gradients_flow():
-    model = _model("sampled", fanouts=2, aggregation_fanout=2)
+    model = _model("sampled", fanouts=2, aggregation_fanout=2, sampled_control_variate=False)
     batch = _batch(model, b=16)
     losses = model.loss(batch)
     assert set(losses) >= {"bpr", "reg", "club", "recon", "align_ui", "align_bm", "inter"}
@@ -139,6 +139,79 @@ def test_sampled_batches_follow_the_torch_seed():
     a = float(model.loss(batch)["bpr"])
     torch.manual_seed(5)
     assert float(model.loss(batch)["bpr"]) == a
+
+
+def _batch_rows(model, batch):
+    """The batch's rows that do not depend on the draw: ue_U, ie_P, ie_N, GU, SU and rho of the batch items."""
+    uu, pp = batch.users.unique(), batch.pos.unique()
+    items = torch.cat([batch.pos, batch.neg]).unique()
+    s = model.batch_sampler.forward(uu, pp, batch.neg, items)
+    at = torch.searchsorted(s["X"], items)
+    out = {"ue_U": s["ue_U"], "ie_P": s["ie_P"], "ie_N": s["ie_N"]}
+    for m in model.modalities:
+        out |= {f"GU_{m}": s["GU"][m], f"SU_{m}": s["SU"][m], f"rho_{m}": s["rho"][m][at]}
+    f = model.propagate(model.graph, fuse=False)
+    want = {"ue_U": f["ue"][uu], "ie_P": f["ie"][pp], "ie_N": f["ie"][batch.neg]}
+    for m in model.modalities:
+        want |= {f"GU_{m}": f["GU"][m][uu], f"SU_{m}": f["SU"][m][uu], f"rho_{m}": f["rho"][m][items]}
+    return {k: v.detach() for k, v in out.items()}, {k: v.detach() for k, v in want.items()}
+
+
+def _perturb(model, scale: float, seed: int = 3) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale * (float(p.abs().mean()) + 1e-3))
+
+
+def test_control_variate_rows_are_exact_at_the_history_for_any_fanout():
+    # fan-out 1 everywhere: with the history refreshed at the current parameters every sampled
+    # aggregation equals full propagation's (zero variance); without control variates it does not
+    batch = _batch(_model("full"))
+    on = _model("sampled", fanouts=1, aggregation_fanout=1, sampled_control_variate=True)
+    on.batch_sampler.refresh()
+    got, want = _batch_rows(on, batch)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+    off = _model("sampled", fanouts=1, aggregation_fanout=1, sampled_control_variate=False)
+    got, want = _batch_rows(off, batch)
+    assert not torch.allclose(got["ue_U"], want["ue_U"]) and not torch.allclose(got["GU_image"], want["GU_image"])
+
+
+def test_control_variate_is_unbiased_with_a_stale_history_and_reduces_the_noise():
+    batch = _batch(_model("full"), b=16)
+
+    def errors(cv: bool, draws: int):
+        model = _model("sampled", fanouts=2, aggregation_fanout=2, sampled_control_variate=cv)
+        model.batch_sampler.refresh()
+        _perturb(model, 0.05)  # the parameters move after the refresh: the history is stale
+        torch.manual_seed(11)
+        rows = [_batch_rows(model, batch) for _ in range(draws)]
+        want = rows[0][1]
+        mean_err = {k: float((sum(r[0][k] for r in rows) / draws - want[k]).abs().mean()) for k in want}
+        one_err = {k: float(sum((r[0][k] - want[k]).abs().mean() for r in rows) / draws) for k in want}
+        return mean_err, one_err
+
+    mean_cv, one_cv = errors(True, 300)
+    _, one_plain = errors(False, 20)
+    for k in one_cv:
+        # unbiased: the mean of 300 draws is ~1/sqrt(300) as far off as one draw (a bias would not average out)
+        assert 0 < mean_cv[k] < 0.15 * one_cv[k], (k, mean_cv[k], one_cv[k])
+        assert one_cv[k] < 0.2 * one_plain[k], (k, one_cv[k], one_plain[k])  # and one draw is far less noisy
+
+
+def test_control_variate_history_is_refreshed_every_epoch():
+    model = _model("sampled", fanouts=2, aggregation_fanout=2)
+    assert model.batch_sampler.control_variate and model.batch_sampler.history is None
+    model.on_epoch_start(None, 1)
+    first = model.batch_sampler.history["ui"][1].clone()
+    f = model.propagate(model.graph, fuse=False)
+    hist = model.batch_sampler.history
+    torch.testing.assert_close(sum(hist["ui"]) / len(hist["ui"]), torch.cat([f["ue"], f["ie"]]), rtol=1e-5, atol=1e-6)
+    _perturb(model, 0.1)
+    model.on_epoch_start(None, 2)
+    assert not torch.allclose(model.batch_sampler.history["ui"][1], first)
+    assert _model("full").batch_sampler is None
 
 
 @pytest.mark.parametrize(

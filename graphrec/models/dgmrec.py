@@ -135,6 +135,9 @@ class DGMRec(RecModel):
         "aggregation_fanout": 10,
         # propagation=sampled: messages into a node x (full degree / kept edges), an unbiased estimate
         "sampled_rescale": True,
+        # propagation=sampled: correct every sampled aggregation with the exact one of the epoch's start
+        # (control variates, graphrec.models.dgmrec_sampled; one extra full forward per epoch)
+        "sampled_control_variate": True,
     }
 
     # ------------------------------------------------------------------ construction
@@ -179,7 +182,9 @@ class DGMRec(RecModel):
         self.batch_sampler: DGMRecSampler | None = None
         if self.propagation_mode == "sampled":
             fanouts, agg = check_sampled_config(self, config)
-            self.batch_sampler = DGMRecSampler(self, fanouts, agg, bool(config.get("sampled_rescale", True)))
+            self.batch_sampler = DGMRecSampler(
+                self, fanouts, agg, bool(config.get("sampled_rescale", True)), bool(config.get("sampled_control_variate", True))
+            )
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """Build the training (and inference) item graphs of spec 4.3 and the heterograph."""
@@ -420,14 +425,15 @@ class DGMRec(RecModel):
         if len(self.club) and self.club_optimizer is not None:
             self.train_club()
         self.counter += 1
-        if not self.has_missing():
-            return
-        if self.config["generation"]:
-            rows = {m: self.generation_rows(m, new=False) for m in self.modalities}
-            self.write_generated(self.graph, rows)
-        every = int(self.config["refine_every"])
-        if self.config["refinement"] and every > 0 and self.counter % every == 0:
-            self.refine(inference=False)
+        if self.has_missing():
+            if self.config["generation"]:
+                rows = {m: self.generation_rows(m, new=False) for m in self.modalities}
+                self.write_generated(self.graph, rows)
+            every = int(self.config["refine_every"])
+            if self.config["refinement"] and every > 0 and self.counter % every == 0:
+                self.refine(inference=False)
+        if self.batch_sampler is not None and self.batch_sampler.control_variate:
+            self.batch_sampler.refresh()  # after generation / refinement: the epoch's exact tables
 
     def before_evaluation(self, trainer, split: str) -> None:
         if not (self.new_item_setting and split == "valid" and self.has_missing()):

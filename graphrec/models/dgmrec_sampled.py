@@ -19,6 +19,18 @@ plus the user-item blocks, whatever the size of the graph. With ``fanouts`` and
 ``aggregation_fanout`` at least the maximum degree, every row equals full propagation's
 (``tests/test_dgmrec_sampled.py``).
 
+Control variates (``sampled_control_variate``, default on): the sampled sums above are unbiased but
+noisy, and DGMRec's losses are not linear in them (BPR, InfoNCE, the squared-norm regulariser), so the
+noise costs accuracy (docs/scaling.md, "DGMRec sampled"). With control variates every sampled
+aggregation is corrected by an exact one of the same quantities from the start of the epoch (VR-GCN,
+Chen et al. 2018): ``h'_v = H'_v + Σ_(sampled u->v) w_uv (h_u - H_u)``, where ``H`` are the
+no-grad full-propagation values of every node, refreshed once per epoch (:meth:`DGMRecSampler.refresh`,
+one full forward) and ``H' = Ã H`` exactly. The estimate stays unbiased for any history, equals
+``h'_v`` exactly where the node kept all its in-edges, and has zero variance while the parameters
+equal the history's (``tests/test_dgmrec_sampled.py``); gradients still flow along sampled edges only.
+Applied to the user-item layers (per layer), the preference gate and the user means; the item-item
+hops are exact anyway.
+
 Randomness: the samplers (graphrec's ``fast`` sampler, the default of
 :class:`~graphrec.graph.sampling.NeighbourSampler`) draw from torch's generator, so sampled runs are
 reproducible from the seed and ``fit --resume`` continues them exactly (torch's RNG state is in
@@ -51,6 +63,31 @@ def last_layer(blocks: SampledBlocks, h: torch.Tensor) -> torch.Tensor:
     return h[: blocks.n_seeds]
 
 
+def layer_mean_cv(blocks: SampledBlocks, ego: torch.Tensor, history: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of layers ``0..L`` for the seeds with control variates; ``(n_seeds, d)``.
+
+    ``ego``: ``(n_in, d)`` rows of ``blocks.input_nodes``; ``history[l]``: ``(n_nodes, d)`` exact
+    layer-``l`` values of every node of the sampling graph (``history[0]`` the ego tables), no grad.
+    Layer ``l + 1`` of a node ``v`` is ``history[l + 1][v] + Σ_(sampled u->v) w_uv (h^l_u - history[l][u])``.
+    """
+    ids = blocks.input_nodes.to(ego.device)
+    h = ego
+    acc = ego[: blocks.n_seeds]
+    for layer, (src, dst, w, n_dst) in enumerate(blocks.layers):
+        delta = h - history[layer].index_select(0, ids[: len(h)])
+        msg = delta.index_select(0, src) * w.unsqueeze(1)
+        h = history[layer + 1].index_select(0, ids[:n_dst]).index_add(0, dst, msg)
+        acc = acc + h[: blocks.n_seeds]
+    return acc / (len(blocks.layers) + 1)
+
+
+def _full_matrix(sampler: NeighbourSampler, device: torch.device) -> torch.Tensor:
+    """The sampling graph's ``(n, n)`` weighted adjacency (row = destination) as a sparse CSR tensor."""
+    indptr, indices, w = sampler._arrays(device)[:3]
+    n = sampler.n_nodes
+    return torch.sparse_csr_tensor(indptr, indices, w, size=(n, n), device=device)
+
+
 def check_sampled_config(model: "DGMRec", config: dict[str, Any]) -> tuple[list[int], int]:
     """``(fanouts, aggregation_fanout)`` of a sampled DGMRec; one-line :class:`GraphrecError` for a bad combination."""
     name = model.name
@@ -74,8 +111,13 @@ class DGMRecSampler:
     The item-item samplers are rebuilt when the model's training graph changes (refinement).
     """
 
-    def __init__(self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool) -> None:
+    def __init__(
+        self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool, control_variate: bool = False
+    ) -> None:
         self.model = model
+        self.control_variate = bool(control_variate)
+        #: exact no-grad tables of the last :meth:`refresh` (control variates), None before the first
+        self.history: dict[str, Any] | None = None
         self.fanouts = fanouts
         self.aggregation_fanout = aggregation_fanout
         self.rescale = rescale
@@ -105,6 +147,25 @@ class DGMRecSampler:
             self._items_graph = g
         return self._ui, self._mean, self._items
 
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the control variates' history from the current parameters (one full forward, no grad).
+
+        ``ui``: ``[(U + N, d)]`` exact LightGCN layers ``0..L`` (users first); ``pi`` ``{m: (U, d)}``,
+        ``rho``/``G``/``S`` ``{m: (N, d)}``, ``GU``/``SU`` ``{m: (U, d)}``: full propagation's tables."""
+        m = self.model
+        ui, _, _ = self._samplers()
+        dev = m.item_emb.device
+        f = m.propagate(m.graph, fuse=False)
+        pi, _ = m.preference(m.graph, m.user_emb)
+        a = _full_matrix(ui.sampler, dev)
+        h = torch.cat([m.user_emb, m.item_emb]).detach()
+        layers = [h]
+        for _ in self.fanouts:
+            h = torch.sparse.mm(a, h)
+            layers.append(h)
+        self.history = {"ui": layers, "pi": pi, **{k: f[k] for k in ("rho", "G", "S", "GU", "SU")}}
+
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, items: torch.Tensor) -> dict[str, Any]:
         """The batch's rows of every quantity the loss reads.
 
@@ -120,7 +181,17 @@ class DGMRecSampler:
         dev = m.item_emb.device
         n_users = m.n_users
         users, pos, neg, items = (t.cpu() for t in (users, pos, neg, items))
-        ue_U, ie_P, ie_N = ui.batch(m.user_emb, m.item_emb, users, pos, neg)
+        if self.control_variate and self.history is None:
+            self.refresh()
+        hist = self.history if self.control_variate else None
+        if hist is None:
+            ue_U, ie_P, ie_N = ui.batch(m.user_emb, m.item_emb, users, pos, neg)
+        else:
+            parts = [users, pos + n_users, neg + n_users]
+            seeds, inverse = torch.unique(torch.cat(parts), return_inverse=True)
+            ui_blocks = ui.sampler.sample(seeds, dev)
+            out = layer_mean_cv(ui_blocks, ui.ego(ui_blocks.input_nodes, m.user_emb, m.item_emb), hist["ui"])
+            ue_U, ie_P, ie_N = (out.index_select(0, r) for r in inverse.to(dev).split([len(p) for p in parts]))
         # the batch users' sampled train items (eq. 6): in-edges of a user come from items only
         agg = mean.sampler.sample(users, dev)
         user_items = agg.input_nodes[len(users) :] - n_users
@@ -135,7 +206,14 @@ class DGMRecSampler:
         g, s = m.general_encoder(feats), m.specific_encoder(feats)
         u_rows = m.user_emb.index_select(0, gate_users)
         zeros_x = torch.zeros((len(X), m.embedding_size), dtype=u_rows.dtype, device=dev)
-        rho = {mod: last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows))])) for mod, f in m.preference.maps.items()}
+        if hist is None:
+            rho = {mod: last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows))])) for mod, f in m.preference.maps.items()}
+        else:  # exact gate of the history + the sampled change since
+            rho = {
+                mod: hist["rho"][mod].index_select(0, Xd)
+                + last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows)) - hist["pi"][mod].index_select(0, gate_users)]))
+                for mod, f in m.preference.maps.items()
+            }
         G: dict[str, torch.Tensor] = {}
         S: dict[str, torch.Tensor] = {}
         for mod, b in blocks.items():
@@ -145,6 +223,16 @@ class DGMRecSampler:
         # user modality features: mean of G, S over the sampled items (users' own rows carry no message)
         item_rows = torch.searchsorted(T, user_items).to(dev)
         zeros_u = torch.zeros((len(users), m.embedding_size), dtype=u_rows.dtype, device=dev)
-        GU = {mod: last_layer(agg, torch.cat([zeros_u, G[mod].index_select(0, item_rows)])) for mod in m.modalities}
-        SU = {mod: last_layer(agg, torch.cat([zeros_u, S[mod].index_select(0, item_rows)])) for mod in m.modalities}
+        if hist is None:
+            GU = {mod: last_layer(agg, torch.cat([zeros_u, G[mod].index_select(0, item_rows)])) for mod in m.modalities}
+            SU = {mod: last_layer(agg, torch.cat([zeros_u, S[mod].index_select(0, item_rows)])) for mod in m.modalities}
+        else:
+            ud, ui_items = users.to(dev), user_items.to(dev)
+
+            def user_mean(cur: torch.Tensor, old: torch.Tensor, old_users: torch.Tensor) -> torch.Tensor:
+                delta = cur.index_select(0, item_rows) - old.index_select(0, ui_items)
+                return old_users.index_select(0, ud) + last_layer(agg, torch.cat([zeros_u, delta]))
+
+            GU = {mod: user_mean(G[mod], hist["G"][mod], hist["GU"][mod]) for mod in m.modalities}
+            SU = {mod: user_mean(S[mod], hist["S"][mod], hist["SU"][mod]) for mod in m.modalities}
         return {"ue_U": ue_U, "ie_P": ie_P, "ie_N": ie_N, "GU": GU, "SU": SU, "T": T, "G": G, "S": S, "X": X, "g": g, "s": s, "rho": rho}
