@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from graphrec.data.interactions import pair_matrix
+from graphrec.models.cold_offset import smallest_passing
 
 
 def isotonic_decreasing(y: np.ndarray) -> np.ndarray:
@@ -165,17 +166,6 @@ def choose_shift_expected(cost: OldCost, tolerance: float = 0.02, z: float = 0.0
         table.append((t, c, sd))
         return c + z * sd <= tolerance
 
-    if ok(lo):
-        t = lo
-    elif not ok(hi):
-        t = hi
-    else:
-        for _ in range(steps):
-            mid = 0.5 * (lo + hi)
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        t = hi
+    t = smallest_passing(ok, lo, hi, steps)
     c, sd = cost.expected(t)
     return {"t": t, "reference": cost.reference, "expected": c, "sd": sd, "table": table}

@@ -93,16 +93,21 @@ def choose_shift(
         table.append((t, old_recall(Scorer(*affine_rows(zu, zi, cold, c, a, b, s, t)))))
         return table[-1][1] >= need
 
+    return {"t": smallest_passing(ok, lo, hi, steps), "reference": ref, "table": table}
+
+
+def smallest_passing(ok, lo: float, hi: float, steps: int) -> float:
+    """Bisect for the smallest ``t`` in ``[lo, hi]`` with ``ok(t)``, for a test that passes from some
+    ``t`` on (a budget that larger shifts only loosen): ``lo`` if it passes, ``hi`` if even ``hi``
+    fails, else the upper end of the bracket after ``steps`` halvings (at most ``steps + 2`` calls)."""
     if ok(lo):
-        t = lo
-    elif not ok(hi):
-        t = hi
-    else:
-        for _ in range(steps):
-            mid = 0.5 * (lo + hi)
-            if ok(mid):
-                hi = mid
-            else:
-                lo = mid
-        t = hi
-    return {"t": t, "reference": ref, "table": table}
+        return lo
+    if not ok(hi):
+        return hi
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
