@@ -195,6 +195,20 @@ def small_config(model: str = "lightgcn", **overrides: Any) -> dict[str, Any]:
     return resolve_config(model, MODELS.get(model).default_config, overrides=base)
 
 
+def train_small_cold_knn():
+    """``dgmrec_cold`` (``cold_repr: knn``) trained 4 epochs on the small synthetic new-item protocol:
+    ``(model in eval mode, dataset, config)``; for module-scoped fixtures of the new-item tests."""
+    from graphrec.data.dataset import load_dataset
+    from graphrec.models.build import build_model
+    from graphrec.train.trainer import Trainer
+
+    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4, cold_repr="knn")
+    ds = load_dataset(cfg)
+    model = build_model(ds, cfg)
+    Trainer(model, ds, cfg, progress=False).fit()
+    return model.eval(), ds, cfg
+
+
 def invoke(*args):
     """Run the ``graphrec`` CLI in-process (click's runner); arguments are stringified."""
     from click.testing import CliRunner

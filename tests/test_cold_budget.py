@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, train_small_cold_knn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphrec.data.dataset import load_dataset
 from graphrec.eval.evaluator import Evaluator
 from graphrec.models.base import Scorer
 from graphrec.models.build import build_model
@@ -68,13 +67,7 @@ def test_expected_shift_is_the_smallest_within_the_budget(cost, tol, z):
 
 @pytest.fixture(scope="module")
 def trained():
-    from graphrec.train.trainer import Trainer
-
-    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4, cold_repr="knn")
-    ds = load_dataset(cfg)
-    model = build_model(ds, cfg)
-    Trainer(model, ds, cfg, progress=False).fit()
-    return model.eval(), ds, cfg
+    return train_small_cold_knn()
 
 
 def test_margins_count_the_cold_items_in_every_top_k_and_h_adds_up_to_plain_recall(trained):

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import small_config
+from conftest import small_config, train_small_cold_knn
 
-from graphrec.data.dataset import load_dataset
 from graphrec.eval.evaluator import Evaluator
 from graphrec.models.base import Scorer
 from graphrec.models.build import build_model
@@ -19,13 +18,7 @@ from graphrec.train.checkpoint import load_model, save_checkpoint
 @pytest.fixture(scope="module")
 def trained():
     """dgmrec_cold (knn) trained for a few epochs on the small synthetic new-item protocol."""
-    from graphrec.train.trainer import Trainer
-
-    cfg = small_config("dgmrec_cold", seed=4, new_items=True, epochs=4, cold_repr="knn")
-    ds = load_dataset(cfg)
-    model = build_model(ds, cfg)
-    Trainer(model, ds, cfg, progress=False).fit()
-    return model.eval(), ds, cfg
+    return train_small_cold_knn()
 
 
 def _auto(trained):
