@@ -33,6 +33,7 @@ from graphrec.data.dataset import RecDataset, build_dataset
 from graphrec.data.interactions import Interactions
 from graphrec.data.masks import MissingModalities
 from graphrec.registry import MODELS, load_builtin
+from graphrec.train.trainer import Callback
 
 import torch  # noqa: E402
 
@@ -243,3 +244,15 @@ def random_ui_graph(n_src: int, n_dst: int, n_edges: int, seed: int):
     graph = dgl.heterograph({UI: (src, dst)}, num_nodes_dict={"user": n_src, "item": n_dst})
     graph.edges[UI].data["w"] = torch.rand(n_edges, generator=g)
     return graph
+
+
+class StopAfter(Callback):
+    """A trainer callback that interrupts (``KeyboardInterrupt``) after epoch ``k``'s bookkeeping,
+    when that epoch's checkpoint / resume state is written: for the resume tests."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
+        if epoch + 1 == self.k:
+            raise KeyboardInterrupt

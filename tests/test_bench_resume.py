@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import StopAfter
 
 from graphrec.bench import resume as bench_resume
 from graphrec.bench import runner as bench_runner
 from graphrec.bench import worker
 from graphrec.cli.main import cli
-from graphrec.train.trainer import Callback
 
 TINY = {"synth_users": 60, "synth_items": 80, "device": "cpu", "train_batch_size": 512, "stopping_step": 1000}
 TINY_ARGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
@@ -41,14 +41,6 @@ def _assert_same_run(resumed: dict, full: dict) -> None:
     assert len(resumed["epoch_seconds"]) == len(full["epoch_seconds"]) == full["epochs_run"]
 
 
-class _StopAfter(Callback):
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
-        if epoch + 1 == self.k:
-            raise KeyboardInterrupt
-
 
 @pytest.mark.parametrize("model", ["lightgcn", "dgmrec"])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_record(tmp_path: Path, model: str, capsys) -> None:
@@ -58,7 +50,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_record(tmp_path: Path, 
     state = tmp_path / "run.resume.pt"
     for k in (2, 4):  # interrupted twice: after epoch 2, and (resumed) after epoch 4
         with pytest.raises(KeyboardInterrupt):
-            worker.run_spec(spec, None, tmp_path / "r.users.npz", state, callbacks=(_StopAfter(k),))
+            worker.run_spec(spec, None, tmp_path / "r.users.npz", state, callbacks=(StopAfter(k),))
         raw = torch.load(state, map_location="cpu", weights_only=True)  # plain data only
         assert raw["loop"]["next_epoch"] == k and bench_resume.saved_epoch(state) == k
         assert [p["epoch"] for p in raw["bench"]["curve"]] == list(range(1, k + 1))
@@ -78,7 +70,7 @@ def test_a_finished_loop_is_not_trained_again(tmp_path: Path, capsys) -> None:
     full = worker.run_spec(spec, None, None, None)
     state = tmp_path / "s.resume.pt"
     with pytest.raises(KeyboardInterrupt):
-        worker.run_spec(spec, None, None, state, callbacks=(_StopAfter(3),))
+        worker.run_spec(spec, None, None, state, callbacks=(StopAfter(3),))
     resumed = worker.run_spec(spec, None, None, state)
     _assert_same_run(resumed, full)
     assert resumed["resumed_from_epoch"] == [3]
@@ -88,7 +80,7 @@ def test_a_changed_spec_or_damaged_state_starts_over(tmp_path: Path, capsys) -> 
     spec = _spec(tmp_path)
     state = tmp_path / "s.resume.pt"
     with pytest.raises(KeyboardInterrupt):
-        worker.run_spec(spec, None, None, state, callbacks=(_StopAfter(3),))
+        worker.run_spec(spec, None, None, state, callbacks=(StopAfter(3),))
     other = _spec(tmp_path, learning_rate=0.01)
     assert other["id"] == spec["id"]
     capsys.readouterr()
@@ -104,7 +96,7 @@ def test_a_changed_spec_or_damaged_state_starts_over(tmp_path: Path, capsys) -> 
                                                                     bench_resume.identity({**spec, "config": {**spec["config"], "threads": 2}}))
     # a damaged state (a truncated file) is set aside, not an error
     with pytest.raises(KeyboardInterrupt):
-        worker.run_spec(spec, None, None, state, callbacks=(_StopAfter(2),))
+        worker.run_spec(spec, None, None, state, callbacks=(StopAfter(2),))
     state.write_bytes(state.read_bytes()[:1000])
     capsys.readouterr()
     rec = worker.run_spec(spec, None, None, state)
@@ -116,7 +108,7 @@ def test_other_data_start_over(tmp_path: Path) -> None:
     spec = _spec(tmp_path)
     state = tmp_path / "s.resume.pt"
     with pytest.raises(KeyboardInterrupt):
-        worker.run_spec(spec, None, None, state, callbacks=(_StopAfter(2),))
+        worker.run_spec(spec, None, None, state, callbacks=(StopAfter(2),))
     from graphrec.config import resolve_config
     from graphrec.data.dataset import load_dataset
     from graphrec.registry import MODELS

@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import (
     REPO_ROOT,
+    StopAfter,
     assert_user_error,
     invoke,
     small_config,
@@ -38,7 +39,7 @@ from graphrec.train.resume import (
     trainer_state,
 )
 from graphrec.train.run_folder import RunFolder
-from graphrec.train.trainer import Callback, Trainer
+from graphrec.train.trainer import Trainer
 
 SMALL = ["--set", "synth_users=150", "--set", "synth_items=200"]
 SETTINGS = {
@@ -69,21 +70,11 @@ def _trainer(name):
     return Trainer(build_model(ds, cfg), ds, cfg, progress=False), ds
 
 
-class _StopAfter(Callback):
-    """Interrupts after epoch ``k``'s bookkeeping (the checkpoint of that epoch is written)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
-        if epoch + 1 == self.k:
-            raise KeyboardInterrupt
-
 
 def _interrupt_and_resume(name, k, folder):
     trainer, ds = _trainer(name)
     run = RunFolder.create(folder, name, ds.name, False)
-    trainer.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), _StopAfter(k)]
+    trainer.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), StopAfter(k)]
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     run.release()
