@@ -26,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from _model_setup import add_config_args, model_config_and_data  # benchmarks/, beside this file
+
 
 def graph_stats(ds, cfg) -> dict:
     """Survivors of the denoising rule and the degrees of the item graphs (exact, ``O(N²)`` memory)."""
@@ -56,10 +58,7 @@ def graph_stats(ds, cfg) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir")
-    ap.add_argument("--config", action="append", default=[], help="YAML preset(s), applied in order")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--threads", type=int, default=1)
+    add_config_args(ap)
     ap.add_argument("--steps", type=int, default=60, help="training steps (batches)")
     ap.add_argument("--eval-every", type=int, default=10, help="validation recall@20 every N steps")
     ap.add_argument("--grad-every", type=int, default=5, help="per-term gradient norms every N steps (three extra backward passes)")
@@ -67,26 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    import yaml
 
     import graphrec.models.damrs as damrs_module
-    from graphrec.config import resolve_config
-    from graphrec.data.dataset import load_dataset
-    from graphrec.registry import MODELS, load_builtin
-    from graphrec.train.seed import set_seed
     from graphrec.train.trainer import Trainer
 
-    load_builtin()
-    over: dict = {"device": "cpu", "threads": args.threads}
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        over[k] = yaml.safe_load(v)
-    if args.data_dir:
-        over["data_dir"] = args.data_dir
-    cls = MODELS.get("damrs")
-    cfg = resolve_config("damrs", cls.default_config, args.config, over)
-    set_seed(int(cfg["seed"]))
-    ds = load_dataset(cfg)
+    cls, cfg, ds = model_config_and_data("damrs", args)
     if not args.no_graphs:
         print(json.dumps({"graphs": graph_stats(ds, cfg)}), flush=True)
     model = cls(ds, cfg)

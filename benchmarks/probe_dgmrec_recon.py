@@ -22,35 +22,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from _model_setup import add_config_args, model_config_and_data  # benchmarks/, beside this file
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir")
-    ap.add_argument("--config", action="append", default=[], help="YAML preset(s), applied in order")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--threads", type=int, default=1)
+    add_config_args(ap)
     args = ap.parse_args(argv)
 
     import torch
-    import yaml
 
-    from graphrec.config import resolve_config
-    from graphrec.data.dataset import load_dataset
-    from graphrec.registry import MODELS, load_builtin
-    from graphrec.train.seed import set_seed
     from graphrec.train.trainer import Callback, Trainer
 
-    load_builtin()
-    over: dict = {"device": "cpu", "threads": args.threads}
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        over[k] = yaml.safe_load(v)
-    if args.data_dir:
-        over["data_dir"] = args.data_dir
-    cls = MODELS.get("dgmrec")
-    cfg = resolve_config("dgmrec", cls.default_config, args.config, over)
-    set_seed(int(cfg["seed"]))
-    ds = load_dataset(cfg)
+    cls, cfg, ds = model_config_and_data("dgmrec", args)
     model = cls(ds, cfg)
 
     def r(x: torch.Tensor) -> float | None:
