@@ -26,7 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from _model_setup import add_config_args, model_config_and_data  # benchmarks/, beside this file
+from _model_setup import (  # benchmarks/, beside this file
+    add_config_args,
+    model_config_and_data,
+)
 
 
 def graph_stats(ds, cfg) -> dict:
