@@ -214,11 +214,32 @@ def test_control_variate_history_is_refreshed_every_epoch():
     assert _model("full").batch_sampler is None
 
 
+def test_gate_fanout_makes_only_the_preference_gate_exact():
+    # gate_fanout=-1 with every other aggregation at fan-out 1 (no control variates): the gate rows of X
+    # equal full propagation's, the batch users' means do not; null keeps one sampler for both
+    full = _model("full")
+    k = _max_degree(full)
+    sampled = _model("sampled", fanouts=[k, -1, k + 3], aggregation_fanout=1, gate_fanout=-1, sampled_control_variate=False)
+    assert sampled.batch_sampler.gate_fanout == -1 and sampled.batch_sampler.aggregation_fanout == 1
+    batch = _batch(full)
+    uu, pp = batch.users.unique(), batch.pos.unique()
+    items = torch.cat([batch.pos, batch.neg]).unique()
+    s = sampled.batch_sampler.forward(uu, pp, batch.neg, items)
+    f = full.propagate(full.graph, fuse=False)
+    for m in full.modalities:
+        torch.testing.assert_close(s["rho"][m], f["rho"][m][s["X"]], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(s["GU"]["image"], f["GU"]["image"][uu])
+    both = _model("sampled", aggregation_fanout=2)
+    both.batch_sampler._samplers()
+    assert both.batch_sampler.gate_fanout == 2 and both.batch_sampler._gate is both.batch_sampler._mean
+
+
 @pytest.mark.parametrize(
     "over,fragment",
     [({"propagation": "sampling"}, "'propagation' must be 'full' or 'sampled'"),
      ({"propagation": "sampled", "fanouts": [5, 5]}, "has 2 entries for 3 layers"),
      ({"propagation": "sampled", "aggregation_fanout": 0}, "'aggregation_fanout' must be a positive integer"),
+     ({"propagation": "sampled", "gate_fanout": -3}, "'gate_fanout' must be a positive integer"),
      ({"propagation": "sampled", "ui_block": "ngcf_conv"}, "needs a weight-free LightGCN layer"),
      ({"propagation": "sampled", "item_graph_block": "attention_item_conv"}, "needs item_graph_block=item_graph_conv")],
 )  # fmt: skip

@@ -133,6 +133,9 @@ class DGMRec(RecModel):
         # propagation=sampled: train items averaged per batch user (eq. 6) and train users per item of the
         # preference gate (eq. 3); -1 = all
         "aggregation_fanout": 10,
+        # propagation=sampled: train users per item of the preference gate alone (eq. 3); null = aggregation_fanout,
+        # -1 = all (the gate's sampling costs the most accuracy, docs/scaling.md)
+        "gate_fanout": None,
         # propagation=sampled: messages into a node x (full degree / kept edges), an unbiased estimate
         "sampled_rescale": True,
         # propagation=sampled: correct every sampled aggregation with the exact one of the epoch's start
@@ -181,9 +184,10 @@ class DGMRec(RecModel):
         self.register_buffer("new_item_mask", torch.from_numpy(dataset.new_items.copy()), persistent=False)
         self.batch_sampler: DGMRecSampler | None = None
         if self.propagation_mode == "sampled":
-            fanouts, agg = check_sampled_config(self, config)
+            fanouts, agg, gate = check_sampled_config(self, config)
             self.batch_sampler = DGMRecSampler(
-                self, fanouts, agg, bool(config.get("sampled_rescale", True)), bool(config.get("sampled_control_variate", True))
+                self, fanouts, agg, bool(config.get("sampled_rescale", True)), bool(config.get("sampled_control_variate", True)),
+                gate_fanout=gate,
             )
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:

@@ -12,11 +12,12 @@ samplers of :mod:`graphrec.graph.sampling`:
   their ``knn_<m>`` / ``refine_<m>`` in-neighbours per hop (``knn_k`` each, at most ``2 knn_k`` for
   refined rows: no sampling). ``X`` = the items these hops read;
 * **preference gate** (eq. 2-3): ``ρ_i`` of ``X`` as the mean of ``π_u`` over at most
-  ``aggregation_fanout`` of item ``i``'s train users; the encoders run on the rows of ``X`` only.
+  ``gate_fanout`` (null: ``aggregation_fanout``) of item ``i``'s train users; the encoders run on
+  the rows of ``X`` only.
 
-A batch therefore costs ``O(B x aggregation_fanout x (knn_k + 1)^n_mm_layers x aggregation_fanout)``
-plus the user-item blocks, whatever the size of the graph. With ``fanouts`` and
-``aggregation_fanout`` at least the maximum degree, every row equals full propagation's
+A batch therefore costs ``O(B x aggregation_fanout x (knn_k + 1)^n_mm_layers x gate_fanout)``
+plus the user-item blocks, whatever the size of the graph. With ``fanouts``,
+``aggregation_fanout`` and ``gate_fanout`` at least the maximum degree, every row equals full propagation's
 (``tests/test_dgmrec_sampled.py``).
 
 Control variates (``sampled_control_variate``, default on): the sampled sums above are unbiased but
@@ -88,13 +89,20 @@ def _full_matrix(sampler: NeighbourSampler, device: torch.device) -> torch.Tenso
     return torch.sparse_csr_tensor(indptr, indices, w, size=(n, n), device=device)
 
 
-def check_sampled_config(model: "DGMRec", config: dict[str, Any]) -> tuple[list[int], int]:
-    """``(fanouts, aggregation_fanout)`` of a sampled DGMRec; one-line :class:`GraphrecError` for a bad combination."""
+def _check_fanout(name: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
+        raise GraphrecError(f"{name}: '{key}' must be a positive integer (or -1 = all), got {value!r}")
+    return int(value)
+
+
+def check_sampled_config(model: "DGMRec", config: dict[str, Any]) -> tuple[list[int], int, int]:
+    """``(fanouts, aggregation_fanout, gate_fanout)`` of a sampled DGMRec (``gate_fanout`` null = the
+    aggregation fan-out); one-line :class:`GraphrecError` for a bad combination."""
     name = model.name
     fanouts = resolve_fanouts(config.get("fanouts"), int(config["n_ui_layers"]), name)
-    agg = config.get("aggregation_fanout")
-    if isinstance(agg, bool) or not isinstance(agg, int) or agg == 0 or agg < -1:
-        raise GraphrecError(f"{name}: 'aggregation_fanout' must be a positive integer (or -1 = all), got {agg!r}")
+    agg = _check_fanout(name, "aggregation_fanout", config.get("aggregation_fanout"))
+    gate = config.get("gate_fanout")
+    gate = agg if gate is None else _check_fanout(name, "gate_fanout", gate)
     if type(model.lightgcn.conv) not in (LightGCNConv, LightGCNMeanConv):
         raise GraphrecError(
             f"{name}: propagation=sampled needs a weight-free LightGCN layer as ui_block "
@@ -102,7 +110,7 @@ def check_sampled_config(model: "DGMRec", config: dict[str, Any]) -> tuple[list[
         )
     if type(model.item_propagation.conv) is not ItemGraphConv:
         raise GraphrecError(f"{name}: propagation=sampled needs item_graph_block=item_graph_conv, got {config['item_graph_block']!r}")
-    return fanouts, int(agg)
+    return fanouts, agg, gate
 
 
 class DGMRecSampler:
@@ -112,7 +120,8 @@ class DGMRecSampler:
     """
 
     def __init__(
-        self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool, control_variate: bool = False
+        self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool, control_variate: bool = False,
+        gate_fanout: int | None = None,
     ) -> None:
         self.model = model
         self.control_variate = bool(control_variate)
@@ -120,9 +129,12 @@ class DGMRecSampler:
         self.history: dict[str, Any] | None = None
         self.fanouts = fanouts
         self.aggregation_fanout = aggregation_fanout
+        #: users per item of the preference gate (None = ``aggregation_fanout``: one sampler for both)
+        self.gate_fanout = aggregation_fanout if gate_fanout is None else gate_fanout
         self.rescale = rescale
         self._ui: UserItemSampler | None = None
         self._mean: UserItemSampler | None = None
+        self._gate: UserItemSampler | None = None
         self._items: dict[str, NeighbourSampler] = {}
         self._items_graph: dgl.DGLGraph | None = None
 
@@ -132,6 +144,8 @@ class DGMRecSampler:
         if self._ui is None:  # the user-item relations never change (refinement rebuilds only the item graphs)
             self._ui = UserItemSampler(g, self.fanouts, m.lightgcn.conv.weight, self.rescale)
             self._mean = UserItemSampler(g, [self.aggregation_fanout], "w_mean", self.rescale)
+            same = self.gate_fanout == self.aggregation_fanout  # one sampler: the draws of earlier releases
+            self._gate = self._mean if same else UserItemSampler(g, [self.gate_fanout], "w_mean", self.rescale)
         if self._items_graph is not g:
             self._items = {}
             n_items = g.num_nodes("item")
@@ -198,8 +212,8 @@ class DGMRecSampler:
         T = torch.unique(torch.cat([items, user_items]))
         blocks = {mod: item_samplers[mod].sample(T, dev) for mod in m.modalities}
         X = torch.unique(torch.cat([b.input_nodes for b in blocks.values()]))
-        # preference gate of X's items: mean of π over sampled train users (eq. 2-3)
-        gate = mean.sampler.sample(X + n_users, dev)
+        # preference gate of X's items: mean of π over sampled train users (eq. 2-3), gate_fanout each
+        gate = self._gate.sampler.sample(X + n_users, dev)
         gate_users = (gate.input_nodes[len(X) :]).to(dev)
         Xd = X.to(dev)
         feats = {mod: m.raw[mod].index_select(0, Xd) for mod in m.modalities}
