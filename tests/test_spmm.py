@@ -94,21 +94,24 @@ def test_cache_keeps_at_most_the_cap_per_relation():
     assert [k[1] for k in kept] == [w.data_ptr() for w in weights[-spmm.MAX_WEIGHTS_PER_RELATION:]]  # the newest
 
 
+def _distinct_pairs_graph(gen: torch.Generator, n_src: int, n_dst: int, n_edges: int, n_parallel: int):
+    """``(graph, src, dst)``: ``n_edges`` distinct random ``user -ui-> item`` pairs, then the first
+    ``n_parallel`` of them again (parallel edges, which the CSR paths leave to the plain sum)."""
+    pairs = torch.randperm(n_src * n_dst, generator=gen)[:n_edges]
+    src, dst = pairs // n_dst, pairs % n_dst
+    src, dst = torch.cat([src, src[:n_parallel]]), torch.cat([dst, dst[:n_parallel]])
+    return dgl.heterograph({REL: (src, dst)}, num_nodes_dict={"user": n_src, "item": n_dst}), src, dst
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_torch_u_mul_e_sum_with_learned_weights_equals_gather_and_index_add(parallel):
     """The CSR path for per-edge weights that need a gradient (GRCN's attention) against the plain
     gather / index_add sum: same output and the same gradients of ``h`` and ``w``; a relation with
     parallel edges keeps the plain sum."""
-    import dgl
-
     from graphrec.graph.spmm import _edge_structure, torch_u_mul_e_sum
 
     gen = torch.Generator().manual_seed(5)
-    pairs = torch.randperm(30 * 20, generator=gen)[:150]
-    src, dst = pairs // 20, pairs % 20
-    if parallel:
-        src, dst = torch.cat([src, src[:10]]), torch.cat([dst, dst[:10]])
-    g = dgl.heterograph({("user", "ui", "item"): (src, dst)}, num_nodes_dict={"user": 30, "item": 20})
+    g, src, dst = _distinct_pairs_graph(gen, 30, 20, 150, 10 if parallel else 0)
     h = torch.randn(30, 7, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.rand(len(src), generator=gen, dtype=torch.float64, requires_grad=True)
     got = torch_u_mul_e_sum(g, "ui", h, w)
@@ -124,16 +127,10 @@ def test_torch_u_mul_e_sum_with_learned_weights_equals_gather_and_index_add(para
 @pytest.mark.parametrize("parallel", [False, True])
 def test_edge_dot_equals_the_gathered_dot_products(parallel):
     """GRCN's affinities ``<h_s[src_e], h_t[dst_e]>`` from the sampled product, against the gather."""
-    import dgl
-
     from graphrec.graph.spmm import edge_dot
 
     gen = torch.Generator().manual_seed(6)
-    pairs = torch.randperm(25 * 15, generator=gen)[:90]
-    src, dst = pairs // 15, pairs % 15
-    if parallel:
-        src, dst = torch.cat([src, src[:5]]), torch.cat([dst, dst[:5]])
-    g = dgl.heterograph({("user", "ui", "item"): (src, dst)}, num_nodes_dict={"user": 25, "item": 15})
+    g, src, dst = _distinct_pairs_graph(gen, 25, 15, 90, 5 if parallel else 0)
     hs = torch.randn(25, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     ht = torch.randn(15, 6, generator=gen, dtype=torch.float64, requires_grad=True)
     got, want = edge_dot(g, "ui", hs, ht), (hs[src] * ht[dst]).sum(1)
