@@ -98,23 +98,13 @@ def load_state(path: Path, spec: dict[str, Any], dataset) -> tuple[dict[str, Any
 
 
 def save_state(path: Path, trainer, bench: dict[str, Any]) -> None:
-    """Write :func:`graphrec.train.resume.trainer_state` plus ``{"bench": bench}`` to ``path`` atomically.
-
-    Streamed into the temporary file (no in-memory copy of the state, which would add to the peak RSS
-    the record reports) and synced; the temporary file replaces ``path`` only once it is complete.
-    """
-    import torch
-
-    from graphrec.data.interactions import atomic_writer
+    """Write :func:`graphrec.train.resume.trainer_state` plus ``{"bench": bench}`` to ``path`` atomically
+    (:func:`~graphrec.train.resume.save_resume`: streamed, no in-memory copy of the state that would add
+    to the peak RSS the record reports; synced before it replaces ``path``)."""
     from graphrec.train.checkpoint import to_plain
-    from graphrec.train.resume import trainer_state
+    from graphrec.train.resume import save_resume
 
-    state = trainer_state(trainer)
-    state["bench"] = to_plain({"format": FORMAT, **bench}, "bench resume state")
-    with atomic_writer(path, binary=True) as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())  # on disk before it replaces the last state: a machine that goes down keeps one whole
+    save_resume(path, trainer, {"bench": to_plain({"format": FORMAT, **bench}, "bench resume state")}, sync=True)
 
 
 def saved_epoch(path: Path) -> int | None:

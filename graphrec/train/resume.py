@@ -29,7 +29,7 @@ thread count a resumed run ends with the same metrics, bit for bit, as an uninte
 from __future__ import annotations
 
 import copy
-import io
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -119,13 +119,19 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     }
 
 
-def save_resume(path: str | Path, trainer: Trainer) -> None:
-    """Write :func:`trainer_state` to ``path`` atomically."""
-    from graphrec.data.interactions import atomic_write_bytes
+def save_resume(path: str | Path, trainer: Trainer, extra: dict[str, Any] | None = None, sync: bool = False) -> None:
+    """Write :func:`trainer_state` (plus the top-level entries of ``extra``, already plain data) to ``path``
+    atomically, streamed into the temporary file (no in-memory copy of the state). ``sync``: fsync it
+    before it replaces ``path``, so a machine that goes down keeps one whole state."""
+    from graphrec.data.interactions import atomic_writer
 
-    buf = io.BytesIO()
-    torch.save(trainer_state(trainer), buf)
-    atomic_write_bytes(path, buf.getvalue())
+    state = trainer_state(trainer)
+    state.update(extra or {})
+    with atomic_writer(path, binary=True) as fh:
+        torch.save(state, fh)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 #: keys every resume.pt has (``data_fingerprint``, ``model_optimizers`` and ``model_resume`` may be absent)
