@@ -267,11 +267,13 @@ class DGMRecCold(DGMRec):
         return losses
 
     # ------------------------------------------------------------------ scoring
-    def _scoring(self) -> tuple[torch.Tensor, ...]:
+    def _scoring(self, out: dict[str, Any] | None = None) -> tuple[torch.Tensor, ...]:
         """``(z_u, z_i, c, a, b, s)``: DGMRec's representations, the cold items' content rows and the
         per-user map ``score = a_u <z_u, c> + b_u − t s_u`` of content scores
-        (:func:`graphrec.models.cold_offset.user_affine`)."""
-        out = self.propagate(self.infer_graph)
+        (:func:`graphrec.models.cold_offset.user_affine`). ``out``: :meth:`propagate`'s result on the
+        inference graph when the caller has it (it depends on the weights only, not on ``cold_choice``)."""
+        if out is None:
+            out = self.propagate(self.infer_graph)
         self._last = None
         rows = torch.nonzero(self.cold_items).squeeze(1)
         c = self._content_rows(out, rows)
@@ -342,10 +344,11 @@ class DGMRecCold(DGMRec):
         else:
             ks = [int(self.config["cold_k"])] + [k for k in AUTO_K if k != int(self.config["cold_k"])]
             best, cands = None, []
+            out = self.propagate(self.infer_graph)  # the same for every candidate
             for src in range(len(SOURCES)):
                 for k in ks:
                     self.cold_choice.copy_(torch.tensor([src, k]))
-                    zu, zi, c, a, b, s = self._scoring()
+                    zu, zi, c, a, b, s = self._scoring(out)
                     got = choose_shift(ev, zu, zi, self.cold_items, c, a, b, s, tol)
                     res = ev.evaluate(Scorer(*affine_rows(zu, zi, self.cold_items, c, a, b, s, got["t"])), "valid")
                     rec = {"source": SOURCES[src], "k": k, "t": got["t"],
