@@ -89,6 +89,13 @@ class OldCost:
         return mh / self.reference, float(np.sqrt(mg / max(self.n_eval, 1))) / self.reference
 
 
+def _pad_inf(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, k)``: the ``(B, j ≤ k)`` scores ``x`` with ``-inf`` columns appended (fewer than ``k`` candidates)."""
+    if x.shape[1] >= k:
+        return x
+    return torch.cat([x, torch.full((x.shape[0], k - x.shape[1]), float("-inf"), dtype=x.dtype, device=x.device)], dim=1)
+
+
 @torch.no_grad()
 def old_cost(
     user: torch.Tensor, item: torch.Tensor, cold: torch.Tensor, s: torch.Tensor, dataset, old: np.ndarray,
@@ -125,13 +132,8 @@ def old_cost(
         so, io = torch.topk(sc[:, orow], kh, dim=1)
         sc_c = sc[:, crow]
         kc = min(k, sc_c.shape[1])
-        cs = torch.topk(sc_c, kc, dim=1).values if kc else sc_c[:, :0]
-        if kc < k:
-            cs = torch.cat([cs, torch.full((len(ub), k - kc), float("-inf"), device=cs.device)], dim=1)
-        ko = min(k, kh)
-        oo = so[:, :ko]
-        if ko < k:
-            oo = torch.cat([oo, torch.full((len(ub), k - ko), float("-inf"), device=oo.device)], dim=1)
+        cs = _pad_inf(torch.topk(sc_c, kc, dim=1).values if kc else sc_c[:, :0], k)
+        oo = _pad_inf(so[:, :k], k)
         m = (cs - oo.flip(1)) / s[torch.from_numpy(ub).to(s.device)].clamp_min(1e-12).unsqueeze(1)  # m[:, n-1] vs old rank K+1−n
         m = torch.nan_to_num(m, nan=float("-inf"))
         keep = np.isin(ub, trained)
