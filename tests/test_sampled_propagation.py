@@ -17,7 +17,7 @@ from conftest import assert_user_error, invoke, small_config
 from graphrec.data.dataset import load_dataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.graph.sampling import NeighbourSampler, check_sampler, propagate_blocks, resolve_fanouts
+from graphrec.graph.sampling import NeighbourSampler, check_sampler, layer_step, propagate_blocks, resolve_fanouts
 from graphrec.models import LightGCN
 from graphrec.train.seed import set_seed
 
@@ -265,3 +265,21 @@ def test_cli_sparse_embeddings_fit(tmp_path):
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["test"]["metrics"]["recall@20"] > 0.0
+
+
+@given(st.integers(1, 6), st.integers(1, 8), st.integers(0, 30), st.booleans(), st.integers(0, 2**31 - 1))
+def test_layer_step_is_base_plus_the_weighted_adjacency_product(n_src, n_dst, n_edges, with_base, seed):
+    """``layer_step`` (the one step of propagate_blocks and DGMRec's sampled forward) is ``base + A h``
+    with ``A[v, u]`` the summed weights of the block's edges ``u -> v`` (parallel edges add up)."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n_src, (n_edges,), generator=gen)
+    dst = torch.randint(0, n_dst, (n_edges,), generator=gen)
+    w = torch.rand(n_edges, generator=gen)
+    h = torch.randn(n_src, 3, generator=gen, dtype=torch.float64)
+    base = torch.randn(n_dst, 3, generator=gen, dtype=torch.float64) if with_base else None
+    a = torch.zeros(n_dst, n_src, dtype=torch.float64).index_put_((dst, src), w.double(), accumulate=True)
+    want = a @ h + (base if with_base else 0)
+    h_before = h.clone()
+    got = layer_step(h, (src, dst, w.double(), n_dst), None if base is None else base.clone())
+    torch.testing.assert_close(got, want)
+    assert torch.equal(h, h_before)  # the input rows are not written (the messages are a gathered copy)

@@ -240,16 +240,33 @@ class NeighbourSampler:
         return SampledBlocks(nodes, len(seeds), layers)
 
 
+def layer_step(
+    h: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], base: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One block's weight-free message passing: ``(n_src, d)`` rows ``h`` -> ``(n_dst, d)``.
+
+    ``h'[v] = base[v] + sum over the block's edges (u -> v) of w_uv h[u]`` for ``layer = (src, dst, w, n_dst)``
+    (an entry of :attr:`SampledBlocks.layers`); ``base``: ``(n_dst, d)`` rows to add the messages to
+    (``None``: zeros; a fresh tensor, it is written in place). The one step of :func:`propagate_blocks` and
+    of DGMRec's sampled forward (:mod:`graphrec.models.dgmrec_sampled`).
+    """
+    src, dst, w, n_dst = layer
+    msg = h.index_select(0, src).mul_(w.unsqueeze(1))  # in place: one (e, d) buffer per layer, not two
+    if base is None:
+        base = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device)
+    return base.index_add_(0, dst, msg)
+
+
 def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     """Mean of layers ``0..L`` for the seeds: ``(n_in, d)`` ego embeddings of ``blocks.input_nodes`` -> ``(S, d)``.
 
-    Each layer is ``h'[v] = sum over sampled in-edges (u -> v) of w_uv h[u]`` (weight-free, as LightGCN).
+    Each layer is ``h'[v] = sum over sampled in-edges (u -> v) of w_uv h[u]`` (weight-free, as LightGCN;
+    :func:`layer_step`).
     """
     h = ego
     acc = ego[: blocks.n_seeds]
-    for src, dst, w, n_dst in blocks.layers:
-        msg = h.index_select(0, src).mul_(w.unsqueeze(1))  # in place: one (e, d) buffer per layer, not two
-        h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
+    for layer in blocks.layers:
+        h = layer_step(h, layer)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
 

@@ -49,7 +49,7 @@ from graphrec.blocks.item_graph import ItemGraphConv
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import knn_relation, refine_relation
-from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, resolve_fanouts
+from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, layer_step, resolve_fanouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from graphrec.models.dgmrec import DGMRec
@@ -57,10 +57,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def last_layer(blocks: SampledBlocks, h: torch.Tensor) -> torch.Tensor:
     """Sum-propagate ``(n_in, d)`` rows of ``blocks.input_nodes`` through every block; ``(n_seeds, d)``:
-    the last layer only (no layer mean), ``h'[v] = Σ_(u->v) w_uv h[u]``."""
-    for src, dst, w, n_dst in blocks.layers:
-        msg = h.index_select(0, src) * w.unsqueeze(1)
-        h = torch.zeros((n_dst, h.shape[1]), dtype=h.dtype, device=h.device).index_add_(0, dst, msg)
+    the last layer only (no layer mean), ``h'[v] = Σ_(u->v) w_uv h[u]`` (:func:`~graphrec.graph.sampling.layer_step`)."""
+    for layer in blocks.layers:
+        h = layer_step(h, layer)
     return h[: blocks.n_seeds]
 
 
@@ -74,10 +73,9 @@ def layer_mean_cv(blocks: SampledBlocks, ego: torch.Tensor, history: list[torch.
     ids = blocks.input_nodes.to(ego.device)
     h = ego
     acc = ego[: blocks.n_seeds]
-    for layer, (src, dst, w, n_dst) in enumerate(blocks.layers):
+    for layer, step in enumerate(blocks.layers):
         delta = h - history[layer].index_select(0, ids[: len(h)])
-        msg = delta.index_select(0, src) * w.unsqueeze(1)
-        h = history[layer + 1].index_select(0, ids[:n_dst]).index_add(0, dst, msg)
+        h = layer_step(delta, step, base=history[layer + 1].index_select(0, ids[: step[3]]))
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
 
