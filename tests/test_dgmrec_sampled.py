@@ -214,6 +214,22 @@ def test_control_variate_history_is_refreshed_every_epoch():
     assert _model("full").batch_sampler is None
 
 
+def test_loading_a_state_forgets_the_history_and_the_next_batch_rebuilds_it_from_that_state():
+    # what a data-parallel rank other than 0 sees after rank 0's per-epoch hook is broadcast
+    # (set_extra_state): the history must be that of the loaded state, not of its own earlier one
+    model = _model("sampled", fanouts=2, aggregation_fanout=2)
+    other = _model("sampled", fanouts=2, aggregation_fanout=2)
+    _perturb(other, 0.1)  # another state (rank 0's after its hook)
+    model.batch_sampler.refresh()
+    stale = model.batch_sampler.history["ui"][1].clone()
+    model.load_state_dict(other.state_dict())
+    assert model.batch_sampler.history is None
+    model.loss(_batch(model))
+    other.batch_sampler.refresh()
+    assert torch.equal(model.batch_sampler.history["ui"][1], other.batch_sampler.history["ui"][1])
+    assert not torch.allclose(model.batch_sampler.history["ui"][1], stale)
+
+
 def test_gate_fanout_makes_only_the_preference_gate_exact():
     # gate_fanout=-1 with every other aggregation at fan-out 1 (no control variates): the gate rows of X
     # equal full propagation's, the batch users' means do not; null keeps one sampler for both

@@ -264,6 +264,11 @@ class DGMRec(RecModel):
         self.infer_refined = {m: np.asarray(r, dtype=bool).copy() for m, r in state["infer_refined"].items()}
         self.infer_sums = {m: np.asarray(s).copy() for m, s in state["infer_sums"].items()}
         self._rebuild_graphs()
+        if self.batch_sampler is not None:
+            # the control variates' history belongs to the state being replaced (a checkpoint, or rank 0's
+            # broadcast after its per-epoch hook: graphrec.train.distributed); the next batch recomputes it
+            # from the state loaded, so every data-parallel rank holds the history rank 0 computed
+            self.batch_sampler.forget_history()
 
     # ------------------------------------------------------------------ forward
     def _others(self, m: str) -> list[str]:

@@ -30,7 +30,15 @@ one full forward) and ``H' = Ã H`` exactly. The estimate stays unbiased for any
 ``h'_v`` exactly where the node kept all its in-edges, and has zero variance while the parameters
 equal the history's (``tests/test_dgmrec_sampled.py``); gradients still flow along sampled edges only.
 Applied to the user-item layers (per layer), the preference gate and the user means; the item-item
-hops are exact anyway.
+hops are exact anyway. The history is derived state, not checkpointed: loading a model state
+(``DGMRec.set_extra_state``: a checkpoint, or rank 0's broadcast after its per-epoch hook under
+``--distributed``) forgets it (:meth:`DGMRecSampler.forget_history`) and the next batch recomputes it
+from the loaded state, so every data-parallel rank holds the history of rank 0's state.
+
+Data-parallel (``--distributed``): DGMRec's loss is replicated (``distributed_loss = "replicate"``:
+every rank computes the whole global batch) and rank 0 broadcasts the torch RNG state after each
+per-epoch hook, so every rank draws the same neighbourhoods and the update equals one process's
+(``tests/test_distributed.py``); the ranks do not split the sampling work.
 
 Randomness: the samplers (graphrec's ``fast`` sampler, the default of
 :class:`~graphrec.graph.sampling.NeighbourSampler`) draw from torch's generator, so sampled runs are
@@ -158,6 +166,11 @@ class DGMRecSampler:
                 self._items[mod] = NeighbourSampler(src, dst, w, n_items, hops, rescale=False)
             self._items_graph = g
         return self._ui, self._mean, self._items
+
+    def forget_history(self) -> None:
+        """Drop the control variates' history: the next :meth:`forward` recomputes it (:meth:`refresh`)
+        from the model's current state. Called when that state is replaced (``DGMRec.set_extra_state``)."""
+        self.history = None
 
     @torch.no_grad()
     def refresh(self) -> None:
