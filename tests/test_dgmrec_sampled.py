@@ -285,3 +285,58 @@ def test_cli_sampled_fit_refines_and_evaluates(tmp_path):
     assert metrics["epochs_run"] == 2 and 0.0 < metrics["test"]["metrics"]["recall@20"] <= 1.0
     r = invoke("evaluate", tmp_path / "r", "--json")  # the checkpoint (refined graphs included) reloads
     assert r.exit_code == 0, r.output
+
+
+def test_sparse_embeddings_first_step_is_adams_on_touched_rows_and_leaves_the_others():
+    """``sparse_embeddings``: row-sparse gradients of the ID and raw feature tables equal to the dense ones,
+    and MixedAdam's first step equals Adam's: SparseAdam on the touched rows of the tables (Adam with
+    SparseAdam's eps placement, ``eps / sqrt(1 - beta2)`` at step 1: graphrec.train.optim), untouched rows
+    and their moments unchanged, plain Adam (bit for bit) on every other parameter."""
+    import math
+
+    from graphrec.train.optim import MixedAdam
+
+    dense = _model("sampled", fanouts=2, aggregation_fanout=2)
+    sparse = _model("sampled", fanouts=2, aggregation_fanout=2, sparse_embeddings=True)
+    batch = _batch(dense, b=8)  # a few rows: most of the tables untouched
+    for model in (dense, sparse):
+        torch.manual_seed(3)  # the same neighbourhoods
+        model.loss(batch)["loss"].backward()
+    tables = ("user_emb", "item_emb", "raw.image", "raw.text")
+    assert [n for n, p in sparse.named_parameters() if any(p is t for t in sparse.row_tables())] == list(tables)
+    ref = dict(dense.named_parameters())
+    for name, p in sparse.named_parameters():
+        if name in tables:
+            assert p.grad.is_sparse, name
+            torch.testing.assert_close(p.grad.to_dense(), ref[name].grad, rtol=1e-6, atol=1e-9, msg=name)
+        elif p.grad is not None:
+            assert torch.equal(p.grad, ref[name].grad), name
+    opt = sparse.make_optimizer(1e-2, 0.0)
+    assert isinstance(opt, MixedAdam) and {id(p) for p in opt.sparse_params} == {id(p) for p in sparse.row_tables()}
+    before = {n: p.detach().clone() for n, p in sparse.named_parameters()}
+    opt.step()
+    ref_tables = [ref[n] for n in tables]
+    torch.optim.Adam(ref_tables, lr=1e-2, eps=1e-8 / math.sqrt(1 - 0.999)).step()
+    torch.optim.Adam([p for p in dense.optim_parameters() if all(p is not t for t in ref_tables)], lr=1e-2).step()
+    for name, p in sparse.named_parameters():
+        if name not in tables:
+            assert torch.equal(p, ref[name]), name
+            continue
+        touched = torch.zeros(len(p), dtype=torch.bool)
+        touched[p.grad.coalesce().indices()[0]] = True
+        assert 0 < int(touched.sum()) < len(p), name
+        torch.testing.assert_close(p[touched], ref[name][touched], rtol=1e-5, atol=1e-7, msg=name)
+        assert not torch.equal(p[touched], before[name][touched]), name
+        assert torch.equal(p[~touched], before[name][~touched]), name  # untouched rows do not move
+        assert not opt.state[p]["exp_avg"][~touched].any() and not opt.state[p]["exp_avg_sq"][~touched].any()
+
+
+@pytest.mark.parametrize(
+    "over,fragment",
+    [({"sparse_embeddings": True, "propagation": "full"}, "needs propagation=sampled"),
+     ({"sparse_embeddings": True, "weight_decay": 0.1}, "does not support weight_decay")],
+)  # fmt: skip
+def test_sparse_embeddings_errors(over, fragment):
+    cfg = small_config("dgmrec", **{"propagation": "sampled", "synth_users": 60, "synth_items": 80, **over})
+    with pytest.raises(GraphrecError, match=fragment):
+        build_model(load_dataset(cfg), cfg)

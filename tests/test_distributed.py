@@ -46,8 +46,10 @@ SPECS = (
     # epoch (rank 1 rebuilds its item samplers) and a gate fan-out apart from the aggregation fan-out
     ("dgmrec", {"train_batch_size": 256, "refine_every": 1, "club_items": 64, "propagation": "sampled", "fanouts": 5,
                 "aggregation_fanout": 5, "gate_fanout": 3}),
-    # ... and without control variates, default fan-outs (the gate shares the aggregation's sampler)
-    ("dgmrec", {"train_batch_size": 256, "club_items": 64, "propagation": "sampled", "sampled_control_variate": False}),
+    # ... and without control variates, default fan-outs (the gate shares the aggregation's sampler), with
+    # sparse_embeddings (MixedAdam: the ID tables' row gradients all-gathered, the rest all-reduced)
+    ("dgmrec", {"train_batch_size": 256, "club_items": 64, "propagation": "sampled", "sampled_control_variate": False,
+                "sparse_embeddings": True}),
 )
 
 

@@ -53,6 +53,10 @@ SETTINGS = {
     # sampled DGMRec: the samplers' RNG, the sampled user / gate means and the batch-restricted terms
     "dgmrec-sampled": {"epochs": 5, "seed": 3, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "refine_every": 2,
                        "club_steps": 2, "propagation": "sampled", "fanouts": 3, "aggregation_fanout": 3},
+    # ... with sparse_embeddings: MixedAdam's state (SparseAdam moments of the ID tables, Adam's of the rest)
+    "dgmrec-sampled-sparse": {"epochs": 5, "seed": 3, "synth_users": 60, "synth_items": 80, "embedding_size": 16,
+                              "refine_every": 2, "club_steps": 2, "propagation": "sampled", "fanouts": 3,
+                              "aggregation_fanout": 3, "sparse_embeddings": True},
     # hand-written gradients (DAMRS's neighbour term, GRCN's sparse attention) and InfoNCE over distinct rows (LGMRec)
     "damrs": {"epochs": 6, "seed": 3, "learning_rate": 0.05, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "knn_k": 3},
     "grcn": {"epochs": 6, "seed": 3, "learning_rate": 0.05, "synth_users": 60, "synth_items": 80, "embedding_size": 16, "n_routing": 1},
@@ -87,7 +91,9 @@ def _interrupt_and_resume(name, k, folder):
     return trainer, trainer.fit(), state
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "lightgcn-sampled", "dgmrec", "dgmrec-sampled", "damrs", "grcn", "lgmrec"])
+@pytest.mark.parametrize(
+    "name", ["lightgcn", "lightgcn-sampled", "dgmrec", "dgmrec-sampled", "dgmrec-sampled-sparse", "damrs", "grcn", "lgmrec"]
+)
 def test_resume_ends_like_an_uninterrupted_run(name, tmp_path):
     full_trainer, _ = _trainer(name)
     full = full_trainer.fit()

@@ -51,7 +51,7 @@ from graphrec.graph.heterograph import build_heterograph
 from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
-from graphrec.graph.sampling import check_propagation
+from graphrec.graph.sampling import check_propagation, lookup
 from graphrec.models.base import RecModel
 from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
@@ -141,6 +141,10 @@ class DGMRec(RecModel):
         # propagation=sampled: correct every sampled aggregation with the exact one of the epoch's start
         # (control variates, graphrec.models.dgmrec_sampled; one extra full forward per epoch)
         "sampled_control_variate": True,
+        # propagation=sampled only: row-wise (sparse) gradients for the ID embedding and trainable raw feature
+        # tables, stepped by SparseAdam (lazy Adam: a step updates only the batch's rows), and Adam for every
+        # other parameter (graphrec.train.optim.MixedAdam); not with weight_decay
+        "sparse_embeddings": False,
     }
 
     # ------------------------------------------------------------------ construction
@@ -182,12 +186,17 @@ class DGMRec(RecModel):
         observed = torch.from_numpy(np.stack([~miss.missing[m] for m in mods], axis=1))
         self.register_buffer("observed", observed, persistent=False)  # (N, M) bool
         self.register_buffer("new_item_mask", torch.from_numpy(dataset.new_items.copy()), persistent=False)
+        self.sparse_embeddings = bool(config.get("sparse_embeddings", False))
+        if self.sparse_embeddings and self.propagation_mode != "sampled":
+            raise GraphrecError("dgmrec: sparse_embeddings=true needs propagation=sampled (full propagation touches every row)")
+        if self.sparse_embeddings and float(config.get("weight_decay", 0.0)) > 0:
+            raise GraphrecError("dgmrec: sparse_embeddings=true does not support weight_decay (SparseAdam); use id_reg")
         self.batch_sampler: DGMRecSampler | None = None
         if self.propagation_mode == "sampled":
             fanouts, agg, gate = check_sampled_config(self, config)
             self.batch_sampler = DGMRecSampler(
                 self, fanouts, agg, bool(config.get("sampled_rescale", True)), bool(config.get("sampled_control_variate", True)),
-                gate_fanout=gate,
+                gate_fanout=gate, sparse=self.sparse_embeddings,
             )
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
@@ -242,6 +251,22 @@ class DGMRec(RecModel):
     def optim_parameters(self):
         club = {id(p) for p in self.club.parameters()}
         return [p for p in self.parameters() if id(p) not in club and p.requires_grad]
+
+    def row_tables(self) -> list[nn.Parameter]:
+        """The per-row tables a sampled batch reads a few rows of: ``user_emb`` ``(U, d)``, ``item_emb``
+        ``(N, d)`` and, with ``train_raw_features``, ``raw[m]`` ``(N, d_m)`` (``sparse_embeddings``)."""
+        return [self.user_emb, self.item_emb, *(p for p in self.raw.values() if p.requires_grad)]
+
+    def make_optimizer(self, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        """Adam; with ``sparse_embeddings`` a :class:`~graphrec.train.optim.MixedAdam`: SparseAdam for the
+        :meth:`row_tables` (row-sparse gradients), Adam for the rest."""
+        if not self.sparse_embeddings:
+            return super().make_optimizer(lr, weight_decay)
+        from graphrec.train.optim import MixedAdam  # here: graphrec.train imports the evaluator, which imports the models
+
+        tables = {id(p) for p in self.row_tables()}
+        params = self.optim_parameters()
+        return MixedAdam([p for p in params if id(p) in tables], [p for p in params if id(p) not in tables], lr, weight_decay)
 
     # ------------------------------------------------------------------ checkpoint state
     def get_extra_state(self) -> dict[str, Any]:
@@ -343,7 +368,7 @@ class DGMRec(RecModel):
             S_P = {m: f["S"][m][rows_P] for m in mods}
             G_N = {m: f["G"][m][rows_N] for m in mods}
             S_N = {m: f["S"][m][rows_N] for m in mods}
-            recon_target = {m: self.raw[m][f["T"].to(dev)] for m in mods}
+            recon_target = {m: lookup(self.raw[m], f["T"], self.sparse_embeddings) for m in mods}
             ie_N_reg, zero = ie_N, ie_N.sum() * 0.0
         else:
             f = self.propagate(self.graph, fuse=False)

@@ -57,7 +57,7 @@ from graphrec.blocks.item_graph import ItemGraphConv
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import knn_relation, refine_relation
-from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, layer_step, resolve_fanouts
+from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, layer_step, lookup, resolve_fanouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from graphrec.models.dgmrec import DGMRec
@@ -127,9 +127,11 @@ class DGMRecSampler:
 
     def __init__(
         self, model: "DGMRec", fanouts: list[int], aggregation_fanout: int, rescale: bool, control_variate: bool = False,
-        gate_fanout: int | None = None,
+        gate_fanout: int | None = None, sparse: bool = False,
     ) -> None:
         self.model = model
+        #: the ID and raw feature tables' rows are looked up with sparse gradients (``sparse_embeddings``: SparseAdam)
+        self.sparse = bool(sparse)
         self.control_variate = bool(control_variate)
         #: exact no-grad tables of the last :meth:`refresh` (control variates), None before the first
         self.history: dict[str, Any] | None = None
@@ -210,12 +212,12 @@ class DGMRecSampler:
             self.refresh()
         hist = self.history if self.control_variate else None
         if hist is None:
-            ue_U, ie_P, ie_N = ui.batch(m.user_emb, m.item_emb, users, pos, neg)
+            ue_U, ie_P, ie_N = ui.batch(m.user_emb, m.item_emb, users, pos, neg, sparse=self.sparse)
         else:
             parts = [users, pos + n_users, neg + n_users]
             seeds, inverse = torch.unique(torch.cat(parts), return_inverse=True)
             ui_blocks = ui.sampler.sample(seeds, dev)
-            out = layer_mean_cv(ui_blocks, ui.ego(ui_blocks.input_nodes, m.user_emb, m.item_emb), hist["ui"])
+            out = layer_mean_cv(ui_blocks, ui.ego(ui_blocks.input_nodes, m.user_emb, m.item_emb, self.sparse), hist["ui"])
             ue_U, ie_P, ie_N = (out.index_select(0, r) for r in inverse.to(dev).split([len(p) for p in parts]))
         # the batch users' sampled train items (eq. 6): in-edges of a user come from items only
         agg = mean.sampler.sample(users, dev)
@@ -227,9 +229,9 @@ class DGMRecSampler:
         gate = self._gate.sampler.sample(X + n_users, dev)
         gate_users = (gate.input_nodes[len(X) :]).to(dev)
         Xd = X.to(dev)
-        feats = {mod: m.raw[mod].index_select(0, Xd) for mod in m.modalities}
+        feats = {mod: lookup(m.raw[mod], Xd, self.sparse) for mod in m.modalities}
         g, s = m.general_encoder(feats), m.specific_encoder(feats)
-        u_rows = m.user_emb.index_select(0, gate_users)
+        u_rows = lookup(m.user_emb, gate_users, self.sparse)
         zeros_x = torch.zeros((len(X), m.embedding_size), dtype=u_rows.dtype, device=dev)
         if hist is None:
             rho = {mod: last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows))])) for mod, f in m.preference.maps.items()}

@@ -169,25 +169,26 @@ def loss_contribution(model: nn.Module, batch, ctx: DistContext) -> dict[str, to
     return {k: v / ctx.world_size for k, v in model.loss(batch).items()}
 
 
-def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor, sparse: bool = False) -> float:
+def allreduce_gradients(params: Iterable[torch.Tensor], loss_part: torch.Tensor, sparse: Iterable[torch.Tensor] = ()) -> float:
     """Sum every rank's gradients in place with one flat all-reduce; return the summed loss.
 
     A parameter that got no gradient on any rank keeps ``grad=None`` (Adam skips it, as it
     would in one process); one that got a gradient somewhere gets the sum, zeros counting for
     the ranks that had none.
 
-    ``sparse`` (``sparse_embeddings``: :class:`torch.optim.SparseAdam`): every gradient is a sparse
-    tensor of the rows a rank touched; the ranks' ``(rows, values)`` are all-gathered (padded to the
-    longest) and summed by ``coalesce`` in rank order, so the result is the same on every rank and a
-    step costs ``O(rows of the global batch x d)``, not ``O(table x d)``.
+    ``sparse``: the parameters of ``params`` whose gradients are sparse tensors of the rows a rank
+    touched (``sparse_embeddings``: :class:`torch.optim.SparseAdam`, or the tables of
+    :class:`graphrec.train.optim.MixedAdam`; :func:`graphrec.train.optim.sparse_parameters`). Their
+    ``(rows, values)`` are all-gathered (padded to the longest) and summed by ``coalesce`` in rank
+    order, so the result is the same on every rank and costs ``O(rows of the global batch x d)``, not
+    ``O(table x d)``; the others (and the loss) go through the flat all-reduce.
     """
     params = list(params)
-    if sparse:
-        for p in params:
+    sparse_ids = {id(p) for p in sparse}
+    for p in params:
+        if id(p) in sparse_ids:
             p.grad = _sparse_sum(p)
-        flat = loss_part.detach().reshape(1).float().clone()  # a copy: all_reduce writes in place
-        dist.all_reduce(flat)
-        return float(flat[0])
+    params = [p for p in params if id(p) not in sparse_ids]
     device = loss_part.device
     flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
     parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]

@@ -62,6 +62,7 @@ from graphrec.train.distributed import (
     run_on_main,
 )
 from graphrec.train.interrupt import backward
+from graphrec.train.optim import sparse_parameters
 from graphrec.train.seed import (
     resolve_device,
     resolve_threads,
@@ -199,8 +200,8 @@ class Trainer:
         if self.valid_metric not in known:
             raise GraphrecError(f"valid_metric '{self.valid_metric}' is not computed; choose one of {', '.join(sorted(known))}")
         self.optimizer = self.model.make_optimizer(float(config["learning_rate"]), float(config.get("weight_decay", 0.0)))
-        #: SparseAdam (sparse_embeddings): ranks all-gather their row gradients instead of one dense all-reduce
-        self._sparse_grads = isinstance(self.optimizer, torch.optim.SparseAdam)
+        #: row-sparse tables (sparse_embeddings: SparseAdam, MixedAdam): ranks all-gather their row gradients
+        self._sparse_params = sparse_parameters(self.optimizer)
         a, b = (list(config.get("learning_rate_scheduler") or [1.0, 50]) + [50])[:2]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
         self.epoch = 0
@@ -243,7 +244,7 @@ class Trainer:
                 losses = loss_contribution(self.model, batch, self.dist)
                 if losses["loss"].requires_grad:
                     backward(losses["loss"])
-                value = allreduce_gradients(params, losses["loss"], sparse=self._sparse_grads)
+                value = allreduce_gradients(params, losses["loss"], sparse=self._sparse_params)
             else:
                 losses = self.model.loss(batch)
                 value = float(losses["loss"].detach())
