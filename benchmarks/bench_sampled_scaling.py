@@ -19,7 +19,8 @@ items), without features (LightGCN uses none). Modes:
 * ``sampled``: ``propagation: sampled`` with ``--fanouts`` (dense Adam: a step still costs
   ``O((users + items) x d)``);
 * ``sampled_sparse``: ``sampled`` plus ``sparse_embeddings: true`` (SparseAdam: a step costs
-  ``O(rows of the batch x d)``; LightGCN only).
+  ``O(rows of the batch x d)``; DGMRec: ``MixedAdam``, SparseAdam for the ID and raw feature
+  tables, Adam for the rest).
 
 ``--model dgmrec``: DGMRec (``n_ui_layers`` = the number of ``--fanouts``) on the embedded synthetic
 set *with* its two modalities (image 128-d, text 96-d) and the even missing-modality mask (what
@@ -250,8 +251,6 @@ def main() -> None:
     ap.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     ap.add_argument("--sampler", default="fast", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.model == "dgmrec" and "sampled_sparse" in args.modes:
-        args.modes = [m for m in args.modes if m != "sampled_sparse"]  # sparse_embeddings is LightGCN's
     if args.child:
         args.data_dir = args.data_dir[0] if args.data_dir else None
         child(args)

@@ -37,7 +37,7 @@ def test_bench_sampled_scaling_dgmrec(tmp_path):
          "--fanouts", "3", "3", "--per-user", "10", "--batch-size", "256", "--set", "embedding_size=16", "--set", "aggregation_fanout=4",
          "--time-limit", "100", "--json", str(js))  # fmt: skip
     recs = json.loads(js.read_text())["records"]
-    assert [r["mode"] for r in recs] == ["full", "sampled"]  # sparse_embeddings is LightGCN's: dropped
+    assert [r["mode"] for r in recs] == ["full", "sampled", "sampled_sparse"]  # DGMRec's sparse_embeddings: MixedAdam
     for r in recs:
         assert r["model"] == "dgmrec" and r["hooks_s"] > 0 and r["s_per_batch"] > 0 and r["fanouts"] == [3, 3]
         assert r["users"] == 200 and r["items"] == 200
