@@ -288,3 +288,28 @@ def test_the_progress_bar_and_running_loss_continue_at_the_resumed_batch(tmp_pat
     # the first resumed batch's mean loss averages the saved running sum with it
     first = updates[0] * (batch + 1) - pos["running"]
     assert 0.0 < first < 2.0 and updates[0] != pytest.approx(first)
+
+
+def test_an_old_epoch_boundary_state_still_loads(tmp_path):
+    """A format-1 ``resume.pt`` of before mid-epoch states (no ``position`` key) resumes as before."""
+    from conftest import StopAfter
+
+    full_trainer, _ = _trainer("lightgcn")
+    full = full_trainer.fit()
+    trainer, ds = _trainer("lightgcn", resume_every_minutes=0)
+    run = RunFolder.create(tmp_path / "run", "lightgcn", ds.name, False)
+    trainer.callbacks += [RunCheckpointer(run, {"dataset": ds.summary()}), StopAfter(1)]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    run.release()
+    raw = torch.load(tmp_path / "run" / "resume.pt", map_location="cpu", weights_only=True)
+    assert raw["format"] == FORMAT and raw["position"] is None
+    del raw["position"]
+    torch.save(raw, tmp_path / "run" / "resume.pt")
+    state = read_resume(tmp_path / "run")
+    assert position_of(state) == (1, 0)
+    trainer, _ = _trainer("lightgcn")
+    restore_trainer(trainer, state)
+    assert trainer.resume_at is None
+    resumed = trainer.fit()
+    assert _strip(resumed.history) == _strip(full.history) and resumed.test.metrics == full.test.metrics
