@@ -13,7 +13,14 @@ from graphrec.data.dataset import load_dataset
 from graphrec.data.sampler import BPRSampler
 from graphrec.models.build import build_model
 from graphrec.train import trainer as trainer_module
-from graphrec.train.resume import FORMAT, FORMAT_MID_EPOCH, RunCheckpointer, position_of, read_resume, restore_trainer
+from graphrec.train.resume import (
+    FORMAT,
+    FORMAT_MID_EPOCH,
+    RunCheckpointer,
+    position_of,
+    read_resume,
+    restore_trainer,
+)
 from graphrec.train.run_folder import RunFolder
 from graphrec.train.trainer import Callback, Trainer
 

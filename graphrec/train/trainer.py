@@ -97,7 +97,7 @@ class Callback:
         """After the epoch's bookkeeping: ``record`` is its history row, :attr:`Trainer.loop` is complete
         (the point a resumed run continues from); ``evaluated``/``improved``: validation ran / set a new best."""
 
-    def on_mid_epoch(self, trainer: "Trainer", epoch: int, batch: int) -> None:
+    def on_mid_epoch(self, trainer: Trainer, epoch: int, batch: int) -> None:
         """Between two batches of epoch ``epoch`` (0-based), ``batch`` batches done, when a mid-epoch resume
         state is due (``resume_every_minutes`` / ``resume_every_batches``); :attr:`Trainer.position` says where.
         Under ``--distributed`` every rank calls it at the same batch (rank 0 writes)."""
@@ -174,7 +174,7 @@ class EpochPosition:
                 "totals": dict(self.totals), "running": self.running, "seconds": self.seconds, "sampler_rng": self.sampler_rng}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EpochPosition":
+    def from_dict(cls, d: dict[str, Any]) -> EpochPosition:
         return cls(int(d["epoch"]), int(d["batch"]), int(d["n_batches"]), int(d["batch_size"]),
                    {str(k): float(v) for k, v in d["totals"].items()}, float(d["running"]), float(d["seconds"]),
                    dict(d["sampler_rng"]))
