@@ -173,7 +173,7 @@ def read_resume(path: str | Path) -> dict[str, Any]:
         p = p / RESUME_FILE
     if not p.is_file():
         raise GraphrecError(
-            f"'{p.parent}' has no {RESUME_FILE}: the run ended before its first evaluation (start it again) "
+            f"'{p.parent}' has no {RESUME_FILE}: the run ended before its first evaluation or mid-epoch state (start it again) "
             "or was not written by 'graphrec fit'"
         )
     try:
