@@ -327,3 +327,12 @@ def test_tune_trials_resume_mid_epoch(tmp_path: Path, monkeypatch) -> None:
     _assert_same_run(rec, json.loads((tmp_path / "full" / "runs" / f"{run}.json").read_text()))
     assert rec["resumed_from_epoch"] == [1] and rec["resumed_from_batch"] == [1]
     assert "resumed at epoch 1 of 3, batch 1 of 3 of epoch 2" in (tmp_path / "t" / "logs" / f"{run}.log").read_text()
+
+
+def test_resume_cadence_is_not_a_changed_setting() -> None:
+    spec = {"config": {"learning_rate": 0.05, "resume_every_minutes": 10.0, "resume_every_batches": 0}}
+    old = {"config": {"learning_rate": 0.05, "resume_every_minutes": 2.0, "resume_every_batches": 7}}
+    assert bench_runner.changed_settings(old, spec) == {}
+    older = {"config": {"learning_rate": 0.05}}  # a record of before the keys existed
+    assert bench_runner.changed_settings(older, spec) == {}
+    assert bench_runner.changed_settings({"config": {"learning_rate": 0.01}}, spec) == {"learning_rate": (0.01, 0.05)}
