@@ -65,6 +65,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # deterministic torch kernels: one seed and thread count give one result on CPU
     # (graphrec.train.seed.set_deterministic); false allows nondeterministic ones
     "deterministic": True,
+    # mid-epoch resume states (graphrec.train.resume): written between batches once this many minutes
+    # passed since the last one (0 = at epoch boundaries only), so an interrupted long epoch continues
+    # at its next batch; resume_every_batches: also every this many batches (0 = off)
+    "resume_every_minutes": 10.0,
+    "resume_every_batches": 0,
     "embedding_size": 64,
 }
 
@@ -121,6 +126,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "embedding_size": (lambda v: v >= 1, ">= 1"),
     "threads": (lambda v: v >= 0, ">= 0 (0 = the CPUs this process may use)"),
+    "resume_every_minutes": (lambda v: v >= 0, ">= 0 (0 = resume states at epoch boundaries only)"),
+    "resume_every_batches": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "topk": (_positive_ints, "a non-empty list of positive integers, e.g. [10, 20]"),
     "synth_users": (lambda v: v >= 10, ">= 10"),
     "synth_items": (lambda v: v >= 20, ">= 20"),

@@ -14,6 +14,7 @@ from graphrec.bench import resume as bench_resume
 from graphrec.bench import runner as bench_runner
 from graphrec.bench import worker
 from graphrec.cli.main import cli
+from graphrec.train.trainer import Callback
 
 TINY = {"synth_users": 60, "synth_items": 80, "device": "cpu", "train_batch_size": 512, "stopping_step": 1000}
 TINY_ARGS = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
@@ -234,3 +235,104 @@ def test_a_signal_during_a_save_waits_for_the_whole_state(tmp_path: Path, monkey
     resumed = worker.run_spec(spec, None, None, state)
     assert resumed["resumed_from_epoch"] == [2]
     _assert_same_run(resumed, worker.run_spec(spec, None, None, None))
+
+
+# ----------------------------------------------------------------------------- mid-epoch states
+BATCH_HOOK = "GRAPHREC_BENCH_INTERRUPT_AFTER_BATCH"
+
+
+class StopMid(Callback):
+    """Interrupt right after the mid-epoch state after batch ``b`` of epoch ``k`` (1-based) is saved."""
+
+    def __init__(self, k: int, b: int) -> None:
+        self.at = (k, b)
+
+    def on_mid_epoch(self, trainer, epoch, batch) -> None:
+        if (epoch + 1, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "dgmrec"])
+def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_record(tmp_path: Path, model: str, capsys) -> None:
+    spec = _spec(tmp_path, model, epochs=4, train_batch_size=256)
+    full = worker.run_spec(spec, None, tmp_path / "full.users.npz", None)
+    # the same run writing a state after every 2 batches: the key does not make it another run
+    mid = _spec(tmp_path, model, epochs=4, train_batch_size=256, resume_every_batches=2)
+    assert bench_resume.identity(mid) == bench_resume.identity(spec)
+    state = tmp_path / "run.resume.pt"
+    for k, b in ((2, 2), (3, 4)):  # interrupted in epoch 2 after batch 2, resumed, interrupted in epoch 3 after batch 4
+        with pytest.raises(KeyboardInterrupt):
+            worker.run_spec(mid, None, tmp_path / "r.users.npz", state, callbacks=(StopMid(k, b),))
+        raw = torch.load(state, map_location="cpu", weights_only=True)
+        assert raw["position"]["batch"] == b and bench_resume.saved_position(state) == (k - 1, b)
+        assert bench_resume.saved_epoch(state) == k - 1
+    capsys.readouterr()
+    resumed = worker.run_spec(spec, None, tmp_path / "r.users.npz", state)  # resumed with the default key
+    assert "bench worker: resumed at epoch 2 of 4, batch 4 of " in capsys.readouterr().out
+    _assert_same_run(resumed, full)
+    assert resumed["resumed_from_epoch"] == [1, 2] and resumed["resumed_from_batch"] == [2, 4] and resumed["resumes"] == 2
+    assert full["resumed_from_batch"] == []
+    assert (tmp_path / "r.users.npz").read_bytes() == (tmp_path / "full.users.npz").read_bytes()
+
+
+@pytest.mark.slow
+def test_bench_killed_mid_epoch_resumes_and_matches(tmp_path: Path, monkeypatch) -> None:
+    run = "lightgcn__missing__seed3"
+    small = ["--set", "train_batch_size=256"]
+    full = _bench(tmp_path / "full", *small, epochs=3)
+    assert full.exit_code == 0, full.output
+    full_rec = json.loads((tmp_path / "full" / "runs" / f"{run}.json").read_text())
+    out = tmp_path / "b"
+    monkeypatch.setenv(BATCH_HOOK, "2:3")  # SIGTERM once the state after batch 3 of epoch 2 is saved
+    res = _bench(out, *small, "--set", "resume_every_batches=3", epochs=3)
+    assert res.exit_code == 2 and f"1 of 1 runs failed: {run}" in res.output
+    logs = out / "logs"
+    assert sorted(p.name for p in logs.iterdir() if "resume" in p.name) == [f"{run}.resume.pt"]
+    first = (logs / f"{run}.log").read_text()
+    assert "interrupted by signal 15; no record written" in first and "epoch=1/3" in first and "epoch=2/3" not in first
+    dry = CliRunner().invoke(cli, ["bench", "--model", "lightgcn", "--seeds", "3", "--epochs", "3", "--threads", "1",
+                                   "--out", str(out), "--set", "learning_rate=0.05", *TINY_ARGS, *small, "--dry-run"])
+    assert f"{run}\tto run (resumes after epoch 1 + 3 batch(es))" in dry.output, dry.output
+    monkeypatch.delenv(BATCH_HOOK)
+    res = _bench(out, *small, epochs=3)  # without the key: the state is continued all the same
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "runs" / f"{run}.json").read_text())
+    _assert_same_run(rec, full_rec)
+    assert rec["resumed_from_epoch"] == [1] and rec["resumed_from_batch"] == [3]
+    log = (logs / f"{run}.log").read_text()
+    assert "bench worker: resumed at epoch 1 of 3, batch 3 of" in log and log.count("epoch=1/3") == 1
+    assert f"{run} (after epoch 1 + 3 batch(es))" in (out / "results.md").read_text()
+    assert not (logs / f"{run}.resume.pt").exists()
+
+
+@pytest.mark.slow
+def test_tune_trials_resume_mid_epoch(tmp_path: Path, monkeypatch) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("reg_weight: [0.0]\n")
+
+    def tune(out: Path, *extra: str):
+        return CliRunner().invoke(cli, ["tune", "lightgcn", "--space", str(space), "--seeds", "3", "--epochs", "3", "--quiet",
+                                        "--out", str(out), "--set", "learning_rate=0.05", *TINY_ARGS, *extra],
+                                  catch_exceptions=False)
+
+    run = "lightgcn__reg-weight-0.0__seed3"
+    assert tune(tmp_path / "full").exit_code == 0
+    monkeypatch.setenv(BATCH_HOOK, "2:1")
+    res = tune(tmp_path / "t", "--set", "resume_every_batches=1")
+    assert res.exit_code == 2 and "1 trial run(s) failed" in res.output
+    assert bench_resume.saved_position(tmp_path / "t" / "logs" / f"{run}.resume.pt") == (1, 1)
+    monkeypatch.delenv(BATCH_HOOK)
+    assert tune(tmp_path / "t", "--set", "resume_every_batches=1").exit_code == 0
+    rec = json.loads((tmp_path / "t" / "runs" / f"{run}.json").read_text())
+    _assert_same_run(rec, json.loads((tmp_path / "full" / "runs" / f"{run}.json").read_text()))
+    assert rec["resumed_from_epoch"] == [1] and rec["resumed_from_batch"] == [1]
+    assert "resumed at epoch 1 of 3, batch 1 of 3 of epoch 2" in (tmp_path / "t" / "logs" / f"{run}.log").read_text()
+
+
+def test_resume_cadence_is_not_a_changed_setting() -> None:
+    spec = {"config": {"learning_rate": 0.05, "resume_every_minutes": 10.0, "resume_every_batches": 0}}
+    old = {"config": {"learning_rate": 0.05, "resume_every_minutes": 2.0, "resume_every_batches": 7}}
+    assert bench_runner.changed_settings(old, spec) == {}
+    older = {"config": {"learning_rate": 0.05}}  # a record of before the keys existed
+    assert bench_runner.changed_settings(older, spec) == {}
+    assert bench_runner.changed_settings({"config": {"learning_rate": 0.01}}, spec) == {"learning_rate": (0.01, 0.05)}

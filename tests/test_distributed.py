@@ -242,3 +242,53 @@ def test_shutdown_skips_destroy_in_spawned_ranks(monkeypatch, spawned):
         monkeypatch.delenv(D.SPAWNED_RANK_ENV, raising=False)
     D.shutdown()
     assert calls == (["barrier"] if spawned else ["barrier", "destroy"])
+
+
+def _mid_epoch_worker(out_dir: str) -> None:
+    """One rank of a run writing a mid-epoch state every 2 batches; rank 0 keeps the 3rd."""
+    from graphrec.train.distributed import init_distributed, shutdown
+    from graphrec.train.resume import save_resume
+    from graphrec.train.trainer import Callback
+
+    class Keep(Callback):
+        def __init__(self) -> None:
+            self.at: list[list[int]] = []
+
+        def on_mid_epoch(self, trainer, epoch, batch) -> None:
+            self.at.append([epoch, batch])
+            if trainer.dist.is_main and len(self.at) == 3:
+                save_resume(Path(out_dir) / "mid.pt", trainer)
+
+    dist = init_distributed("cpu", timeout_s=60)
+    try:
+        cfg = small_config("lightgcn", **BASE, train_batch_size=255, resume_every_batches=2)
+        ds = load_dataset(cfg)
+        keep = Keep()
+        Trainer(build_model(ds, cfg), ds, cfg, callbacks=[keep], progress=False, dist=dist).fit()
+        (Path(out_dir) / f"at-rank{dist.rank}.json").write_text(json.dumps(keep.at))
+    finally:
+        shutdown()
+
+
+def test_a_distributed_mid_epoch_state_resumes_in_one_process(tmp_path):
+    """Every rank writes (calls ``on_mid_epoch``) at the same batches; rank 0's state holds the loss totals
+    summed over the ranks, so one process continuing it ends like one process that ran throughout."""
+    from graphrec.train.resume import position_of, read_resume, restore_trainer
+
+    spawn_local(_mid_epoch_worker, 2, (str(tmp_path),), timeout_s=180)
+    at0, at1 = (json.loads((tmp_path / f"at-rank{r}.json").read_text()) for r in (0, 1))
+    assert at0 == at1 and len(at0) >= 3 and all(b % 2 == 0 for _, b in at0)
+    state = read_resume(tmp_path / "mid.pt")
+    assert position_of(state) == tuple(at0[2])  # epochs done = the 0-based epoch of the batch
+    cfg = small_config("lightgcn", **BASE, train_batch_size=255)
+    ds = load_dataset(cfg)
+    trainer = Trainer(build_model(ds, cfg), ds, cfg, progress=False)
+    restore_trainer(trainer, state)
+    got = trainer.fit().to_dict()
+    _, ref = _train("lightgcn", {"train_batch_size": 255}, SINGLE)
+    want = ref.to_dict()
+    assert got["best_epoch"] == want["best_epoch"] and got["epochs_run"] == want["epochs_run"]
+    for a, b in zip(got["history"], want["history"]):  # the resumed epoch's loss: rank 0's partial sums are the group's
+        assert a["epoch"] == b["epoch"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    for m, v in want["test"]["metrics"].items():
+        assert got["test"]["metrics"][m] == pytest.approx(v, abs=1e-3), m

@@ -265,7 +265,7 @@ def markdown(p: Plan, records: list[dict[str, Any]], rows: list[dict[str, Any]],
             notes.append(f"{row['model']} / {row['variant']}: retrieval: {n}")
     if failed:
         notes.append(f"failed runs (see logs/): {', '.join(failed)}")
-    resumed = [f"{r['id']} (after epoch {', '.join(map(str, r['resumed_from_epoch']))})" for r in records if r.get("resumed_from_epoch")]
+    resumed = [f"{r['id']} (after epoch {', '.join(_resume_points(r))})" for r in records if r.get("resumed_from_epoch")]
     if resumed:
         notes.append("runs interrupted and continued from their resume state (same metrics as an uninterrupted run for the "
                      "same threads; per-epoch seconds from each process, load and build seconds from the last, peak RSS the "
@@ -455,3 +455,10 @@ def write_report(p: Plan, records: list[dict[str, Any]], failed: list[str], make
     }
     atomic_write_bytes(p.out / "results.json", (json.dumps(summary, indent=2) + "\n").encode())
     return out, plots, note
+
+
+def _resume_points(record: dict[str, Any]) -> list[str]:
+    """``["3", "4 + 2 batch(es)"]``: where each resume of a run continued (epochs done, batches of the next)."""
+    epochs = list(record.get("resumed_from_epoch") or [])
+    batches = list(record.get("resumed_from_batch") or []) + [0] * len(epochs)
+    return [f"{e} + {b} batch(es)" if b else str(e) for e, b in zip(epochs, batches)]

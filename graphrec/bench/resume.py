@@ -12,10 +12,16 @@ plus a ``"bench"`` entry with what the record needs besides the trainer::
      "curve": [{"epoch", "recall@K", "ndcg@K", ...}],    # the record's valid_curve so far
      "eval_seconds": [...], "refine_seconds": [...],      # per evaluation / graph refinement so far
      "resumed_from_epoch": [...],                         # epochs done at each earlier resume
+     "resumed_from_batch": [...],                         # and batches of the next epoch (0 = at its start)
      "peak_rss_mb": float, "peak_gpu_mb": float | None}  # the largest of the earlier processes
 
+Mid-epoch, every ``resume_every_minutes`` (default 10) or ``resume_every_batches`` (trainer
+``on_mid_epoch``), the worker writes the same state with the trainer's position (format 2 of
+:mod:`graphrec.train.resume`); a rerun then continues at the next batch of that epoch.
+
 A rerun of the same command continues the run from it when :func:`load_state` accepts it: the
-identity (resolved config, threads included, model, variant, seed, plugins, graphrec version) and the
+identity (resolved config, threads included, how often states are written excepted: :data:`NOT_IDENTITY`;
+model, variant, seed, plugins, graphrec version) and the
 data fingerprint (:meth:`RecDataset.fingerprint`) are those of the run about to start. Anything else
 (another config, other data, a damaged or foreign file) is set aside with one log line and the run
 starts over from epoch 0. The worker deletes the state once the run's record is written; the runner
@@ -37,6 +43,8 @@ SUFFIX = ".resume.pt"
 FORMAT = 1
 #: the spec keys that define a run (besides graphrec's version and the data fingerprint)
 IDENTITY_KEYS = ("model", "variant", "seed", "retrieval", "plugins", "config")
+#: config keys that do not change what a run computes: a state saved with other values is continued
+NOT_IDENTITY = ("resume_every_minutes", "resume_every_batches")
 
 
 def state_path(logs_dir: Path, run_id: str) -> Path:
@@ -47,6 +55,8 @@ def state_path(logs_dir: Path, run_id: str) -> Path:
 def identity(spec: dict[str, Any]) -> dict[str, Any]:
     """What must be equal for a saved state to be continued: the resolved run plus graphrec's version (as JSON data)."""
     ident = {k: spec.get(k) for k in IDENTITY_KEYS}
+    if isinstance(ident.get("config"), dict):
+        ident["config"] = {k: v for k, v in ident["config"].items() if k not in NOT_IDENTITY}
     ident["graphrec_version"] = graphrec.__version__
     return json.loads(json.dumps(ident, sort_keys=True, default=str))
 
@@ -109,11 +119,19 @@ def save_state(path: Path, trainer, bench: dict[str, Any]) -> None:
 
 def saved_epoch(path: Path) -> int | None:
     """The epochs done in the state at ``path`` (read lazily, tensors memory-mapped), or ``None``."""
+    pos = saved_position(path)
+    return None if pos is None else pos[0]
+
+
+def saved_position(path: Path) -> tuple[int, int] | None:
+    """``(epochs done, batches done in the next epoch)`` of the state at ``path`` (0 batches: an epoch-boundary
+    state; read lazily, tensors memory-mapped), or ``None``."""
     import torch
 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        return int(state["loop"]["next_epoch"])
+        pos = state.get("position")
+        return int(state["loop"]["next_epoch"]), int(pos["batch"]) if pos else 0
     except Exception:  # noqa: BLE001 - absent, damaged, foreign: nothing to report
         return None
 

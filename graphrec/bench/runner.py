@@ -67,7 +67,7 @@ SHARED_TRAINER_KEYS = (
     "stopping_step", "stopping_min_epochs", "valid_metric", "eval_mask_valid_in_test", "embedding_size",
 )
 #: settings that change how fast a run goes, not its results: a record made with others is kept
-RESOURCE_KEYS = ("threads",)
+RESOURCE_KEYS = ("threads", "resume_every_minutes", "resume_every_batches")
 #: the trainer settings printed beside each row of results.md (short names)
 SETTING_LABELS = {
     "learning_rate": "lr", "train_batch_size": "batch", "epochs": "cap", "stopping_step": "patience",
@@ -329,7 +329,8 @@ def changed_settings(old: dict[str, Any], spec: dict[str, Any]) -> dict[str, tup
 
     Compares the resolved configs (``old["config"]`` with ``spec["config"]``); a key that the old
     record lacks (added to graphrec later) counts only if its new value is not the default.
-    :data:`RESOURCE_KEYS` (``threads``) do not count: they change the timings, not what is measured.
+    :data:`RESOURCE_KEYS` (``threads``, how often resume states are written) do not count: they change the
+    timings, not what is measured.
     """
     before, after = old.get("config") or {}, spec.get("config") or {}
     if not before:  # a record without its config: compare what the spec asked for

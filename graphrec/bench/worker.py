@@ -7,11 +7,13 @@ plugins, threads, retrieval). The record is written atomically to ``RECORD.json`
 the run finished, so an existing record means a finished run (the runner's resume rule).
 ``PROGRESS.json`` is rewritten after every epoch (epoch, epochs, validation score) for the
 runner's progress bar. ``RESUME.pt`` (the runner passes ``<out>/logs/<id>.resume.pt``) is the
-run's resume state, rewritten after every epoch and deleted once the record is written; a worker
-that finds its own run's state there continues from it (:mod:`graphrec.bench.resume`), so a
-benchmark killed mid-run loses at most the epoch in progress. The record says so:
-``resumed_from_epoch`` (epochs done at each resume), ``resumes``, ``resume_discarded`` (why a
-state found was not continued). SIGINT/SIGTERM end the worker with exit code 128 + signal,
+run's resume state, rewritten after every epoch and, within an epoch, every ``resume_every_minutes``
+(default 10) or ``resume_every_batches``, and deleted once the record is written; a worker that finds
+its own run's state there continues from it (:mod:`graphrec.bench.resume`), at the next batch of a
+partial epoch, so a benchmark killed mid-run loses at most the last minutes of training. The record
+says so: ``resumed_from_epoch`` (epochs done at each resume), ``resumed_from_batch`` (batches of the
+next epoch done then, 0 at an epoch boundary), ``resumes``, ``resume_discarded`` (why a state found
+was not continued). SIGINT/SIGTERM end the worker with exit code 128 + signal,
 never in the middle of a write of the state.
 
 Measured (see :func:`run_spec`): seconds per training epoch (the trainer's per-epoch time,
@@ -226,6 +228,8 @@ def run_spec(
     eval_s: list[float] = [float(x) for x in prior.get("eval_seconds") or []]
     refine_s: list[float] = [float(x) for x in prior.get("refine_seconds") or []]
     resumed_from: list[int] = [int(x) for x in prior.get("resumed_from_epoch") or []]
+    resumed_batch: list[int] = [int(x) for x in prior.get("resumed_from_batch") or []]
+    resumed_batch += [0] * (len(resumed_from) - len(resumed_batch))  # states of before mid-epoch resumes
     knn_s: list[float] = []
     ident = bench_resume.identity(spec)
 
@@ -233,7 +237,7 @@ def run_spec(
         nonlocal discarded, prior
         print(f"bench worker: starting over at epoch 0: {why}", flush=True)
         discarded, prior = why, {}
-        for bucket in (curve, eval_s, refine_s, resumed_from):
+        for bucket in (curve, eval_s, refine_s, resumed_from, resumed_batch):
             bucket.clear()
         if resume_path is not None:
             resume_path.unlink(missing_ok=True)
@@ -255,13 +259,17 @@ def run_spec(
             curve.append(point)
 
     class SaveResume(Callback):
-        """After every epoch: the run's resume state (:mod:`graphrec.bench.resume`), atomically, signals held back."""
+        """After every epoch and mid-epoch when the trainer says so: the run's resume state
+        (:mod:`graphrec.bench.resume`), atomically, signals held back."""
+
+        def on_mid_epoch(self, trainer, epoch, batch) -> None:
+            self.on_epoch_logged(trainer, epoch, {}, False, False)
 
         def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
             gpu = torch.cuda.max_memory_allocated(trainer.device) / 2**20 if trainer.device.type == "cuda" else None
             bench = {"identity": ident, "curve": curve, "eval_seconds": eval_s, "refine_seconds": refine_s,
-                     "resumed_from_epoch": resumed_from, "peak_rss_mb": prior_peak("peak_rss_mb", peak_rss_mb()),
-                     "peak_gpu_mb": prior_peak("peak_gpu_mb", gpu)}
+                     "resumed_from_epoch": resumed_from, "resumed_from_batch": resumed_batch,
+                     "peak_rss_mb": prior_peak("peak_rss_mb", peak_rss_mb()), "peak_gpu_mb": prior_peak("peak_gpu_mb", gpu)}
             with critical():
                 try:
                     bench_resume.save_state(resume_path, trainer, bench)
@@ -328,8 +336,11 @@ def run_spec(
             trainer, build_s = build()
         else:
             done = trainer.loop.next_epoch
+            at = trainer.resume_at
             resumed_from.append(done)
-            print(f"bench worker: resumed at epoch {done} of {int(config['epochs'])} (best epoch {trainer.loop.best_epoch}) "
+            resumed_batch.append(at.batch if at is not None else 0)
+            mid = f", batch {at.batch} of {at.n_batches} of epoch {done + 1}" if at is not None else ""
+            print(f"bench worker: resumed at epoch {done} of {int(config['epochs'])}{mid} (best epoch {trainer.loop.best_epoch}) "
                   f"from {resume_path.name}; resume {len(resumed_from)} of this run", flush=True)
             if progress_path is not None:
                 last = trainer.loop.history[-1] if trainer.loop.history else {}
@@ -394,6 +405,7 @@ def run_spec(
         "seconds_retrieval": retrieval_s,
         "seconds_total": result.seconds,  # training + evaluation seconds of every process, up to each one's last saved epoch
         "resumed_from_epoch": resumed_from,  # epochs done when each resume continued the run ([] = never interrupted)
+        "resumed_from_batch": resumed_batch,  # batches of the next epoch done then (0 = resumed at an epoch start)
         "resumes": len(resumed_from),
         "resume_discarded": discarded,  # why a saved state was not continued (None = there was none, or it was)
         "epoch_seconds": epoch_s,
@@ -424,17 +436,26 @@ def run_spec(
 
 def _interrupt_hook() -> list:
     """``GRAPHREC_BENCH_INTERRUPT_AFTER_EPOCH=k`` (tests): SIGTERM this worker once epoch ``k`` is saved,
-    as a killed benchmark would be. A resumed run past epoch ``k`` is not interrupted again."""
+    as a killed benchmark would be. A resumed run past epoch ``k`` is not interrupted again.
+    ``GRAPHREC_BENCH_INTERRUPT_AFTER_BATCH=k:b``: the same once the mid-epoch state after batch ``b`` of
+    epoch ``k`` (1-based) is saved (``resume_every_batches`` must write one there)."""
     value = os.environ.get("GRAPHREC_BENCH_INTERRUPT_AFTER_EPOCH")
-    if not value:
+    batch_value = os.environ.get("GRAPHREC_BENCH_INTERRUPT_AFTER_BATCH")
+    if not value and not batch_value:
         return []
     import signal
 
     from graphrec.train.trainer import Callback
 
+    at_batch = tuple(int(x) for x in batch_value.split(":")) if batch_value else None
+
     class InterruptAfter(Callback):
         def on_epoch_logged(self, trainer, epoch, record, evaluated, improved) -> None:
-            if epoch + 1 == int(value):
+            if value and epoch + 1 == int(value):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        def on_mid_epoch(self, trainer, epoch, batch) -> None:
+            if at_batch is not None and (epoch + 1, batch) == at_batch:
                 os.kill(os.getpid(), signal.SIGTERM)
 
     return [InterruptAfter()]

@@ -30,6 +30,18 @@ def kept_count(n_edges: int, keep: float) -> int:
     return min(n_edges, max(1, math.floor(keep * n_edges + 1e-9)))
 
 
+def view_pairs(view: dgl.DGLGraph) -> torch.Tensor:
+    """``(E', 2)`` CPU int64 (user, item) pairs of a view's ``ui`` edges, in edge-id order (the order
+    :func:`view_from_pairs` rebuilds it in)."""
+    users, items = view.edges(etype=UI)
+    return torch.stack([users, items], dim=1).cpu()
+
+
+def view_from_pairs(pairs: torch.Tensor, like: dgl.DGLGraph) -> dgl.DGLGraph:
+    """The view of :meth:`EdgeDropout.forward` with the kept ``pairs`` (:func:`view_pairs`), on ``like``'s device."""
+    return build_heterograph(like.num_nodes("user"), like.num_nodes("item"), pairs.cpu().numpy()).to(like.device)
+
+
 @register_block("edge_dropout")
 class EdgeDropout(nn.Module):
     """Uniform edge dropout (SGL-ED, Wu et al. SIGIR 2021): every interaction equally likely to stay."""

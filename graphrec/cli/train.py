@@ -211,8 +211,10 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
             restore_trainer(trainer, resume_state, run.path / RESUME_FILE)
             if resume_state["best_is_current"]:  # model.pt may predate resume.pt (see graphrec.train.resume)
                 checkpointer.save_best(trainer)
-            run.log(f"resumed epoch={trainer.loop.next_epoch} best_epoch={trainer.loop.best_epoch}")
-            console.print(f"resuming {run.path} after epoch {trainer.loop.next_epoch} (best epoch {trainer.loop.best_epoch})")
+            at = trainer.resume_at
+            run.log(f"resumed epoch={trainer.loop.next_epoch}{f' batch={at.batch}' if at else ''} best_epoch={trainer.loop.best_epoch}")
+            where = f"at batch {at.batch + 1} of {at.n_batches} in epoch {at.epoch + 1}" if at else f"after epoch {trainer.loop.next_epoch}"
+            console.print(f"resuming {run.path} {where} (best epoch {trainer.loop.best_epoch})")
         result = trainer.fit()
     except KeyboardInterrupt as exc:
         intr = as_interrupted(exc)
@@ -267,7 +269,9 @@ def _report_interrupt(run, intr, trainer) -> None:
     run.write_status("interrupted", signal=intr.name)
     run.log(f"interrupted signal={intr.name} epochs_done={done}")
     if (run.path / RESUME_FILE).is_file():
-        msg = (f"Interrupted by {intr.name} after {done} epoch(s); {run.path} keeps epoch {run.status.get('epoch')}: "
+        kept, batch = run.status.get("epoch"), int(run.status.get("batch") or 0)
+        keeps = f"epoch {kept} and {batch} batch(es) of epoch {int(kept or 0) + 1}" if batch else f"epoch {kept}"
+        msg = (f"Interrupted by {intr.name} after {done} epoch(s); {run.path} keeps {keeps}: "
                f"continue with 'graphrec fit --resume {run.path}'")
     else:
         msg = f"Interrupted by {intr.name} before the first evaluation; {run.path} holds nothing to resume"

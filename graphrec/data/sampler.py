@@ -75,13 +75,18 @@ class BPRSampler:
             )
         return neg
 
-    def epoch(self, batch_size: int) -> Iterator[BPRBatch]:
-        """Yield shuffled batches of ``batch_size`` training rows with fresh negatives."""
+    def epoch(self, batch_size: int, start: int = 0) -> Iterator[BPRBatch]:
+        """Yield shuffled batches of ``batch_size`` training rows with fresh negatives.
+
+        The whole epoch's shuffle and negatives are drawn from :attr:`rng` before the first batch, so
+        ``start`` (batches to skip: a resumed partial epoch) leaves :attr:`rng` where a full epoch leaves it
+        and yields the batches ``start, start + 1, ...`` of the stream the same state gives.
+        """
         order = self.rng.permutation(len(self.train))
         rows = self.train[order]
         neg = self.sample_negatives(rows[:, 0])
-        for start in range(0, len(rows), batch_size):
-            sl = slice(start, start + batch_size)
+        for lo in range(int(start) * batch_size, len(rows), batch_size):
+            sl = slice(lo, lo + batch_size)
             yield BPRBatch(
                 torch.from_numpy(rows[sl, 0]), torch.from_numpy(rows[sl, 1]), torch.from_numpy(neg[sl])
             )

@@ -272,3 +272,16 @@ class RecModel(nn.Module):
 
     def before_evaluation(self, trainer: "Trainer", split: str) -> None:
         """Called before an evaluation of ``split`` during training."""
+
+    def get_epoch_state(self) -> Any:
+        """What :meth:`on_epoch_start` made that the state dict does not hold (tensors and plain data), for a
+        mid-epoch resume state (:mod:`graphrec.train.resume`); ``None`` (the default) = nothing."""
+        return None
+
+    def set_epoch_state(self, state: Any) -> None:
+        """Take back a :meth:`get_epoch_state` (after the state dict is loaded): a resumed partial epoch does
+        not run :meth:`on_epoch_start` again."""
+        if state is not None:
+            from graphrec.errors import GraphrecError
+
+            raise GraphrecError(f"{type(self).__name__} keeps no epoch state, but the saved run has one")

@@ -469,6 +469,23 @@ class DGMRec(RecModel):
         if self.batch_sampler is not None and self.batch_sampler.control_variate:
             self.batch_sampler.refresh()  # after generation / refinement: the epoch's exact tables
 
+    def get_epoch_state(self) -> Any:
+        """Sampled propagation with control variates: the epoch's history tables (``refresh`` at its start)."""
+        sampler = self.batch_sampler
+        if sampler is None or not sampler.control_variate or sampler.history is None:
+            return None
+        return {"history": sampler.history}
+
+    def set_epoch_state(self, state: Any) -> None:
+        if state is None:
+            return
+        if self.batch_sampler is None:
+            raise GraphrecError("the saved run's mid-epoch state has sampled-propagation tables; this DGMRec propagates fully")
+        dev = self.item_emb.device
+        self.batch_sampler.history = {k: [t.to(dev) for t in v] if isinstance(v, list) else
+                                      ({m: t.to(dev) for m, t in v.items()} if isinstance(v, dict) else v.to(dev))
+                                      for k, v in state["history"].items()}
+
     def before_evaluation(self, trainer, split: str) -> None:
         if not (self.new_item_setting and split == "valid" and self.has_missing()):
             return

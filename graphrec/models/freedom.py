@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from graphrec.blocks.bpr import batch_bpr, bpr_loss
-from graphrec.blocks.edge_dropout import DegreeSensitivePruning
+from graphrec.blocks.edge_dropout import DegreeSensitivePruning, view_from_pairs, view_pairs
 from graphrec.blocks.encoders import xavier_linear
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
@@ -87,6 +87,14 @@ class FREEDOM(MultimodalBaseline):
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
         """Prune the user-item graph for this epoch (FREEDOM redraws it every epoch)."""
         self.train_graph = self.pruning(self.graph, self.keep)
+
+    def get_epoch_state(self) -> Any:
+        """The epoch's pruned graph as its kept (user, item) pairs (``None`` before the first epoch)."""
+        return None if self.train_graph is self.graph else {"pruned": view_pairs(self.train_graph)}
+
+    def set_epoch_state(self, state: Any) -> None:
+        if state is not None:
+            self.train_graph = view_from_pairs(state["pruned"], self.graph)
 
     def item_graph_embeddings(self) -> torch.Tensor:
         """``(N, d)``: ``S^L`` applied to the item ID embeddings, ``S = Σ_m a_m S_m``."""

@@ -99,6 +99,20 @@ class LATTICE(MultimodalBaseline):
         """The next batch rebuilds ``Ŝ`` with a gradient; the epoch's other batches reuse it detached."""
         self._cached = None
 
+    def get_epoch_state(self) -> Any:
+        """The epoch's detached ``Ŝ`` (built at its first batch): edges, node count and weights, or ``None``."""
+        if self._cached is None:
+            return None
+        src, dst = self._cached.graph.edges()
+        return {"src": src, "dst": dst, "n": self._cached.graph.num_nodes(), "weight": self._cached.weight.cpu()}
+
+    def set_epoch_state(self, state: Any) -> None:
+        if state is None:
+            self._cached = None
+            return
+        g = dgl.graph((state["src"], state["dst"]), num_nodes=int(state["n"]), idtype=torch.int64)
+        self._cached = LearnedGraph(g, state["weight"].to(self.item_emb.device))
+
     def item_graph_embeddings(self, learned: LearnedGraph | None) -> torch.Tensor:
         """``(N, d)``: ``Â^L`` applied to the item ID embeddings, ``Â = (1 - λ) Ŝ + λ Σ_m a_m S̃_m``."""
         a = torch.softmax(self.modal_logits, dim=0)

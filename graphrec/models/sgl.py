@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from graphrec.blocks.edge_dropout import EdgeDropout
+from graphrec.blocks.edge_dropout import EdgeDropout, view_from_pairs, view_pairs
 from graphrec.blocks.lightgcn import LightGCNPropagation
 from graphrec.data.dataset import RecDataset
 from graphrec.models.base import check_keys
@@ -54,6 +54,16 @@ class SGL(TwoViewContrastive):
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
         """Draw the epoch's two edge-dropped views (SGL redraws them every epoch)."""
         self.graph_views = (self.dropout(self.graph, self.keep), self.dropout(self.graph, self.keep))
+
+    def get_epoch_state(self) -> Any:
+        """The epoch's two views as their kept (user, item) pairs (``None`` before the first epoch)."""
+        if self.graph_views[0] is self.graph:
+            return None
+        return {"views": [view_pairs(g) for g in self.graph_views]}
+
+    def set_epoch_state(self, state: Any) -> None:
+        if state is not None:
+            self.graph_views = tuple(view_from_pairs(p, self.graph) for p in state["views"])  # type: ignore[assignment]
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.propagation(self.graph, self.user_emb, self.item_emb)

@@ -15,7 +15,22 @@ between the two writes can leave an older one). ``resume.pt`` holds (:func:`trai
      "rng": {"python", "numpy", "torch", "cuda"},     # global RNG states
      "loop": {next_epoch, best_score, best_epoch, best_valid, counter, history, elapsed, stopped},
      "best_is_current": bool,                         # the best epoch is the current one
-     "best": state_dict | None}                       # else the best epoch's model state
+     "best": state_dict | None,                       # else the best epoch's model state
+     "position": None | {epoch, batch, n_batches, batch_size, totals, running, seconds, sampler_rng,
+                         "model_epoch": model.get_epoch_state()}}
+
+``"position"`` (format 2; absent or ``None`` in format 1, the epoch-boundary states, which still load) is a
+mid-epoch state: ``batch`` of epoch ``epoch`` (0-based; ``loop.next_epoch`` equals it) are done, the
+model, optimisers and RNGs are those after that batch, ``sampler_rng`` is the BPR sampler's state at the
+epoch start (:class:`graphrec.train.trainer.EpochPosition`) and ``model_epoch`` what the model's
+``on_epoch_start`` made that its state dict does not hold (SGL's views, FREEDOM's pruned graph, LATTICE's
+epoch graph, sampled DGMRec's control-variate tables; ``None`` for most models). ``best_is_current`` is
+then false (the model has moved on since the best epoch). :class:`RunCheckpointer` writes it from the
+trainer's ``on_mid_epoch`` (``resume_every_minutes``, ``resume_every_batches``), with ``run.json``'s
+``batch``; a resumed run continues at the next batch with the same metrics as an uninterrupted one
+(except with DGL's neighbour sampler, whose RNG cannot be saved: module docstring of
+:mod:`graphrec.train.trainer`). A position that does not fit the run (another batch size or train
+split) is a one-line error.
 
 Everything in it is a tensor or plain Python data, so it loads with ``torch.load(weights_only=True)``:
 it goes through the checkpoint encoding (:func:`graphrec.train.checkpoint.to_plain` / ``from_plain``: numpy
@@ -43,9 +58,11 @@ from graphrec.eval.evaluator import EvalResult
 from graphrec.train.checkpoint import check_fingerprint, from_plain, to_plain
 from graphrec.train.interrupt import critical
 from graphrec.train.run_folder import RunFolder
-from graphrec.train.trainer import Callback, LoopState, Trainer
+from graphrec.train.trainer import Callback, EpochPosition, LoopState, Trainer
 
 FORMAT = 1
+#: the format of a mid-epoch state (older graphrec versions refuse it instead of resuming it at the epoch start)
+FORMAT_MID_EPOCH = 2
 KIND = "graphrec-resume"
 RESUME_FILE = "resume.pt"
 
@@ -94,9 +111,15 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """Everything a resumed run needs, after the epoch :attr:`Trainer.loop` ends at (module docstring)."""
     st = trainer.loop
     model = trainer.model
-    best_is_current = st.best_epoch == st.next_epoch
+    pos = trainer.position
+    best_is_current = st.best_epoch == st.next_epoch and pos is None
+    position = None
+    if pos is not None:
+        get = getattr(model, "get_epoch_state", None)
+        position = {**_plain(pos.to_dict(), "epoch position"),
+                    "model_epoch": _plain(get(), "model epoch state") if callable(get) else None}
     return {
-        "format": FORMAT,
+        "format": FORMAT if pos is None else FORMAT_MID_EPOCH,
         "kind": KIND,
         "graphrec_version": graphrec.__version__,
         "config": _plain(dict(trainer.config), "config"),
@@ -116,6 +139,7 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
         },
         "best_is_current": best_is_current,
         "best": _state_dict_plain(trainer.best_state) if not best_is_current and trainer.best_state is not None else None,
+        "position": position,
     }
 
 
@@ -132,6 +156,7 @@ def save_resume(path: str | Path, trainer: Trainer, extra: dict[str, Any] | None
         if sync:
             fh.flush()
             os.fsync(fh.fileno())
+    trainer.mark_resume_written()
 
 
 #: keys every resume.pt has (``data_fingerprint``, ``model_optimizers`` and ``model_resume`` may be absent)
@@ -148,15 +173,15 @@ def read_resume(path: str | Path) -> dict[str, Any]:
         p = p / RESUME_FILE
     if not p.is_file():
         raise GraphrecError(
-            f"'{p.parent}' has no {RESUME_FILE}: the run ended before its first evaluation (start it again) "
+            f"'{p.parent}' has no {RESUME_FILE}: the run ended before its first evaluation or mid-epoch state (start it again) "
             "or was not written by 'graphrec fit'"
         )
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise GraphrecError(f"{p}: not a graphrec resume file ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("kind") != KIND or state.get("format") != FORMAT:
-        raise GraphrecError(f"{p}: not a graphrec resume file (format {FORMAT} expected)")
+    if not isinstance(state, dict) or state.get("kind") != KIND or state.get("format") not in (FORMAT, FORMAT_MID_EPOCH):
+        raise GraphrecError(f"{p}: not a graphrec resume file (format {FORMAT} or {FORMAT_MID_EPOCH} expected)")
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise GraphrecError(f"{p}: malformed resume file (no {', '.join(missing)}); start the run again")
@@ -166,7 +191,15 @@ def read_resume(path: str | Path) -> dict[str, Any]:
         raise GraphrecError(f"{p}: malformed resume file ({_first_line(exc)}); start the run again") from None
     if not isinstance(state["config"], dict) or not isinstance(state["loop"], dict) or "model" not in state["config"]:
         raise GraphrecError(f"{p}: malformed resume file (no config or loop state); start the run again")
+    if state.get("position") is not None and (state["format"] != FORMAT_MID_EPOCH or not isinstance(state["position"], dict)):
+        raise GraphrecError(f"{p}: malformed resume file (a mid-epoch position in a format {state['format']} file); start the run again")
     return state
+
+
+def position_of(state: dict[str, Any]) -> tuple[int, int]:
+    """``(epochs done, batches done in the next epoch)`` of a resume state (the batches are 0 at an epoch boundary)."""
+    pos = state.get("position")
+    return int(state["loop"]["next_epoch"]), int(pos["batch"]) if pos else 0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -219,15 +252,41 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any], where: str | Path =
         elif state.get("best") is not None:
             trainer.best_state = state["best"]
         trainer.epoch = max(trainer.loop.next_epoch - 1, 0)
+        trainer.resume_at = _restore_position(trainer, state.get("position"), where)
         set_rng_states(state["rng"])
+    except GraphrecError:
+        raise
     except _MALFORMED as exc:
         raise GraphrecError(f"{where}: malformed resume file ({_first_line(exc)}); start the run again") from None
+
+
+def _restore_position(trainer: Trainer, position: dict[str, Any] | None, where: str | Path) -> EpochPosition | None:
+    """The partial epoch of a mid-epoch state (``None`` for an epoch-boundary one), checked against ``trainer``'s
+    batching; the model's epoch state is set back."""
+    if position is None:
+        return None
+    pos = EpochPosition.from_dict(position)
+    bs = int(trainer.config["train_batch_size"])
+    n_batches = trainer.sampler.n_batches(bs)
+    if pos.epoch != trainer.loop.next_epoch or not 0 < pos.batch < pos.n_batches:
+        raise GraphrecError(f"{where}: malformed resume file (batch {pos.batch} of {pos.n_batches} in epoch {pos.epoch + 1} "
+                            f"after {trainer.loop.next_epoch} epoch(s)); start the run again")
+    if (pos.batch_size, pos.n_batches) != (bs, n_batches):
+        raise GraphrecError(f"the saved run stopped at batch {pos.batch} of {pos.n_batches} (batch size {pos.batch_size}); "
+                            f"this one has {n_batches} batches of {bs}: resume with the settings and data the run was trained on")
+    setter = getattr(trainer.model, "set_epoch_state", None)
+    if position.get("model_epoch") is not None:
+        if not callable(setter):
+            raise GraphrecError(f"the saved run has a mid-epoch model state, which '{trainer.config.get('model')}' does not take")
+        setter(position["model_epoch"])
+    return pos
 
 
 # ----------------------------------------------------------------------------- the callback
 class RunCheckpointer(Callback):
     """Keeps a run folder resumable: ``history.jsonl`` every epoch; ``resume.pt``, the best-so-far
-    ``model.pt`` and ``run.json`` after every evaluation (module docstring).
+    ``model.pt`` and ``run.json`` after every evaluation; ``resume.pt`` and ``run.json`` mid-epoch when
+    the trainer says so (module docstring).
 
     Args:
         run: the locked :class:`~graphrec.train.run_folder.RunFolder`.
@@ -256,7 +315,18 @@ class RunCheckpointer(Callback):
                 save_resume(self.run.path / RESUME_FILE, trainer)
                 if improved:
                     self.save_best(trainer)
-                self.run.write_status("running", epoch=st.next_epoch, best_epoch=st.best_epoch,
+                self.run.write_status("running", epoch=st.next_epoch, batch=0, best_epoch=st.best_epoch,
                                       best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
             except OSError as exc:  # disk full, folder removed: one line, not a traceback
+                raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None
+
+    def on_mid_epoch(self, trainer: Trainer, epoch: int, batch: int) -> None:
+        """A mid-epoch ``resume.pt`` (``batch`` batches of epoch ``epoch`` done) and ``run.json``'s ``batch``."""
+        st = trainer.loop
+        with critical():
+            try:
+                save_resume(self.run.path / RESUME_FILE, trainer)
+                self.run.write_status("running", epoch=st.next_epoch, batch=batch, best_epoch=st.best_epoch,
+                                      best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+            except OSError as exc:
                 raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None

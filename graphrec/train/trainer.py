@@ -1,7 +1,8 @@
 """The training loop (spec 2.2): Adam, BPR batches, periodic evaluation, early stopping.
 
 Per epoch: model hook ``on_epoch_start`` -> callbacks -> shuffled BPR batches
-(zero grad, loss, backward, Adam step; a non-finite loss aborts) -> LR scheduler
+(zero grad, loss, backward, Adam step; a non-finite loss aborts; between batches, every
+``resume_every_minutes`` / ``resume_every_batches``, the callbacks' ``on_mid_epoch``) -> LR scheduler
 step -> every ``eval_step`` epochs ``before_evaluation`` + validation. Early
 stopping counts evaluations whose validation ``valid_metric`` (rounded to 4
 decimals) is not strictly better than the best; it stops when the counter exceeds
@@ -15,6 +16,17 @@ The loop runs from :attr:`Trainer.loop` (a :class:`LoopState`), so a trainer res
 reseeded from ``(seed, epoch)`` every epoch since DGL cannot save its state. After each epoch's
 bookkeeping every callback's ``on_epoch_logged`` sees the finished epoch (the point a resumed run
 continues from; :class:`graphrec.train.resume.RunCheckpointer` writes the run folder there).
+Mid-epoch: when ``resume_every_minutes`` (wall clock since the last resume state, default 10) or
+``resume_every_batches`` (default 0 = off) says so, the trainer sets :attr:`Trainer.position` (an
+:class:`EpochPosition`: epoch, batches done, the partial loss totals, the sampler's RNG state at the
+epoch start) and calls every callback's ``on_mid_epoch`` between two batches (never after the last
+one: the epoch's end is the epoch-boundary write). A trainer restored from such a state continues the
+epoch at its next batch: the epoch's batch stream is regenerated from the saved sampler state (its
+shuffle and negatives are drawn up front, so skipping the consumed batches costs no model work), the
+model's ``on_epoch_start`` is not run again (its result is in the model state and
+``get_epoch_state``), and the global RNGs are those of the saved batch. DGL's RNG cannot be restored
+mid-epoch: it is reseeded from ``(seed, epoch, batch)``, so models that draw from it inside an epoch
+(``sampler: dgl``) continue with other, equally random neighbourhoods.
 With ``progress`` and a console that is not a terminal, one plain line per evaluation replaces the
 progress bars (:mod:`graphrec.train.loggers`).
 
@@ -86,6 +98,11 @@ class Callback:
         """After the epoch's bookkeeping: ``record`` is its history row, :attr:`Trainer.loop` is complete
         (the point a resumed run continues from); ``evaluated``/``improved``: validation ran / set a new best."""
 
+    def on_mid_epoch(self, trainer: Trainer, epoch: int, batch: int) -> None:
+        """Between two batches of epoch ``epoch`` (0-based), ``batch`` batches done, when a mid-epoch resume
+        state is due (``resume_every_minutes`` / ``resume_every_batches``); :attr:`Trainer.position` says where.
+        Under ``--distributed`` every rank calls it at the same batch (rank 0 writes)."""
+
     def on_train_end(self, trainer: "Trainer", result: "FitResult") -> None: ...
 
 
@@ -132,12 +149,49 @@ class LoopState:
     stopped: bool = False
 
 
-def reseed_dgl(seed: int, epoch: int) -> None:
-    """Seed DGL's RNG from ``(seed, epoch)`` (DGL offers no way to save and restore its state)."""
+@dataclass
+class EpochPosition:
+    """Where a partial epoch stands (a mid-epoch resume state, :mod:`graphrec.train.resume`).
+
+    ``epoch``: 0-based epoch; ``batch``: batches done (the next one's index); ``n_batches``/``batch_size``:
+    the epoch's batching (a state is continued only with the same); ``totals``: the running sums of the
+    loss terms over the batches done (as :meth:`Trainer.train_epoch` averages them; under
+    ``--distributed`` summed over the ranks); ``running``: sum of the batches' total losses (the progress
+    bar's mean); ``seconds``: time spent in the epoch so far; ``sampler_rng``: the BPR sampler's RNG state
+    at the epoch start (it regenerates the epoch's shuffle and negatives).
+    """
+
+    epoch: int
+    batch: int
+    n_batches: int
+    batch_size: int
+    totals: dict[str, float]
+    running: float
+    seconds: float
+    sampler_rng: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batch": self.batch, "n_batches": self.n_batches, "batch_size": self.batch_size,
+                "totals": dict(self.totals), "running": self.running, "seconds": self.seconds, "sampler_rng": self.sampler_rng}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EpochPosition:
+        return cls(int(d["epoch"]), int(d["batch"]), int(d["n_batches"]), int(d["batch_size"]),
+                   {str(k): float(v) for k, v in d["totals"].items()}, float(d["running"]), float(d["seconds"]),
+                   dict(d["sampler_rng"]))
+
+
+#: the clock of the ``resume_every_minutes`` trigger (tests patch it)
+clock = time.monotonic
+
+
+def reseed_dgl(seed: int, epoch: int, batch: int = 0) -> None:
+    """Seed DGL's RNG from ``(seed, epoch)`` (DGL offers no way to save and restore its state); a resumed
+    partial epoch from ``(seed, epoch, batch)`` (``batch`` > 0: batches done)."""
     try:
         import dgl
 
-        dgl.seed((int(seed) * 1_000_003 + int(epoch)) % (2**31))
+        dgl.seed((int(seed) * 1_000_003 + int(epoch) + int(batch) * 7_919) % (2**31))
     except Exception:  # noqa: BLE001 - best-effort, as in set_seed
         pass
 
@@ -206,6 +260,17 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: float(a) ** (e / float(b)))
         self.epoch = 0
         self.loop = LoopState()
+        #: mid-epoch resume states: wall-clock seconds (0 = off) and batches (0 = off) between two
+        self.resume_every_seconds = 60.0 * float(config.get("resume_every_minutes", 0) or 0)
+        self.resume_every_batches = int(config.get("resume_every_batches", 0) or 0)
+        #: where the epoch stands while the callbacks' ``on_mid_epoch`` run (else ``None``)
+        self.position: EpochPosition | None = None
+        #: a restored partial epoch that :meth:`fit` continues (set by :func:`graphrec.train.resume.restore_trainer`)
+        self.resume_at: EpochPosition | None = None
+        #: :data:`clock` at the last resume state written (:meth:`mark_resume_written`) or the start of :meth:`fit`
+        self.last_resume_write = clock()
+        self._fit_t0 = time.perf_counter()
+        self._epoch_t0 = time.perf_counter()
         #: the model state at the best validation so far (restored at the end)
         self.best_state: dict[str, Any] | None = None
         self.model.on_train_start(self)
@@ -231,13 +296,59 @@ class Trainer:
         else:
             run_on_main(self.model, self.dist, lambda: hook(self, *args))
 
-    def train_epoch(self, progress: Progress | None = None, task=None) -> dict[str, float]:
+    def mark_resume_written(self) -> None:
+        """Restart the ``resume_every_minutes`` clock (a resume state was just written)."""
+        self.last_resume_write = clock()
+
+    def _mid_epoch_due(self, done: int, n_batches: int) -> bool:
+        """Whether a mid-epoch resume state is due after ``done`` of ``n_batches`` batches (never after the
+        last); under ``--distributed`` rank 0's clock decides for every rank."""
+        if done >= n_batches:
+            return False
+        due = (self.resume_every_batches > 0 and done % self.resume_every_batches == 0) or (
+            self.resume_every_seconds > 0 and clock() - self.last_resume_write >= self.resume_every_seconds)
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            flag = torch.tensor([1 if due and self.dist.is_main else 0], dtype=torch.int64,
+                                device=self.device if self.dist.backend == "nccl" else "cpu")
+            tdist.broadcast(flag, src=0)
+            due = bool(flag.item())
+        return due
+
+    def _mid_epoch(self, position: EpochPosition) -> None:
+        """Call the callbacks' ``on_mid_epoch`` with :attr:`position` set (totals summed over the ranks)."""
+        if self.dist.enabled:
+            summed: dict[str, float] = {}
+            for part in all_gather(position.totals, self.dist):
+                for k, v in part.items():
+                    summed[k] = summed.get(k, 0.0) + v
+            position.totals = summed
+        self.loop.elapsed = time.perf_counter() - self._fit_t0
+        self.position = position
+        try:
+            for cb in self.callbacks:
+                cb.on_mid_epoch(self, position.epoch, position.batch)
+        finally:
+            self.position = None
+        self.mark_resume_written()
+
+    def train_epoch(self, progress: Progress | None = None, task=None, start: EpochPosition | None = None) -> dict[str, float]:
+        """One epoch of BPR batches; the mean of every loss term over them. ``start``: a partial epoch to
+        continue (its batch stream is regenerated and the batches done skipped, see the module docstring)."""
         self.model.train()
         bs = int(self.config["train_batch_size"])
-        totals: dict[str, float] = {}
-        n, running = 0, 0.0
+        n_batches = self.sampler.n_batches(bs)
+        if start is not None:
+            self.sampler.set_rng_state(start.sampler_rng)
+            totals: dict[str, float] = dict(start.totals)
+            n, running = start.batch, start.running
+        else:
+            totals, n, running = {}, 0, 0.0
+        epoch_rng = self.sampler.get_rng_state()  # the epoch's stream, for a mid-epoch resume state
+        mid_epoch = self.resume_every_seconds > 0 or self.resume_every_batches > 0
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for batch in self.sampler.epoch(bs):
+        for batch in self.sampler.epoch(bs, start=n):
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             if self.dist.enabled:  # this rank's share of the global batch; gradients summed over ranks
@@ -261,6 +372,9 @@ class Trainer:
             running += value
             if progress is not None:
                 progress.update(task, advance=1, loss=running / n)
+            if mid_epoch and self._mid_epoch_due(n, n_batches):
+                self._mid_epoch(EpochPosition(self.epoch, n, n_batches, bs, dict(totals), running,
+                                              time.perf_counter() - self._epoch_t0, epoch_rng))
         self.scheduler.step()
         if self.dist.enabled:  # per-rank shares summed: the losses of the global batches
             summed: dict[str, float] = {}
@@ -280,8 +394,11 @@ class Trainer:
         seed = int(cfg.get("seed", 2024))
         st = self.loop
         t0 = time.perf_counter() - st.elapsed
+        self._fit_t0 = t0
+        resume_at, self.resume_at = self.resume_at, None
         for cb in self.callbacks:
             cb.on_train_start(self)
+        self.mark_resume_written()
         progress = self._progress()
         self.epoch = max(st.next_epoch - 1, 0)
         with progress:
@@ -289,13 +406,19 @@ class Trainer:
             batch_task = progress.add_task("batches", total=self.sampler.n_batches(int(cfg["train_batch_size"])), loss=float("nan"), info="")
             for epoch in range(st.next_epoch, 0 if st.stopped else epochs):
                 self.epoch = epoch
-                te = time.perf_counter()
-                reseed_dgl(seed, epoch)  # DGL's RNG has no get/set state: a per-epoch seed makes resuming exact
-                self._model_hook("on_epoch_start", epoch)
+                start = resume_at if resume_at is not None and resume_at.epoch == epoch else None
+                resume_at = None
+                te = time.perf_counter() - (start.seconds if start is not None else 0.0)
+                self._epoch_t0 = te
+                if start is None:
+                    reseed_dgl(seed, epoch)  # DGL's RNG has no get/set state: a per-epoch seed makes resuming exact
+                    self._model_hook("on_epoch_start", epoch)
+                else:  # a partial epoch: its on_epoch_start ran before the state was saved
+                    reseed_dgl(seed, epoch, start.batch)
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
-                progress.reset(batch_task, description=f"epoch {epoch + 1}")
-                logs = self.train_epoch(progress, batch_task)
+                progress.reset(batch_task, description=f"epoch {epoch + 1}", completed=start.batch if start is not None else 0)
+                logs = self.train_epoch(progress, batch_task, start=start) if start is not None else self.train_epoch(progress, batch_task)
                 logs["seconds"] = time.perf_counter() - te
                 record: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in logs.items()}}
                 for cb in self.callbacks:
