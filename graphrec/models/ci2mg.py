@@ -98,8 +98,8 @@ class CI2MG(RecModel):
         "ci2mg_loss_weighting": "code",
         # false = ΔT_m is a zero buffer, never trained (spec 5.1, the authors' code); true = a trained
         # length-N parameter. Training mode's BatchNorm cancels ΔT's row-broadcast shift, so nothing
-        # anchors it: on TikTok it grows into the thousands and drives L_rec up (docs/models/ci2mg.md,
-        # "Reading the loss curves")
+        # anchors it: on TikTok it grows into the thousands and L_rec grows further
+        # (docs/models/ci2mg.md, "Reading the loss curves")
         "ci2mg_train_delta": False,
         # true = every code-faithful choice: contrastive "code", weighting "code", ΔT never trained
         "reference_compat": False,
