@@ -11,6 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from graphrec.blocks.modality_aggregation import ModalityAggregation
 from graphrec.blocks.sinkhorn import sinkhorn, squared_cost
@@ -69,7 +72,7 @@ def test_registered_with_blocks_and_defaults():
     assert cfg["ot_epsilon"] == 5.0 and cfg["ot_iterations"] == 10
     assert cfg["lamb_1"] == 1.0 and cfg["lamb_2"] == 1.0 and cfg["temp"] == 1.0
     assert cfg["ci2mg_contrastive"] == "paper" and cfg["ci2mg_loss_weighting"] == "code"
-    assert cfg["reference_compat"] is False
+    assert cfg["reference_compat"] is False and cfg["ci2mg_train_delta"] is False
     # the settings of the documented comparisons (docs/models/ci2mg.md); the presets keep the authors'
     assert (cfg["epochs"], cfg["train_batch_size"], cfg["learning_rate"], cfg["stopping_step"]) == (300, 1024, 3e-3, 50)
 
@@ -163,19 +166,85 @@ def test_intra_only_skips_the_transport(monkeypatch):
         torch.testing.assert_close(q_hat, q)
     model.train()
     model.loss(_batch(ds))["loss"].backward()  # still trains (ΔT gets no gradient)
+    model, ds = _model(inter_modal=False, ci2mg_train_delta=True)
+    model.loss(_batch(ds))["loss"].backward()
     assert model.delta(0).grad is None
 
 
 # ----------------------------------------------------------------------------- losses and gradients
-def test_gradients_reach_every_parameter_including_delta():
-    model, ds = _model()
+@pytest.mark.parametrize("train_delta", [False, True])
+def test_gradients_reach_every_parameter(train_delta):
+    model, ds = _model(ci2mg_train_delta=train_delta)
     losses = model.loss(_batch(ds))
     assert set(losses) == {"loss", "bpr", "contrastive", "rec"}
     losses["loss"].backward()
     names = dict(model.named_parameters())
-    assert "delta_0" in names and "delta_1" in names  # ΔT is trained when reference_compat is off
+    # ΔT is a parameter only with ci2mg_train_delta (and then trained); otherwise a zero buffer
+    assert ("delta_0" in names and "delta_1" in names) is train_delta
     for name, p in names.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_delta_is_an_untrained_zero_by_default():
+    """Default: ΔT_m stays exactly 0 through training (spec 5.1), so Q̂_m = T_m Q_m.
+
+    Before ``ci2mg_train_delta`` (default false) existed, ΔT was trained by default and its
+    row-broadcast shift grew without bound (TikTok: ‖ΔT Q‖ ≈ 5,900 for the image modality by
+    epoch 11) and pulled L_rec up (docs/models/ci2mg.md, "Reading the loss curves").
+    """
+    from graphrec.train.trainer import Trainer
+
+    cfg = _config(epochs=2, eval_step=2, learning_rate=1e-2)
+    ds = load_dataset(cfg)
+    torch.manual_seed(0)
+    model = CI2MG(ds, cfg)
+    assert not any(n.startswith("delta_") for n, _ in model.named_parameters())
+    Trainer(model, ds, cfg, progress=False).fit()
+    for k in range(len(ds.modalities)):
+        assert float(model.delta(k).abs().max()) == 0.0
+    model.eval()
+    with torch.no_grad():
+        out = model.compute()
+    plan = sinkhorn(squared_cost(out["Q"][0], out["Q"][1]), 5.0, 10)
+    torch.testing.assert_close(out["Q_hat"][1], plan @ out["Q"][1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_trained_delta_is_invisible_to_training_batchnorm():
+    """Why a trained ΔT is not anchored: ``ΔT_m Q_m`` adds one vector to every item's ``Q̂_m``, and
+    training-mode BatchNorm (statistics over all items) removes any such shift from ``Z_m``. So
+    L_rec and L_bpr do not depend on ΔT (up to float rounding, which grows with the shift), and
+    their gradient into ΔT is 0 in exact arithmetic: what reaches ΔT is the contrastive term's
+    small gradient plus rounding noise, each turned into full-size steps by Adam."""
+    model, ds = _model(ci2mg_train_delta=True)
+    model.train()
+    batch = _batch(ds)
+    bn_state = {k: v.clone() for k, v in model.bn.state_dict().items()}
+    base = model.loss(batch)
+    g_delta, g_phi = torch.autograd.grad(base["rec"] + base["bpr"], [model.delta_0, model.projections["image"].weight])
+    assert float(g_delta.abs().max()) < 0.01 * float(g_phi.abs().max())
+    with torch.no_grad():
+        model.delta_0.add_(torch.rand(ds.n_items) * 2.0)  # an item-varying ΔT (shift ≈ 60 per column)
+        model.delta_1.sub_(torch.rand(ds.n_items) * 2.0)
+    model.bn.load_state_dict(bn_state)
+    moved = model.loss(batch)
+    torch.testing.assert_close(moved["rec"], base["rec"], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(moved["bpr"], base["bpr"], rtol=1e-3, atol=1e-3)
+
+
+def test_checkpoint_trained_with_delta_loads_it():
+    """A checkpoint written when ΔT was trained by default (no ``ci2mg_train_delta`` key) is evaluated
+    with its trained ΔT: the persistent zero buffer takes the saved values and ``Q̂ = (T + ΔT) Q``."""
+    trained, ds = _model(ci2mg_train_delta=True)
+    with torch.no_grad():
+        trained.delta_0.fill_(0.01)
+    state = trained.state_dict()
+    loaded = CI2MG(ds, _config())
+    loaded.load_state_dict(state)
+    assert not isinstance(loaded.delta_0, torch.nn.Parameter)
+    trained.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.compute()["item"], trained.compute()["item"])
 
 
 def test_reference_compat_constant_contrastive_and_frozen_delta():
@@ -193,8 +262,9 @@ def test_reference_compat_constant_contrastive_and_frozen_delta():
     total = losses["rec"] + losses["contrastive"] + losses["bpr"]
     torch.testing.assert_close(losses["loss"], total)
     # the state dict keys do not depend on reference_compat (checkpoints load both ways)
-    other, _ = _model()
-    assert set(model.state_dict()) == set(other.state_dict())
+    for train_delta in (False, True):
+        other, _ = _model(ci2mg_train_delta=train_delta)
+        assert set(model.state_dict()) == set(other.state_dict())
 
 
 def test_constant_contrastive_function():
@@ -208,14 +278,14 @@ def test_constant_contrastive_function():
 
 
 def test_paper_contrastive_has_gradient():
-    model, ds = _model(ci2mg_contrastive="paper")
+    model, ds = _model(ci2mg_contrastive="paper", ci2mg_train_delta=True)
     losses = model.loss(_batch(ds))
     hyper = [p for n, p in model.named_parameters() if n.startswith("hypergraphs.")]
     grads = torch.autograd.grad(losses["contrastive"], hyper + [model.delta_0], allow_unused=True)
     assert any(g is not None and float(g.abs().sum()) > 0 for g in grads[:-1])
     assert grads[-1] is not None and float(grads[-1].abs().sum()) > 0
-    # "code" contrastive without reference_compat keeps ΔT trainable
-    model2, _ = _model(ci2mg_contrastive="code")
+    # "code" contrastive without reference_compat keeps ΔT trainable (when asked for)
+    model2, _ = _model(ci2mg_contrastive="code", ci2mg_train_delta=True)
     assert isinstance(model2.delta_0, torch.nn.Parameter)
 
 
@@ -268,7 +338,7 @@ def test_one_and_three_modalities():
 
 
 def test_ot_batch_items_subset():
-    model, ds = _model(ot_batch_items=30)
+    model, ds = _model(ot_batch_items=30, ci2mg_train_delta=True)
     out = model.compute()
     assert all(t.shape == (ds.n_items, D) for t in out["Q_hat"])
     model.loss(_batch(ds))["loss"].backward()
@@ -354,3 +424,65 @@ def test_checkpoint_without_a_later_key_loads_with_its_default(tmp_path):
     torch.save(payload, out / "model.pt")
     model, _, _ = load_model(out)
     assert model.use_inter_modal is True
+
+
+# ----------------------------------------------------------------------------- reading the loss curves
+def _load_probe():
+    """benchmarks/probe_ci2mg_rec.py as a module (it imports benchmarks/_model_setup.py)."""
+    import importlib.util
+    import sys
+
+    bench = str(REPO / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        spec = importlib.util.spec_from_file_location("probe_ci2mg_rec", REPO / "benchmarks" / "probe_ci2mg_rec.py")
+        probe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(probe)
+    finally:
+        sys.path.remove(bench)
+    return probe
+
+
+@given(
+    z=arrays(np.float32, (6, 4), elements=st.floats(-50, 50, width=32)),
+    p=arrays(np.float32, (6, 4), elements=st.floats(-50, 50, width=32)),
+)
+def test_rec_parts_add_up_to_the_mse(z, p):
+    """benchmarks/probe_ci2mg_rec.py splits MSE(Z, P) two ways: norm + direction, column mean + centred."""
+    probe = _load_probe()
+    zt, pt = torch.from_numpy(z).double(), torch.from_numpy(p).double()
+    parts = probe.rec_parts(zt, pt)
+    tol = 1e-3 * (1 + parts["mse"])
+    assert math.isclose(parts["mse_norm"] + parts["mse_dir"], parts["mse"], abs_tol=tol)
+    assert math.isclose(parts["mse_mean"] + parts["mse_centred"], parts["mse"], abs_tol=tol)
+    assert parts["mse_norm"] >= 0 and parts["mse_dir"] >= -1e-6 and parts["var_P"] >= 0
+
+
+@given(
+    a=arrays(np.float32, (12, 5), elements=st.floats(0, 1, width=32)),
+    b=arrays(np.float32, (12, 5), elements=st.floats(0, 1, width=32)),
+)
+def test_paper_contrastive_at_temperature_one_stays_near_log_n(a, b):
+    """Why the logged ``contrastive`` stays flat near ``M log n``: ``Q_m`` and ``Q̂_m`` are sigmoid outputs
+    (non-negative), so every cosine lies in [0, 1], and at τ = 1 each term of the InfoNCE lies in
+    ``[log(1 + (n-1)/e), log(1 + (n-1)e)]``, about ``log n ± 1`` (TikTok: n ≈ 1,230 items per batch,
+    6.12 ≤ term ≤ 8.11 around log n = 7.11)."""
+    from graphrec.blocks.infonce import infonce
+
+    n = a.shape[0]
+    a, b = torch.from_numpy(a) + 1e-3, torch.from_numpy(b) + 1e-3  # no zero rows
+    value = float(infonce(a, b, 1.0))
+    assert math.log(1 + (n - 1) / math.e) - 1e-5 <= value <= math.log(1 + (n - 1) * math.e) + 1e-5
+
+
+def test_probe_prints_one_line_per_epoch(capsys):
+    probe = _load_probe()
+    sets = ["synth_users=60", "synth_items=90", "embedding_size=8", "n_prototypes=4", "epochs=2"]
+    assert probe.main([a for kv in sets for a in ("--set", kv)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["epoch"] for r in lines[:-1]] == [1, 2] and "test_recall@20" in lines[-1]
+    row = lines[0]
+    for m in ("image", "text"):
+        assert math.isclose(row[m]["mse_mean"] + row[m]["mse_centred"], row[m]["mse"], abs_tol=2e-3)
+        assert row[m]["dT_shift"] == 0.0  # ΔT is an untrained zero by default
+    assert "valid_recall@20" in row and row["rec"] > 0

@@ -96,6 +96,11 @@ class CI2MG(RecModel):
         "ci2mg_contrastive": "paper",
         # "code": lamb_2 weights BPR, L_rec unweighted; "paper": lamb_2 weights L_rec
         "ci2mg_loss_weighting": "code",
+        # false = ΔT_m is a zero buffer, never trained (spec 5.1, the authors' code); true = a trained
+        # length-N parameter. Training mode's BatchNorm cancels ΔT's row-broadcast shift, so nothing
+        # anchors it: on TikTok it grows into the thousands and L_rec grows further
+        # (docs/models/ci2mg.md, "Reading the loss curves")
+        "ci2mg_train_delta": False,
         # true = every code-faithful choice: contrastive "code", weighting "code", ΔT never trained
         "reference_compat": False,
     }
@@ -119,6 +124,7 @@ class CI2MG(RecModel):
         self.reference_compat = bool(config["reference_compat"])
         self.contrastive = "code" if self.reference_compat else str(config["ci2mg_contrastive"])
         self.loss_weighting = "code" if self.reference_compat else str(config["ci2mg_loss_weighting"])
+        self.train_delta = bool(config["ci2mg_train_delta"]) and not self.reference_compat
         self.lamb_1, self.lamb_2, self.temp = float(config["lamb_1"]), float(config["lamb_2"]), float(config["temp"])
         self.modalities = list(dataset.modalities)
         d, n = self.embedding_size, self.n_items
@@ -138,10 +144,10 @@ class CI2MG(RecModel):
             self.enhance[m] = _xavier_linear(2 * d, d)
             if len(self.modalities) > 1:
                 delta = torch.zeros(n)
-                if self.reference_compat:
-                    self.register_buffer(f"delta_{k}", delta)  # ΔT_m: the authors' never-trained zeros
-                else:
+                if self.train_delta:
                     self.register_parameter(f"delta_{k}", nn.Parameter(delta))
+                else:  # ΔT_m: the authors' never-trained zeros (persistent: the same state-dict keys)
+                    self.register_buffer(f"delta_{k}", delta)
         self.bn = nn.BatchNorm1d(d)  # one instance shared by all modalities (spec 5.1)
         self.transport = SinkhornTransport(float(config["ot_epsilon"]), int(config["ot_iterations"]))
         self.use_inter_modal = bool(config["inter_modal"])
@@ -173,9 +179,11 @@ class CI2MG(RecModel):
         """``Q̂_m = (T_m + ΔT_m) Q_m`` with ``T_m = Sinkhorn(‖Σ_{m'≠m} Q_{m'} - Q_m‖²)`` (eq. 6-9).
 
         The plan is a constant (no gradient); gradients flow into ``Q_m`` through the
-        product and into ``ΔT_m`` (a row-broadcast length-N vector, so ``ΔT_m Q_m`` adds
-        one vector to every item). One modality (no partner) or ``inter_modal: false``
-        (the "intra only" ablation): ``Q̂ = Q``.
+        product and, with ``ci2mg_train_delta``, into ``ΔT_m`` (a row-broadcast length-N
+        vector, so ``ΔT_m Q_m`` adds one vector to every item). ``ΔT_m`` is added whether
+        trained or not: a zero buffer adds exactly 0, and a checkpoint trained with ΔT
+        (before the key existed, when that was the default) is evaluated as it was trained.
+        One modality (no partner) or ``inter_modal: false`` (the "intra only" ablation): ``Q̂ = Q``.
         """
         if len(q) == 1 or not self.use_inter_modal:
             return list(q)
@@ -195,7 +203,7 @@ class CI2MG(RecModel):
             plan = self.transport.from_cost(costs[k]) if costs is not None else self.transport(source, target)
             q_hat = plan @ target
             delta = self.delta(k)
-            if delta is not None and delta.requires_grad:  # the reference_compat buffer is always 0
+            if delta is not None:
                 q_hat = q_hat + ((delta if cols is None else delta[cols]) @ target).unsqueeze(0)
             out.append(q_hat)
         return out
