@@ -122,3 +122,93 @@ def test_logger_tensorboard_writes_into_the_run_folder(tmp_path, monkeypatch):
     r = invoke("fit", "lightgcn", "--epochs", "1", "--out", tmp_path / "r", "--logger", "tensorboard", "--quiet", *SMALL)
     assert r.exit_code == 0, r.output
     assert made == [(tmp_path / "r" / "tensorboard", None)]
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+class _Stub:
+    def __init__(self):
+        self.config = {"epochs": 3}
+
+
+def test_batch_lines_come_at_most_once_per_interval_with_an_eta():
+    clock, lines = _Clock(), []
+    log = loggers.LineLogger(lines.append, batch_every_seconds=10.0, clock=clock)
+    log.on_epoch_start(_Stub(), 1)
+    for b in range(1, 41):  # 1 s per batch, 40 batches
+        clock.t += 1.0
+        log.on_batch_end(_Stub(), 1, b, 40, 0.5)
+    assert [parse_line(x)[1]["batch"] for x in lines] == ["10/40", "20/40", "30/40"]  # none after the last batch
+    kind, f = parse_line(lines[0])
+    assert kind == "batch" and f == {"epoch": "2/3", "batch": "10/40", "loss": "0.500000", "elapsed": "10.0s", "eta": "30.0s"}
+
+
+def test_batch_lines_of_a_resumed_partial_epoch_estimate_from_its_own_batches():
+    clock, lines = _Clock(), []
+    log = loggers.LineLogger(lines.append, batch_every_seconds=5.0, clock=clock)
+    log.on_epoch_start(_Stub(), 0)
+    for b in range(61, 71):  # resumed after 60 batches; 2 s per batch here
+        clock.t += 2.0
+        log.on_batch_end(_Stub(), 0, b, 100, 0.25)
+    f = parse_line(lines[0])[1]
+    assert f["batch"] == "63/100" and f["elapsed"] == "6.0s" and f["eta"] == "74.0s"  # 37 batches left at 2 s
+
+
+def test_no_batch_lines_without_an_interval():
+    lines = []
+    log = loggers.LineLogger(lines.append)
+    log.on_epoch_start(_Stub(), 0)
+    for b in range(1, 5):
+        log.on_batch_end(_Stub(), 0, b, 5, 0.1)
+    assert lines == []
+
+
+def test_trainer_off_a_terminal_prints_batch_lines_and_the_cli_its_stages(tmp_path, monkeypatch):
+    import io
+
+    from graphrec.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "BATCH_LINE_SECONDS", 0.0)  # a line after every batch but the last
+    cfg = small_config("mfbpr", epochs=1, train_batch_size=64)
+    ds = load_dataset(cfg)
+    buf = io.StringIO()
+    tr = Trainer(build_model(ds, cfg), ds, cfg, console=Console(file=buf, force_terminal=False, width=80))
+    tr.fit()
+    n = tr.sampler.n_batches(64)
+    batches = [parse_line(x)[1] for x in buf.getvalue().splitlines() if x.startswith("batch ")]
+    assert n > 2 and [b["batch"] for b in batches] == [f"{k}/{n}" for k in range(1, n)]
+    from graphrec.cli import common
+
+    monkeypatch.setattr(common, "STAGE_ANNOUNCE_SECONDS", 0.0)  # every stage counts as long
+    r = invoke("fit", "lightgcn", "--epochs", "1", "--out", tmp_path / "run", *SMALL)
+    assert r.exit_code == 0, r.output
+    err = r.stderr.splitlines()
+    for step in ("loading data", "building lightgcn"):
+        assert f"{step} ..." in err and any(x.startswith(f"{step}: done in ") and x.endswith("s") for x in err), err
+
+
+def test_a_stage_off_a_terminal_announces_itself_once_it_takes_long():
+    import io
+    import time
+
+    from graphrec.cli.common import stage
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=80)
+    with stage(console, "building x", announce_after=0.05):
+        time.sleep(0.3)
+    with stage(console, "quick", announce_after=30):
+        pass
+    assert buf.getvalue().splitlines()[0] == "building x ..."
+    assert buf.getvalue().splitlines()[1].startswith("building x: done in 0.")
+    assert len(buf.getvalue().splitlines()) == 2  # the quick step printed nothing
+    with pytest.raises(GraphrecError), stage(console, "failing", announce_after=0.0):
+        time.sleep(0.2)
+        raise GraphrecError("bad")
+    assert buf.getvalue().splitlines()[2:] == ["failing ..."]  # announced, but no done line after an error

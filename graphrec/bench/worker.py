@@ -209,7 +209,7 @@ def run_spec(
     from graphrec.train.loggers import LineLogger
     from graphrec.train.resume import restore_trainer
     from graphrec.train.seed import resolve_threads
-    from graphrec.train.trainer import Callback, Trainer
+    from graphrec.train.trainer import BATCH_LINE_SECONDS, Callback, Trainer
 
     load_builtin()
     import_plugins(tuple(spec.get("plugins") or ()))
@@ -296,7 +296,7 @@ def run_spec(
             model.refine = timed_refine
 
         # logs/<id>.log: the stable plain lines of graphrec.train.loggers (parse_line reads them back)
-        cbs = [Progress(), LineLogger(lambda line: print(line, flush=True))]
+        cbs = [Progress(), LineLogger(lambda line: print(line, flush=True), batch_every_seconds=BATCH_LINE_SECONDS)]
         if resume_path is not None:
             cbs.append(SaveResume())
         cbs += [*_interrupt_hook(), *callbacks]

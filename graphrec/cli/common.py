@@ -78,6 +78,41 @@ class GraphrecGroup(click.Group):
             raise _one_line_usage(exc) from None
 
 
+STAGE_ANNOUNCE_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def stage(console: Console, text: str, announce_after: float | None = None):
+    """A long step: a spinner on a terminal. Elsewhere (redirected, nohup, batch jobs), once the step
+    has taken ``announce_after`` seconds (default :data:`STAGE_ANNOUNCE_SECONDS`), a plain line
+    ``text ...``, and ``text: done in 12.3s`` when it then succeeds, so a log shows what is running
+    and where the time went. Quick steps print nothing (so an error stays a single line)."""
+    if console.is_terminal:
+        with console.status(text):
+            yield
+        return
+    import threading
+
+    t0 = time.perf_counter()
+    wait = STAGE_ANNOUNCE_SECONDS if announce_after is None else announce_after
+    announced = threading.Event()
+
+    def announce() -> None:
+        announced.set()
+        console.print(f"{text} ...", markup=False, highlight=False, soft_wrap=True)
+
+    timer = threading.Timer(wait, announce)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+    if announced.is_set():
+        console.print(f"{text}: done in {time.perf_counter() - t0:.1f}s", markup=False, highlight=False, soft_wrap=True)
+
+
 def _console(quiet: bool = False) -> Console:
     return Console(stderr=True, quiet=quiet)
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from graphrec.cli.common import CONTEXT, _console, check_writable_dir
+from graphrec.cli.common import CONTEXT, _console, check_writable_dir, stage
 from graphrec.errors import GraphrecError
 
 
@@ -155,7 +155,7 @@ def _run(modality: str, encoder_name: str, items, source: dict[str, Any], *, out
         source = {**source, "item_ids": str(Path(item_ids).resolve())}
     if items.unused:
         console.print(f"[yellow]note:[/] {items.unused} item(s) of the input are not in --item-ids and are skipped")
-    with console.status(f"loading encoder {encoder_name}"):
+    with stage(console, f"loading encoder {encoder_name}"):
         encoder = build_encoder(encoder_name, modality, device=device, threads=threads)
     console.print(f"[bold]featurize {modality}[/] with {encoder_name} ({encoder.dim}-d): {len(items.ids)} items, "
                   f"{items.n_absent} without input -> {escape(str(paths['features']))}")

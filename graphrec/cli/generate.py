@@ -16,6 +16,7 @@ from graphrec.cli.common import (
     _import_plugins,
     _prepare_out,
     plugin_option,
+    stage,
     trust_option,
 )
 from graphrec.errors import GraphrecError
@@ -64,7 +65,7 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins, trust)
     console = _console()
     model, dataset, payload = _load_generator(checkpoint, plugins, trust)  # a refused checkpoint creates no --out
     out_dir = _prepare_out(out, "refine", dataset.name, overwrite)
-    with console.status("generating features and refining graphs"):
+    with stage(console, "generating features and refining graphs"):
         result = model.export_refined(lam)
     summary = {}
     for m, r in result.items():

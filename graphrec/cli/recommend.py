@@ -15,6 +15,7 @@ from graphrec.cli.common import (
     _console,
     _import_plugins,
     plugin_option,
+    stage,
     trust_option,
 )
 from graphrec.errors import GraphrecError
@@ -139,7 +140,7 @@ def recommend(checkpoint, k, out, users_file, exclude, new_items_dir, fmt, batch
     if new_items_dir is not None and not new_items_dir.is_dir():
         raise GraphrecError(f"--new-items folder '{new_items_dir}' does not exist")
     overrides = {"data_dir": str(data_dir)} if data_dir else None
-    with console.status("loading the model"):
+    with stage(console, "loading the model"):
         model, dataset, payload = load_model(checkpoint, overrides=overrides, trust=trust)
     model.eval()
     users = read_users(users_file, model.n_users) if users_file else np.arange(model.n_users, dtype=np.int64)

@@ -19,6 +19,7 @@ from graphrec.cli.common import (
     all_plugins,
     plugin_option,
     resolve_model_config,
+    stage,
     trust_option,
 )
 from graphrec.errors import GraphrecError
@@ -157,7 +158,7 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist, run=None, res
     from graphrec.train.run_folder import RunFolder
 
     try:
-        with console.status("loading data"):
+        with stage(console, "loading data"):
             dataset = load_dataset(config)
         if run is None:  # rank 0 prepares and locks the folder (and is the only writer); a problem there stops every rank
             box: list = []
@@ -204,7 +205,7 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
                 run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
                         f"valid_metric={_valid_metric(config)}")
             run.write_status("running", model=model, dataset=dataset.name, out=str(final))
-        with console.status(f"building {model}"):
+        with stage(console, f"building {model}"):
             net = build_model(dataset, config)  # seeds first (spec 2.2)
         trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
         if resume_state is not None:

@@ -13,12 +13,19 @@ before the interrupt). The line at the end of a run starts with ``done``::
 
     done epochs=12 best_epoch=10 stopped_early=yes recall@20=0.0830 test_recall@20=0.0812 elapsed=61.0s
 
-Parse a line with ``dict(t.split("=", 1) for t in line.split()[1:])`` (first token: ``epoch=...`` or
-``done``; see :func:`parse_line`).
+Off a terminal a long epoch also gets a progress line at most once a minute (``batch_every_seconds``;
+on the console only, not in ``train.log``), starting with ``batch``: the epoch, batches done of the
+epoch's, the running mean loss, the epoch's seconds so far and an estimate of the seconds left::
+
+    batch epoch=1/1 batch=500/4132 loss=0.693147 elapsed=121.0s eta=879.2s
+
+Parse a line with ``dict(t.split("=", 1) for t in line.split()[1:])`` (first token: ``epoch=...``,
+``batch`` or ``done``; see :func:`parse_line`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,25 +61,59 @@ def done_line(result: "FitResult", metric: str) -> str:
     return " ".join(parts)
 
 
+def batch_line(epoch: int, epochs: int, batch: int, n_batches: int, loss: float, elapsed: float,
+               done: int | None = None) -> str:
+    """The plain progress line within an epoch (module docstring); ``epoch`` 1-based, ``elapsed`` the
+    seconds of the last ``done`` batches (default: all ``batch``; fewer in a resumed partial epoch), from
+    which the seconds left are estimated."""
+    done = batch if done is None else done
+    eta = elapsed / done * (n_batches - batch) if done > 0 else float("nan")
+    return (f"batch epoch={epoch}/{epochs} batch={batch}/{n_batches} loss={loss:.6f} "
+            f"elapsed={elapsed:.1f}s eta={eta:.1f}s")
+
+
 def parse_line(line: str) -> tuple[str, dict[str, str]]:
-    """``("epoch", {"epoch": "3/50", "loss": ...})`` or ``("done", {...})`` for a plain line."""
+    """``("epoch", {"epoch": "3/50", "loss": ...})``, ``("batch", {...})`` or ``("done", {...})`` for a plain line."""
     tokens = line.split()
     if not tokens:
         raise ValueError("empty line")
-    if tokens[0] == "done":
-        return "done", dict(t.split("=", 1) for t in tokens[1:])
+    if tokens[0] in ("done", "batch"):
+        return tokens[0], dict(t.split("=", 1) for t in tokens[1:])
     return "epoch", dict(t.split("=", 1) for t in tokens)
 
 
 class LineLogger(Callback):
-    """Sends one plain line per evaluation, and one at the end, to each sink (a ``str -> None`` callable)."""
+    """Sends one plain line per evaluation, and one at the end, to each sink (a ``str -> None`` callable);
+    with ``batch_every_seconds`` also a ``batch`` line within an epoch at most that often (by ``clock``),
+    the first once that much time has passed since the epoch started."""
 
-    def __init__(self, *sinks: Callable[[str], None]) -> None:
+    def __init__(self, *sinks: Callable[[str], None], batch_every_seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sinks = list(sinks)
+        self.batch_every = batch_every_seconds
+        self.clock = clock
+        self._epoch_t0 = self._last = 0.0
+        self._first: int | None = None
 
     def _emit(self, line: str) -> None:
         for sink in self.sinks:
             sink(line)
+
+    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
+        self._epoch_t0 = self._last = self.clock()
+        self._first = None
+
+    def on_batch_end(self, trainer: "Trainer", epoch: int, batch: int, n_batches: int, loss: float) -> None:
+        if self.batch_every is None:
+            return
+        if self._first is None:  # batches done before this process's first (a resumed partial epoch)
+            self._first = batch - 1
+        now = self.clock()
+        if batch >= n_batches or now - self._last < self.batch_every:
+            return
+        self._last = now
+        self._emit(batch_line(epoch + 1, int(trainer.config["epochs"]), batch, n_batches, loss,
+                              now - self._epoch_t0, done=batch - self._first))
 
     def on_epoch_logged(self, trainer: "Trainer", epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
         if evaluated:

@@ -98,6 +98,10 @@ class Callback:
         """After the epoch's bookkeeping: ``record`` is its history row, :attr:`Trainer.loop` is complete
         (the point a resumed run continues from); ``evaluated``/``improved``: validation ran / set a new best."""
 
+    def on_batch_end(self, trainer: "Trainer", epoch: int, batch: int, n_batches: int, loss: float) -> None:
+        """After each training batch of epoch ``epoch`` (0-based): ``batch`` of ``n_batches`` done, ``loss`` the
+        epoch's running mean loss so far (on rank 0 under ``--distributed``: its share). Keep it cheap."""
+
     def on_mid_epoch(self, trainer: Trainer, epoch: int, batch: int) -> None:
         """Between two batches of epoch ``epoch`` (0-based), ``batch`` batches done, when a mid-epoch resume
         state is due (``resume_every_minutes`` / ``resume_every_batches``); :attr:`Trainer.position` says where.
@@ -183,6 +187,8 @@ class EpochPosition:
 
 #: the clock of the ``resume_every_minutes`` trigger (tests patch it)
 clock = time.monotonic
+# off a terminal, a plain ``batch ...`` line at most this often within an epoch (graphrec.train.loggers)
+BATCH_LINE_SECONDS = 60.0
 
 
 def reseed_dgl(seed: int, epoch: int, batch: int = 0) -> None:
@@ -238,7 +244,7 @@ class Trainer:
         if progress and self.dist.is_main and not self.console.is_terminal:
             from graphrec.train.loggers import LineLogger, console_sink
 
-            self.callbacks.append(LineLogger(console_sink(self.console)))
+            self.callbacks.append(LineLogger(console_sink(self.console), batch_every_seconds=BATCH_LINE_SECONDS))
         self.rng = set_seed_rng(config)
         set_deterministic(bool(config.get("deterministic", True)))
         self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
@@ -372,6 +378,8 @@ class Trainer:
             running += value
             if progress is not None:
                 progress.update(task, advance=1, loss=running / n)
+            for cb in self.callbacks:
+                cb.on_batch_end(self, self.epoch, n, n_batches, running / n)
             if mid_epoch and self._mid_epoch_due(n, n_batches):
                 self._mid_epoch(EpochPosition(self.epoch, n, n_batches, bs, dict(totals), running,
                                               time.perf_counter() - self._epoch_t0, epoch_rng))
