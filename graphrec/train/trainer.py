@@ -322,14 +322,19 @@ class Trainer:
             due = bool(flag.item())
         return due
 
+    def _summed_over_ranks(self, totals: dict[str, float]) -> dict[str, float]:
+        """Loss sums of this rank's batch shares, summed over the ranks under ``--distributed`` (else as they are)."""
+        if not self.dist.enabled:
+            return totals
+        summed: dict[str, float] = {}
+        for part in all_gather(totals, self.dist):
+            for k, v in part.items():
+                summed[k] = summed.get(k, 0.0) + v
+        return summed
+
     def _mid_epoch(self, position: EpochPosition) -> None:
         """Call the callbacks' ``on_mid_epoch`` with :attr:`position` set (totals summed over the ranks)."""
-        if self.dist.enabled:
-            summed: dict[str, float] = {}
-            for part in all_gather(position.totals, self.dist):
-                for k, v in part.items():
-                    summed[k] = summed.get(k, 0.0) + v
-            position.totals = summed
+        position.totals = self._summed_over_ranks(position.totals)
         self.loop.elapsed = time.perf_counter() - self._fit_t0
         self.position = position
         try:
@@ -384,12 +389,7 @@ class Trainer:
                 self._mid_epoch(EpochPosition(self.epoch, n, n_batches, bs, dict(totals), running,
                                               time.perf_counter() - self._epoch_t0, epoch_rng))
         self.scheduler.step()
-        if self.dist.enabled:  # per-rank shares summed: the losses of the global batches
-            summed: dict[str, float] = {}
-            for part in all_gather(totals, self.dist):
-                for k, v in part.items():
-                    summed[k] = summed.get(k, 0.0) + v
-            totals = summed
+        totals = self._summed_over_ranks(totals)  # per-rank shares summed: the losses of the global batches
         return {k: v / max(n, 1) for k, v in totals.items()}
 
     def fit(self) -> FitResult:
@@ -426,7 +426,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
                 progress.reset(batch_task, description=f"epoch {epoch + 1}", completed=start.batch if start is not None else 0)
-                logs = self.train_epoch(progress, batch_task, start=start) if start is not None else self.train_epoch(progress, batch_task)
+                logs = self.train_epoch(progress, batch_task, start=start)
                 logs["seconds"] = time.perf_counter() - te
                 record: dict[str, Any] = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in logs.items()}}
                 for cb in self.callbacks:
