@@ -53,7 +53,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_record(tmp_path: Path, 
         with pytest.raises(KeyboardInterrupt):
             worker.run_spec(spec, None, tmp_path / "r.users.npz", state, callbacks=(StopAfter(k),))
         raw = torch.load(state, map_location="cpu", weights_only=True)  # plain data only
-        assert raw["loop"]["next_epoch"] == k and bench_resume.saved_epoch(state) == k
+        assert raw["loop"]["next_epoch"] == k and bench_resume.saved_position(state)[0] == k
         assert [p["epoch"] for p in raw["bench"]["curve"]] == list(range(1, k + 1))
     capsys.readouterr()
     resumed = worker.run_spec(spec, None, tmp_path / "r.users.npz", state)
@@ -230,7 +230,7 @@ def test_a_signal_during_a_save_waits_for_the_whole_state(tmp_path: Path, monkey
         worker.run_spec(spec, None, None, state)
     assert info.value.signum == signal.SIGTERM and len(calls) == 2
     monkeypatch.setattr(torch, "save", real_save)
-    assert bench_resume.saved_epoch(state) == 2
+    assert bench_resume.saved_position(state)[0] == 2
     assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary file left
     resumed = worker.run_spec(spec, None, None, state)
     assert resumed["resumed_from_epoch"] == [2]
@@ -265,7 +265,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_record(tmp_pat
             worker.run_spec(mid, None, tmp_path / "r.users.npz", state, callbacks=(StopMid(k, b),))
         raw = torch.load(state, map_location="cpu", weights_only=True)
         assert raw["position"]["batch"] == b and bench_resume.saved_position(state) == (k - 1, b)
-        assert bench_resume.saved_epoch(state) == k - 1
+        assert bench_resume.saved_position(state)[0] == k - 1
     capsys.readouterr()
     resumed = worker.run_spec(spec, None, tmp_path / "r.users.npz", state)  # resumed with the default key
     assert "bench worker: resumed at epoch 2 of 4, batch 4 of " in capsys.readouterr().out

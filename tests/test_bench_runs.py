@@ -178,10 +178,10 @@ def test_killing_bench_ends_its_worker_and_writes_no_record(tmp_path: Path, sig:
     assert not _alive(pid), "the worker outlived bench"
     assert not (out / "runs" / "lightgcn__missing__seed1.json").exists()
     # the run in progress keeps one resume state, whole (the same command continues it), and no temporary file
-    from graphrec.bench.resume import saved_epoch
+    from graphrec.bench.resume import saved_position
 
     assert sorted(p.name for p in (out / "logs").iterdir() if "resume" in p.name) == ["lightgcn__missing__seed1.resume.pt"]
-    assert saved_epoch(out / "logs" / "lightgcn__missing__seed1.resume.pt") >= 1
+    assert saved_position(out / "logs" / "lightgcn__missing__seed1.resume.pt")[0] >= 1
 
 
 def test_worker_ranks_the_test_split_once(tmp_path: Path, monkeypatch) -> None:

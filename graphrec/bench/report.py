@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graphrec.bench.resume import describe_position
 from graphrec.bench.runner import PROTOCOLS, SETTING_LABELS, SWEEPS, Plan
 from graphrec.bench.significance import ALPHA, mark, significance_rows
 
@@ -461,4 +462,4 @@ def _resume_points(record: dict[str, Any]) -> list[str]:
     """``["3", "4 + 2 batch(es)"]``: where each resume of a run continued (epochs done, batches of the next)."""
     epochs = list(record.get("resumed_from_epoch") or [])
     batches = list(record.get("resumed_from_batch") or []) + [0] * len(epochs)
-    return [f"{e} + {b} batch(es)" if b else str(e) for e, b in zip(epochs, batches)]
+    return [describe_position(e, b) for e, b in zip(epochs, batches)]

@@ -117,23 +117,22 @@ def save_state(path: Path, trainer, bench: dict[str, Any]) -> None:
     save_resume(path, trainer, {"bench": to_plain({"format": FORMAT, **bench}, "bench resume state")}, sync=True)
 
 
-def saved_epoch(path: Path) -> int | None:
-    """The epochs done in the state at ``path`` (read lazily, tensors memory-mapped), or ``None``."""
-    pos = saved_position(path)
-    return None if pos is None else pos[0]
-
-
 def saved_position(path: Path) -> tuple[int, int] | None:
-    """``(epochs done, batches done in the next epoch)`` of the state at ``path`` (0 batches: an epoch-boundary
-    state; read lazily, tensors memory-mapped), or ``None``."""
+    """``(epochs done, batches done in the next epoch)`` of the state at ``path``
+    (:func:`graphrec.train.resume.position_of`; read lazily, tensors memory-mapped), or ``None``."""
     import torch
 
+    from graphrec.train.resume import position_of
+
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        pos = state.get("position")
-        return int(state["loop"]["next_epoch"]), int(pos["batch"]) if pos else 0
+        return position_of(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
     except Exception:  # noqa: BLE001 - absent, damaged, foreign: nothing to report
         return None
+
+
+def describe_position(epochs: int, batches: int) -> str:
+    """``"3"`` or ``"3 + 2 batch(es)"``: where a run resumes (epochs done, batches of the next epoch done)."""
+    return f"{epochs} + {batches} batch(es)" if batches else str(epochs)
 
 
 def remove_state(logs_dir: Path, run_id: str) -> None:

@@ -107,13 +107,13 @@ def bench(models, protocol, data_dir, sets, presets, seeds, epochs, variants, ou
     changes = existing_changes(p)
     done = [s["id"] for s in p.specs if (out / "runs" / f"{s['id']}.json").is_file() and s["id"] not in changes]
     if dry_run:
-        from graphrec.bench.resume import saved_position, state_path
+        from graphrec.bench.resume import describe_position, saved_position, state_path
 
         for s in p.specs:
             state = "done" if s["id"] in done else ("other settings: " + ", ".join(changes[s["id"]]) if s["id"] in changes else "to run")
             partial = saved_position(state_path(out / "logs", s["id"])) if s["id"] not in done else None
             if partial is not None:  # the worker checks at start that the state is this run's
-                state += f" (resumes after epoch {partial[0]}" + (f" + {partial[1]} batch(es))" if partial[1] else ")")
+                state += f" (resumes after epoch {describe_position(*partial)})"
             click.echo(f"{s['id']}\t{state}")
         click.echo(f"{len(p.specs)} runs, {len(done)} done")
         return
