@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 # DGMRec Table 4 variants; shared with `graphrec bench --protocol ablation`
 from graphrec.bench.ablations import DGMREC_ABLATIONS as ABLATIONS  # noqa: E402
 from graphrec.bench.report import fmt  # noqa: E402
-from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child  # noqa: E402
+from graphrec.bench.worker import ChildRunFailed, peak_rss_mb, run_json_child, timed  # noqa: E402
 
 
 def run_one(spec: dict) -> dict:
@@ -48,27 +48,12 @@ def run_one(spec: dict) -> dict:
     build_s = time.perf_counter() - t0
     refine_times: list[float] = []
     if hasattr(model, "refine"):
-        original = model.refine
-
-        def timed_refine(*a, **k):
-            t = time.perf_counter()
-            original(*a, **k)
-            refine_times.append(time.perf_counter() - t)
-
-        model.refine = timed_refine
+        model.refine = timed(model.refine, refine_times)
 
     eval_times: list[float] = []
 
     trainer = Trainer(model, ds, cfg, progress=False)
-    original_eval = trainer.evaluate
-
-    def timed_eval(split):
-        t = time.perf_counter()
-        r = original_eval(split)
-        eval_times.append(time.perf_counter() - t)
-        return r
-
-    trainer.evaluate = timed_eval
+    trainer.evaluate = timed(trainer.evaluate, eval_times)
     res = trainer.fit()
     epoch_s = [h["seconds"] for h in res.history]
     return {

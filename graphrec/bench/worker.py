@@ -34,7 +34,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def peak_rss_mb() -> float:
@@ -83,6 +83,19 @@ def timed_json_child(cmd: list[str], threads: int | None, console: Any, label: s
     return rec
 
 
+def timed(fn: Callable, bucket: list[float]) -> Callable:
+    """``fn`` wrapped so that the seconds of every call, finished or raising, are appended to ``bucket``."""
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            bucket.append(time.perf_counter() - t)
+
+    return wrapper
+
+
 @contextmanager
 def timed_knn(bucket: list[float]) -> Iterator[None]:
     """Add the seconds of every ``knn_topk`` call made inside the block to ``bucket``.
@@ -93,17 +106,10 @@ def timed_knn(bucket: list[float]) -> Iterator[None]:
     import graphrec.graph.knn as knn
 
     original = knn.knn_topk
-
-    def timed(*args, **kwargs):
-        t = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            bucket.append(time.perf_counter() - t)
-
+    timed_topk = timed(original, bucket)
     patched = [m for name, m in list(sys.modules.items()) if name.startswith("graphrec") and getattr(m, "knn_topk", None) is original]
     for m in patched:
-        m.knn_topk = timed
+        m.knn_topk = timed_topk
     try:
         yield
     finally:
@@ -284,16 +290,7 @@ def run_spec(
             model = build_model(dataset, config)
         build_s = time.perf_counter() - t0
         if callable(getattr(model, "refine", None)):
-            original_refine = model.refine
-
-            def timed_refine(*args, **kwargs):
-                t = time.perf_counter()
-                try:
-                    return original_refine(*args, **kwargs)
-                finally:
-                    refine_s.append(time.perf_counter() - t)
-
-            model.refine = timed_refine
+            model.refine = timed(model.refine, refine_s)
 
         # logs/<id>.log: the stable plain lines of graphrec.train.loggers (parse_line reads them back)
         cbs = [Progress(), LineLogger(lambda line: print(line, flush=True), batch_every_seconds=BATCH_LINE_SECONDS)]
@@ -301,16 +298,7 @@ def run_spec(
             cbs.append(SaveResume())
         cbs += [*_interrupt_hook(), *callbacks]
         trainer = Trainer(model, dataset, config, callbacks=cbs, progress=False)
-        original_eval = trainer.evaluate
-
-        def timed_eval(split):
-            t = time.perf_counter()
-            try:
-                return original_eval(split)
-            finally:
-                eval_s.append(time.perf_counter() - t)
-
-        trainer.evaluate = timed_eval
+        trainer.evaluate = timed(trainer.evaluate, eval_s)
         if per_user_file is not None:  # the test evaluation's ranking pass also gives each user's values
             original_ranking = trainer.evaluator.evaluate
 

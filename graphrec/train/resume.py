@@ -43,6 +43,7 @@ thread count a resumed run ends with the same metrics, bit for bit, as an uninte
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
@@ -305,28 +306,33 @@ class RunCheckpointer(Callback):
         result = {"best_epoch": st.best_epoch, "valid": st.best_valid.to_dict() if st.best_valid else None, "partial": True}
         save_checkpoint(self.run.path / "model.pt", trainer.model, trainer.config, extra={**self.checkpoint_extra, "result": result})
 
-    def on_epoch_logged(self, trainer: Trainer, epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
-        st = trainer.loop
+    @contextlib.contextmanager
+    def _writing(self):
+        """Signals held back; a failed write (disk full, folder removed) is one line, not a traceback."""
         with critical():
             try:
-                self.run.write_history(st.history)
-                if not evaluated:
-                    return
-                save_resume(self.run.path / RESUME_FILE, trainer)
-                if improved:
-                    self.save_best(trainer)
-                self.run.write_status("running", epoch=st.next_epoch, batch=0, best_epoch=st.best_epoch,
-                                      best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
-            except OSError as exc:  # disk full, folder removed: one line, not a traceback
+                yield
+            except OSError as exc:
                 raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None
+
+    def _status(self, trainer: Trainer, batch: int) -> None:
+        """``run.json`` after a resume state (``batch`` batches of the next epoch done: 0 at an epoch boundary)."""
+        st = trainer.loop
+        self.run.write_status("running", epoch=st.next_epoch, batch=batch, best_epoch=st.best_epoch,
+                              best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
+
+    def on_epoch_logged(self, trainer: Trainer, epoch: int, record: dict[str, Any], evaluated: bool, improved: bool) -> None:
+        with self._writing():
+            self.run.write_history(trainer.loop.history)
+            if not evaluated:
+                return
+            save_resume(self.run.path / RESUME_FILE, trainer)
+            if improved:
+                self.save_best(trainer)
+            self._status(trainer, 0)
 
     def on_mid_epoch(self, trainer: Trainer, epoch: int, batch: int) -> None:
         """A mid-epoch ``resume.pt`` (``batch`` batches of epoch ``epoch`` done) and ``run.json``'s ``batch``."""
-        st = trainer.loop
-        with critical():
-            try:
-                save_resume(self.run.path / RESUME_FILE, trainer)
-                self.run.write_status("running", epoch=st.next_epoch, batch=batch, best_epoch=st.best_epoch,
-                                      best_valid={trainer.valid_metric: st.best_score}, elapsed=round(st.elapsed, 3))
-            except OSError as exc:
-                raise GraphrecError(f"cannot write the run folder '{self.run.path}': {exc.strerror or exc}") from None
+        with self._writing():
+            save_resume(self.run.path / RESUME_FILE, trainer)
+            self._status(trainer, batch)
