@@ -237,14 +237,14 @@ class DGMRecSampler:
         g, s = m.general_encoder(feats), m.specific_encoder(feats)
         u_rows = lookup(m.user_emb, gate_users, self.sparse)
         d = m.embedding_size
-        zeros_x = torch.zeros((len(X), d), dtype=u_rows.dtype, device=dev)
         maps = list(m.preference.maps.items())
         # one sparse product per block for all the tables it propagates (modalities, G and S side by side
         # as columns): the same sums as one product per table, each block's matrices built once
         pi = [torch.tanh(f(u_rows)) for _, f in maps]
         if hist is not None:  # exact gate of the history + the sampled change since
             pi = [p - hist["pi"][mod].index_select(0, gate_users) for p, (mod, _) in zip(pi, maps)]
-        rho_all = last_layer(gate, torch.cat([torch.cat([zeros_x] * len(maps), 1), torch.cat(pi, 1)])).split(d, 1)
+        zeros_x = torch.zeros((len(X), len(maps) * d), dtype=u_rows.dtype, device=dev)  # X's own rows carry no message
+        rho_all = last_layer(gate, torch.cat([zeros_x, torch.cat(pi, 1)])).split(d, 1)
         if hist is None:
             rho = {mod: r for r, (mod, _) in zip(rho_all, maps)}
         else:
