@@ -17,7 +17,15 @@ from conftest import assert_user_error, invoke, small_config
 from graphrec.data.dataset import load_dataset
 from graphrec.data.sampler import BPRBatch
 from graphrec.errors import GraphrecError
-from graphrec.graph.sampling import NeighbourSampler, check_sampler, layer_step, propagate_blocks, resolve_fanouts
+from graphrec.graph.sampling import (
+    NeighbourSampler,
+    SampledBlocks,
+    check_sampler,
+    gather_step,
+    layer_step,
+    propagate_blocks,
+    resolve_fanouts,
+)
 from graphrec.models import LightGCN
 from graphrec.train.seed import set_seed
 
@@ -283,3 +291,35 @@ def test_layer_step_is_base_plus_the_weighted_adjacency_product(n_src, n_dst, n_
     got = layer_step(h, (src, dst, w.double(), n_dst), None if base is None else base.clone())
     torch.testing.assert_close(got, want)
     assert torch.equal(h, h_before)  # the input rows are not written (the messages are a gathered copy)
+
+
+@given(st.integers(1, 7), st.integers(1, 6), st.integers(0, 40), st.booleans(), st.integers(0, 2**31 - 1))
+def test_block_step_is_the_gather_steps_sum_and_gradient(n_src, n_dst, n_edges, with_base, seed):
+    """:meth:`SampledBlocks.step` (the sparse CSR product, matrices built once per layer) gives the
+    gather-multiply-``index_add_`` reference's rows and input gradient at float32 tolerance, parallel edges
+    included; it reuses a layer's matrices and rebuilds them when the layer is replaced."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n_src, (n_edges,), generator=gen)
+    dst = torch.randint(0, n_dst, (n_edges,), generator=gen)
+    w = torch.rand(n_edges, generator=gen) + 0.1
+    h = torch.randn(n_src, 5, generator=gen)
+    base = torch.randn(n_dst, 5, generator=gen)
+    upstream = torch.randn(n_dst, 5, generator=gen)
+    blocks = SampledBlocks(torch.arange(n_src), n_dst, [(src, dst, w, n_dst)])
+
+    def run(step):
+        x = h.clone().requires_grad_(True)
+        out = step(x, base.clone() if with_base else None)
+        (out * upstream).sum().backward()
+        return out.detach(), x.grad
+
+    got, got_grad = run(lambda x, b: blocks.step(0, x, b))
+    want, want_grad = run(lambda x, b: gather_step(x, (src, dst, w, n_dst), b))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    if n_edges:
+        cached = blocks._matrices[0][2]
+        blocks.step(0, h)
+        assert blocks._matrices[0][2] is cached
+        blocks.layers[0] = (src, dst, 2 * w, n_dst)  # a new layer: new matrices
+        torch.testing.assert_close(blocks.step(0, h), 2 * gather_step(h, (src, dst, w, n_dst)), rtol=1e-5, atol=1e-6)

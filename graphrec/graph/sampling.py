@@ -28,7 +28,8 @@ edges on the embeddings' device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import dgl
@@ -36,6 +37,7 @@ import torch
 
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import IU, UI
+from graphrec.graph.spmm import csr_matmul
 
 #: fan-out per layer when the config gives none (``fanouts: null``)
 DEFAULT_FANOUT = 10
@@ -82,9 +84,21 @@ class SampledBlocks:
     n_seeds: int
     layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]
 
+    #: per layer ``(layer, n_src, (A, Aᵀ))``: the CSR matrices :meth:`step` built (rebuilt when ``layers[i]`` is replaced)
+    _matrices: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
     @property
     def n_edges(self) -> int:
         return sum(len(src) for src, _, _, _ in self.layers)
+
+    def step(self, i: int, h: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`layer_step` of layer ``i`` (``(n_src, d)`` -> ``(n_dst, d)``) with the layer's CSR matrices
+        built once per batch, however often the layer is propagated (DGMRec: per modality and table)."""
+        layer = self.layers[i]
+        hit = self._matrices.get(i)
+        if hit is None or hit[0] is not layer or hit[1] != len(h):
+            hit = self._matrices[i] = (layer, len(h), block_matrices(layer, len(h)))
+        return layer_step(h, layer, base, hit[2])
 
 
 #: the neighbour samplers of config key ``sampler`` (:func:`check_sampler`)
@@ -240,8 +254,31 @@ class NeighbourSampler:
         return SampledBlocks(nodes, len(seeds), layers)
 
 
+def block_matrices(
+    layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], n_src: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, Aᵀ)``: a block layer ``(src, dst, w, n_dst)`` as sparse CSR matrices, ``A`` ``(n_dst, n_src)``
+    with ``A[v, u]`` = the weights of the edges ``u -> v`` (parallel edges are kept as separate entries,
+    so they add up), and its transpose for the backward pass. Entries keep the edge order within a row
+    (stable sorts), the order in which :func:`layer_step`'s reference sum adds them."""
+    src, dst, w, n_dst = layer
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return _csr(dst, src, w, n_dst, n_src), _csr(src, dst, w, n_src, n_dst)
+
+
+def _csr(rows: torch.Tensor, cols: torch.Tensor, w: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    order = torch.argsort(rows, stable=True)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
+    return torch.sparse_csr_tensor(crow, cols.index_select(0, order), w.index_select(0, order), (n_rows, n_cols))
+
+
 def layer_step(
-    h: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], base: torch.Tensor | None = None
+    h: torch.Tensor,
+    layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int],
+    base: torch.Tensor | None = None,
+    matrices: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One block's weight-free message passing: ``(n_src, d)`` rows ``h`` -> ``(n_dst, d)``.
 
@@ -249,7 +286,26 @@ def layer_step(
     (an entry of :attr:`SampledBlocks.layers`); ``base``: ``(n_dst, d)`` rows to add the messages to
     (``None``: zeros; a fresh tensor, it is written in place). The one step of :func:`propagate_blocks` and
     of DGMRec's sampled forward (:mod:`graphrec.models.dgmrec_sampled`).
+
+    Computed as the sparse product ``A h`` (backward ``Aᵀ g``) with the layer's CSR matrices
+    (:func:`block_matrices`; ``matrices``: built already, e.g. by :meth:`SampledBlocks.step`): no
+    ``(E, d)`` message tensor forward or backward, about 2x less time per sampled step than
+    gather-multiply-``index_add_`` (docs/scaling.md, "Where a sampled step goes"). Same sums up to float
+    rounding. The gather form remains for rows whose dtype differs from the weights'.
     """
+    src, _, w, _ = layer
+    if len(src) and h.dim() == 2 and h.is_floating_point() and h.dtype == w.dtype and h.layout == torch.strided:
+        a, at = block_matrices(layer, len(h)) if matrices is None else matrices
+        out = csr_matmul(a, at, h)
+        return out if base is None else base.add_(out)
+    return gather_step(h, layer, base)
+
+
+def gather_step(
+    h: torch.Tensor, layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int], base: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`layer_step` as gather, multiply, ``index_add_`` (an ``(E, d)`` message tensor): the reference the
+    sparse product is tested against, and the form for rows whose dtype differs from the weights'."""
     src, dst, w, n_dst = layer
     msg = h.index_select(0, src).mul_(w.unsqueeze(1))  # in place: one (e, d) buffer per layer, not two
     if base is None:
@@ -265,8 +321,8 @@ def propagate_blocks(blocks: SampledBlocks, ego: torch.Tensor) -> torch.Tensor:
     """
     h = ego
     acc = ego[: blocks.n_seeds]
-    for layer in blocks.layers:
-        h = layer_step(h, layer)
+    for i in range(len(blocks.layers)):
+        h = blocks.step(i, h)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
 
@@ -310,8 +366,8 @@ class UserItemSampler:
         pos_u = is_user.nonzero().squeeze(1)
         pos_i = (~is_user).nonzero().squeeze(1)
         out = torch.zeros((len(nodes), user_emb.shape[1]), dtype=user_emb.dtype, device=user_emb.device)
-        out = out.index_copy(0, pos_u, lookup(user_emb, nodes[pos_u], sparse))
-        return out.index_copy(0, pos_i, lookup(item_emb, nodes[pos_i] - self.n_users, sparse))
+        out.index_copy_(0, pos_u, lookup(user_emb, nodes[pos_u], sparse))  # in place: one (n, d) buffer, not three
+        return out.index_copy_(0, pos_i, lookup(item_emb, nodes[pos_i] - self.n_users, sparse))
 
     def batch(
         self, user_emb: torch.Tensor, item_emb: torch.Tensor, users: torch.Tensor, *items: torch.Tensor, sparse: bool = False

@@ -46,6 +46,12 @@ class _CSRMatmul(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.at, grad.contiguous())
 
 
+def csr_matmul(a: torch.Tensor, at: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``A @ h`` for a sparse CSR ``A`` ``(n, m)`` and dense ``h`` ``(m, d)``, differentiable in ``h``
+    (the backward multiplies ``at`` = ``Aᵀ`` as CSR ``(m, n)``, built by the caller); ``(n, d)``."""
+    return _CSRMatmul.apply(a, at, h)
+
+
 class _WeightedSpMM(torch.autograd.Function):
     """``out = A(w) @ h`` with ``A[dst_e, src_e] = w_e``; gradients for ``h`` and ``w``."""
 

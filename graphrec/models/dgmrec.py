@@ -51,7 +51,7 @@ from graphrec.graph.heterograph import build_heterograph
 from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
-from graphrec.graph.sampling import check_propagation, lookup
+from graphrec.graph.sampling import check_propagation
 from graphrec.models.base import RecModel
 from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
@@ -368,7 +368,8 @@ class DGMRec(RecModel):
             S_P = {m: f["S"][m][rows_P] for m in mods}
             G_N = {m: f["G"][m][rows_N] for m in mods}
             S_N = {m: f["S"][m][rows_N] for m in mods}
-            recon_target = {m: lookup(self.raw[m], f["T"], self.sparse_embeddings) for m in mods}
+            rows_T = at_X(f["T"])  # T ⊆ X: the raw rows the forward looked up already
+            recon_target = {m: f["feats"][m].index_select(0, rows_T) for m in mods}
             ie_N_reg, zero = ie_N, ie_N.sum() * 0.0
         else:
             f = self.propagate(self.graph, fuse=False)

@@ -57,7 +57,7 @@ from graphrec.blocks.item_graph import ItemGraphConv
 from graphrec.blocks.lightgcn import LightGCNConv, LightGCNMeanConv
 from graphrec.errors import GraphrecError
 from graphrec.graph.heterograph import knn_relation, refine_relation
-from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, layer_step, lookup, resolve_fanouts
+from graphrec.graph.sampling import NeighbourSampler, SampledBlocks, UserItemSampler, lookup, resolve_fanouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from graphrec.models.dgmrec import DGMRec
@@ -66,8 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
 def last_layer(blocks: SampledBlocks, h: torch.Tensor) -> torch.Tensor:
     """Sum-propagate ``(n_in, d)`` rows of ``blocks.input_nodes`` through every block; ``(n_seeds, d)``:
     the last layer only (no layer mean), ``h'[v] = Σ_(u->v) w_uv h[u]`` (:func:`~graphrec.graph.sampling.layer_step`)."""
-    for layer in blocks.layers:
-        h = layer_step(h, layer)
+    for i in range(len(blocks.layers)):
+        h = blocks.step(i, h)
     return h[: blocks.n_seeds]
 
 
@@ -81,9 +81,11 @@ def layer_mean_cv(blocks: SampledBlocks, ego: torch.Tensor, history: list[torch.
     ids = blocks.input_nodes.to(ego.device)
     h = ego
     acc = ego[: blocks.n_seeds]
+    old = history[0].index_select(0, ids[: len(h)])
     for layer, step in enumerate(blocks.layers):
-        delta = h - history[layer].index_select(0, ids[: len(h)])
-        h = layer_step(delta, step, base=history[layer + 1].index_select(0, ids[: step[3]]))
+        delta = h - old
+        old = history[layer + 1].index_select(0, ids[: step[3]])  # gathered once: this layer's base, the next one's history
+        h = old + blocks.step(layer, delta)
         acc = acc + h[: blocks.n_seeds]
     return acc / (len(blocks.layers) + 1)
 
@@ -201,7 +203,9 @@ class DGMRecSampler:
 
         Returns ``ue_U (U_B, d)``, ``ie_P (P_B, d)``, ``ie_N (B, d)``; ``GU``/``SU`` ``{m: (U_B, d)}``;
         ``T`` ``(|T|,)`` sorted CPU item ids with ``G``/``S`` ``{m: (|T|, d)}``; ``X`` ``(|X|,)`` sorted
-        CPU item ids (``X ⊇ T ⊇ items``) with ``g``/``s``/``rho`` ``{m: (|X|, d)}``.
+        CPU item ids (``X ⊇ T ⊇ items``) with ``g``/``s``/``rho`` ``{m: (|X|, d)}`` and the raw feature
+        rows ``feats`` ``{m: (|X|, d_m)}`` (looked up once per batch: the loss's reconstruction targets are
+        rows of them, not a second lookup whose dense gradient would be a second ``(N, d_m)`` table).
         """
         m = self.model
         ui, mean, item_samplers = self._samplers()
@@ -232,34 +236,36 @@ class DGMRecSampler:
         feats = {mod: lookup(m.raw[mod], Xd, self.sparse) for mod in m.modalities}
         g, s = m.general_encoder(feats), m.specific_encoder(feats)
         u_rows = lookup(m.user_emb, gate_users, self.sparse)
-        zeros_x = torch.zeros((len(X), m.embedding_size), dtype=u_rows.dtype, device=dev)
+        d = m.embedding_size
+        maps = list(m.preference.maps.items())
+        # one sparse product per block for all the tables it propagates (modalities, G and S side by side
+        # as columns): the same sums as one product per table, each block's matrices built once
+        pi = [torch.tanh(f(u_rows)) for _, f in maps]
+        if hist is not None:  # exact gate of the history + the sampled change since
+            pi = [p - hist["pi"][mod].index_select(0, gate_users) for p, (mod, _) in zip(pi, maps)]
+        zeros_x = torch.zeros((len(X), len(maps) * d), dtype=u_rows.dtype, device=dev)  # X's own rows carry no message
+        rho_all = last_layer(gate, torch.cat([zeros_x, torch.cat(pi, 1)])).split(d, 1)
         if hist is None:
-            rho = {mod: last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows))])) for mod, f in m.preference.maps.items()}
-        else:  # exact gate of the history + the sampled change since
-            rho = {
-                mod: hist["rho"][mod].index_select(0, Xd)
-                + last_layer(gate, torch.cat([zeros_x, torch.tanh(f(u_rows)) - hist["pi"][mod].index_select(0, gate_users)]))
-                for mod, f in m.preference.maps.items()
-            }
+            rho = {mod: r for r, (mod, _) in zip(rho_all, maps)}
+        else:
+            rho = {mod: hist["rho"][mod].index_select(0, Xd) + r for r, (mod, _) in zip(rho_all, maps)}
         G: dict[str, torch.Tensor] = {}
         S: dict[str, torch.Tensor] = {}
         for mod, b in blocks.items():
             rows = torch.searchsorted(X, b.input_nodes).to(dev)
-            G[mod] = last_layer(b, (rho[mod] * g[mod]).index_select(0, rows))
-            S[mod] = last_layer(b, (rho[mod] * s[mod]).index_select(0, rows))
+            G[mod], S[mod] = last_layer(b, torch.cat([rho[mod] * g[mod], rho[mod] * s[mod]], 1).index_select(0, rows)).split(d, 1)
         # user modality features: mean of G, S over the sampled items (users' own rows carry no message)
         item_rows = torch.searchsorted(T, user_items).to(dev)
-        zeros_u = torch.zeros((len(users), m.embedding_size), dtype=u_rows.dtype, device=dev)
-        if hist is None:
-            GU = {mod: last_layer(agg, torch.cat([zeros_u, G[mod].index_select(0, item_rows)])) for mod in m.modalities}
-            SU = {mod: last_layer(agg, torch.cat([zeros_u, S[mod].index_select(0, item_rows)])) for mod in m.modalities}
-        else:
-            ud, ui_items = users.to(dev), user_items.to(dev)
-
-            def user_mean(cur: torch.Tensor, old: torch.Tensor, old_users: torch.Tensor) -> torch.Tensor:
-                delta = cur.index_select(0, item_rows) - old.index_select(0, ui_items)
-                return old_users.index_select(0, ud) + last_layer(agg, torch.cat([zeros_u, delta]))
-
-            GU = {mod: user_mean(G[mod], hist["G"][mod], hist["GU"][mod]) for mod in m.modalities}
-            SU = {mod: user_mean(S[mod], hist["S"][mod], hist["SU"][mod]) for mod in m.modalities}
-        return {"ue_U": ue_U, "ie_P": ie_P, "ie_N": ie_N, "GU": GU, "SU": SU, "T": T, "G": G, "S": S, "X": X, "g": g, "s": s, "rho": rho}
+        mods = list(m.modalities)
+        cur = torch.cat([G[mod] for mod in mods] + [S[mod] for mod in mods], 1).index_select(0, item_rows)
+        if hist is not None:
+            ui_items = user_items.to(dev)
+            cur = cur - torch.cat([hist[k][mod].index_select(0, ui_items) for k in ("G", "S") for mod in mods], 1)
+        zeros_u = torch.zeros((len(users), cur.shape[1]), dtype=cur.dtype, device=dev)
+        means = last_layer(agg, torch.cat([zeros_u, cur])).split(d, 1)
+        if hist is not None:
+            ud = users.to(dev)
+            means = [hist[k][mod].index_select(0, ud) + r for r, (k, mod) in zip(means, [(k, mod) for k in ("GU", "SU") for mod in mods])]
+        GU = dict(zip(mods, means[: len(mods)]))
+        SU = dict(zip(mods, means[len(mods) :]))
+        return {"ue_U": ue_U, "ie_P": ie_P, "ie_N": ie_N, "GU": GU, "SU": SU, "T": T, "G": G, "S": S, "X": X, "g": g, "s": s, "rho": rho, "feats": feats}
