@@ -224,6 +224,27 @@ def test_cli_sigterm_then_resume_gives_the_uninterrupted_metrics(model, extra, t
     assert_user_error(invoke("fit", "--resume", out), "already finished")
 
 
+def test_resume_of_a_run_saved_before_a_model_key_existed(tmp_path, monkeypatch):
+    """A resume.pt written before a model key was added (its config lacks it) continues with that key's default,
+    which keeps the earlier behaviour: the same metrics as an uninterrupted run, no config error."""
+    args = ["fit", "dgmrec", "--epochs", "3", "--seed", "4", "--quiet", *SMALL, "--set", "embedding_size=16"]
+    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupting(m, 3)
+        assert invoke(*args, "--out", out).exit_code == 143
+    raw = torch.load(out / "resume.pt", map_location="cpu", weights_only=True)
+    for key in ("recon_rows", "refine_sources"):  # keys DGMRec gained after runs had been started
+        assert key in raw["config"]
+        del raw["config"][key]
+    torch.save(raw, out / "resume.pt")
+    r = invoke("fit", "--resume", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    got = json.loads((out / "metrics.json").read_text())
+    assert got["test"] == full["test"] and got["best_epoch"] == full["best_epoch"]
+
+
 def test_interrupt_before_the_first_evaluation(tmp_path, monkeypatch):
     _interrupting(monkeypatch, 1, signal.SIGINT)
     r = invoke("fit", "lightgcn", "--epochs", "2", "--out", tmp_path / "r", "--quiet", *SMALL)

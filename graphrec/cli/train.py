@@ -134,7 +134,8 @@ def _fit_run(model, config, out, overwrite, quiet, console, dist_timeout, logger
 
 def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     """``graphrec fit --resume DIR``: lock DIR, rebuild the run from its resume.pt and continue it."""
-    from graphrec.registry import load_builtin
+    from graphrec.registry import MODELS, load_builtin
+    from graphrec.train.checkpoint import with_defaults
     from graphrec.train.distributed import SINGLE
     from graphrec.train.resume import read_resume
     from graphrec.train.run_folder import RunFolder
@@ -143,9 +144,11 @@ def _fit_resume(model, resume_dir, logger, quiet, console) -> None:
     run = RunFolder.reopen(resume_dir)  # one-line errors for non-runs, finished runs and live runs
     try:
         state = read_resume(run.path)
-        config = state["config"]
-        if model is not None and model != config["model"]:
-            raise GraphrecError(f"run '{resume_dir}' trains '{config['model']}', not '{model}'")
+        saved = state["config"]
+        if model is not None and model != saved["model"]:
+            raise GraphrecError(f"run '{resume_dir}' trains '{saved['model']}', not '{model}'")
+        # keys added to the model since the run started take their defaults (which keep the earlier behaviour)
+        config = state["config"] = with_defaults(MODELS.get(saved["model"]), saved)
     except BaseException:
         run.release()
         raise

@@ -287,6 +287,13 @@ def require_plugins(payload: dict[str, Any]) -> None:
         )
 
 
+def with_defaults(cls, saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` (the config a checkpoint or resume state holds) with the keys it lacks filled from the
+    trainer, data and ``cls`` model defaults: keys added to a model after the file was written take
+    their defaults, which keep the earlier behaviour; the file's own values win."""
+    return {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **getattr(cls, "default_config", {}), **saved}
+
+
 def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: dict[str, Any] | None = None,
                trust: bool = False, eval_only: bool = True) -> tuple[RecModel, RecDataset, dict]:
     """Rebuild the model of a checkpoint (and its dataset, unless given) and load its weights.
@@ -312,7 +319,7 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
             check_eval_overrides(overrides, cls)
         resolved = resolve_config(payload["model"], model_defaults, overrides=overrides)
         checked = {k: resolved[k] for k in overrides}
-    config = {**TRAIN_DEFAULTS, **DATA_DEFAULTS, **model_defaults, **payload["config"], **checked}
+    config = {**with_defaults(cls, payload["config"]), **checked}
     ds = dataset if dataset is not None else load_dataset(config)
     check_fingerprint(payload.get("data_fingerprint"), ds, path)
     model = cls(ds, config)
