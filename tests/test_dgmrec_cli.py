@@ -74,6 +74,44 @@ def test_refine_graph_writes_generated_features(refined_dir, loaded):
         assert 0 < v["refinement_edges"] < v["edges"]
 
 
+def test_refine_graph_reports_the_scale_of_generated_rows(refined_dir, loaded):
+    """refine_summary.json records the median norms of the generated and observed rows of each file and their ratio."""
+    _, dataset, _ = loaded
+    summary = json.loads((refined_dir / "refine_summary.json").read_text())["modalities"]
+    for m, v in summary.items():
+        feats = np.load(refined_dir / f"{m}_feat_generated.npy")
+        miss = dataset.missing.missing[m]
+        norms = np.linalg.norm(feats, axis=1)
+        assert v["median_norm_generated"] == pytest.approx(float(np.median(norms[miss])), rel=1e-6)
+        assert v["median_norm_observed"] == pytest.approx(float(np.median(norms[~miss])), rel=1e-6)
+        assert v["norm_ratio"] == pytest.approx(v["median_norm_generated"] / v["median_norm_observed"])
+
+
+def test_refine_graph_warns_when_generated_rows_are_off_scale(run_dir, tmp_path, monkeypatch):
+    """Generation that overshot (DGMRec's reconstruction feedback on ML-100K: norms ~1,000x the real rows) is
+    written as asked, with one warning line per modality that is off by more than 10x, naming the fix."""
+    from graphrec.models.dgmrec import DGMRec
+
+    original = DGMRec.export_refined
+
+    def overshooting(self, lam=None):
+        out = original(self, lam)
+        m = min(out)
+        out[m]["features"] = out[m]["features"].copy()
+        out[m]["features"][out[m]["generated"]] *= 1000.0
+        return out
+
+    monkeypatch.setattr(DGMRec, "export_refined", overshooting)
+    r = invoke("refine-graph", run_dir, "--out", tmp_path / "x")
+    assert r.exit_code == 0, r.output
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning: generated")]
+    assert len(warned) == 1 and "recon_rows=observed" in warned[0], r.stderr
+    m = warned[0].split()[2]
+    summary = json.loads((tmp_path / "x" / "refine_summary.json").read_text())["modalities"]
+    assert summary[m]["norm_ratio"] > 10
+    assert all(0.1 <= v["norm_ratio"] <= 10 for k, v in summary.items() if k != m)
+
+
 def test_refine_graph_observed_rows_trained(run_dir, loaded, tmp_path):
     """``--observed-rows trained``: observed rows are the model's trained raw table (it moved in training)."""
     _, dataset, payload = loaded

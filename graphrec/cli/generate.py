@@ -76,15 +76,48 @@ def refine_graph(checkpoint, out, lam, overwrite, observed_rows, plugins, trust)
         atomic_save_npy(out_dir / f"{m}_generated_mask.npy", r["generated"])
         save_item_graph(out_dir / f"{m}_item_graph.npz", r["graph"], r["refined"])
         refined_edges = int(r["refined"][r["graph"].tocoo().row].sum())
-        summary[m] = {"generated_rows": int(r["generated"].sum()), "edges": int(r["graph"].nnz), "refinement_edges": refined_edges}
+        summary[m] = {"generated_rows": int(r["generated"].sum()), "edges": int(r["graph"].nnz), "refinement_edges": refined_edges,
+                      **norm_ratio(feats, r["generated"])}
+        _warn_scale(m, summary[m])
     atomic_write_json(out_dir / "refine_summary.json", {"checkpoint": str(checkpoint), "observed_rows": observed_rows, "modalities": summary})
     table = Table(title=f"refined graphs of {dataset.name}")
-    for col in ("modality", "generated rows", "edges", "refinement edges"):
+    for col in ("modality", "generated rows", "edges", "refinement edges", "norm generated / observed"):
         table.add_column(col, justify="right" if col != "modality" else "left")
     for m, v in summary.items():
-        table.add_row(m, str(v["generated_rows"]), str(v["edges"]), str(v["refinement_edges"]))
+        ratio = "–" if v["norm_ratio"] is None else f"{v['norm_ratio']:.3g}"
+        table.add_row(m, str(v["generated_rows"]), str(v["edges"]), str(v["refinement_edges"]), ratio)
     console.print(table)
     console.print(f"wrote {out_dir}")
+
+
+#: generated rows whose median norm is off the observed rows' by more than this factor (either way) get a warning
+NORM_RATIO_WARN = 10.0
+
+
+def norm_ratio(feats: np.ndarray, generated: np.ndarray) -> dict:
+    """Median L2 row norms of the generated and the observed rows of ``feats`` ``(N, d)`` (``generated``:
+    ``(N,)`` bool) and their ratio (``None`` where either group is empty or the observed norm is 0)."""
+    norms = np.linalg.norm(feats, axis=1)
+    gen = float(np.median(norms[generated])) if generated.any() else None
+    obs = float(np.median(norms[~generated])) if (~generated).any() else None
+    ratio = gen / obs if gen is not None and obs else None
+    return {"median_norm_generated": gen, "median_norm_observed": obs, "norm_ratio": ratio}
+
+
+def _warn_scale(modality: str, v: dict) -> None:
+    """A :class:`GraphrecWarning` when the generated rows are on another scale than the observed ones."""
+    import warnings
+
+    from graphrec.errors import GraphrecWarning
+
+    ratio = v["norm_ratio"]
+    if ratio is None or 1 / NORM_RATIO_WARN <= ratio <= NORM_RATIO_WARN:
+        return
+    warnings.warn(
+        f"generated {modality} rows have median norm {v['median_norm_generated']:.3g} against "
+        f"{v['median_norm_observed']:.3g} for the observed rows ({ratio:.3g}x): rescale them before using them as "
+        "features, or retrain with --set recon_rows=observed (docs/models/dgmrec.md, 'Reading the loss curves')",
+        GraphrecWarning, stacklevel=2)
 
 
 @click.command(context_settings=CONTEXT)
