@@ -76,6 +76,7 @@ class DGMRec(RecModel):
 
     name = "dgmrec"
     block_slots = {"ui_block": "ui_conv", "item_graph_block": "item_conv"}
+
     default_config: dict[str, Any] = {
         # trainer keys. The authors use batch 2048-4096 and lr 1e-3 (the presets in
         # configs/dgmrec/ restore them); graphrec's defaults converge in fewer epochs
@@ -203,6 +204,16 @@ class DGMRec(RecModel):
                 self, fanouts, agg, bool(config.get("sampled_rescale", True)), bool(config.get("sampled_control_variate", True)),
                 gate_fanout=gate, sparse=self.sparse_embeddings,
             )
+
+    @property
+    def loss_term_hints(self) -> dict[str, str]:
+        """What a runaway loss term means (:mod:`graphrec.train.loss_watch`)."""
+        if self.config.get("recon_rows", "all") != "all":
+            return {}
+        return {"recon": "with recon_rows=all (the authors' objective) the targets of items missing a modality are the "
+                         "rows generation wrote, which can feed back and grow; ranking usually survives, exported "
+                         "generated features do not (graphrec refine-graph reports their scale); --set "
+                         "recon_rows=observed stops it (docs/models/dgmrec.md, 'Reading the loss curves')"}
 
     def build_graph(self, dataset: RecDataset) -> dgl.DGLGraph:
         """Build the training (and inference) item graphs of spec 4.3 and the heterograph."""

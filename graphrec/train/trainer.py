@@ -245,6 +245,10 @@ class Trainer:
             from graphrec.train.loggers import LineLogger, console_sink
 
             self.callbacks.append(LineLogger(console_sink(self.console), batch_every_seconds=BATCH_LINE_SECONDS))
+        if self.dist.is_main:  # one warning line when a loss term runs away (graphrec.train.loss_watch)
+            from graphrec.train.loss_watch import LossTermWatch
+
+            self.callbacks.append(LossTermWatch())
         self.rng = set_seed_rng(config)
         set_deterministic(bool(config.get("deterministic", True)))
         self.sampler = BPRSampler(dataset.train, dataset.n_items, exclude_items=dataset.new_items, rng=self.rng)
