@@ -135,9 +135,10 @@ def rescore(out: Path, seeds: list[int], cold_repr: str, trust: bool, tolerance:
     for seed in seeds:
         path = out / f"dgmrec_cold-seed{seed}.pt"
         try:
-            model, ds, cfg = load_model(path, trust=trust)
+            model, ds, _ = load_model(path, trust=trust)
         except GraphrecError:  # a checkpoint of a cold_repr=head run
-            model, ds, cfg = load_model(path, overrides={"cold_repr": "head"}, eval_only=False, trust=trust)
+            model, ds, _ = load_model(path, overrides={"cold_repr": "head"}, eval_only=False, trust=trust)
+        cfg = model.config  # the run's resolved config (its evaluation protocol: eval_mask_valid_in_test)
         model.cold_repr, model._neighbours = cold_repr, None
         if tolerance is not None:
             model.config["cold_tolerance"] = tolerance
