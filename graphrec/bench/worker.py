@@ -32,7 +32,7 @@ import resource
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -209,6 +209,7 @@ def run_spec(
     from graphrec.data.dataset import load_dataset
     from graphrec.data.interactions import atomic_write_json
     from graphrec.errors import GraphrecError
+    from graphrec.models.base import graphs_from_state
     from graphrec.models.build import build_model
     from graphrec.registry import MODELS, import_plugins, load_builtin
     from graphrec.train.interrupt import critical
@@ -282,11 +283,12 @@ def run_spec(
                 except OSError as exc:  # disk full, folder removed: one line, not a traceback
                     raise GraphrecError(f"cannot write the resume state '{resume_path}': {exc.strerror or exc}") from None
 
-    def build() -> tuple[Trainer, float]:
-        """Model and trainer, timed and instrumented (again, from the seed, when a saved state does not load)."""
+    def build(to_load: bool = False) -> tuple[Trainer, float]:
+        """Model and trainer, timed and instrumented (again, from the seed, when a saved state does not load).
+        ``to_load``: the saved state is loaded next, so the model may leave its graphs to it (graphs_from_state)."""
         knn_s.clear()
         t0 = time.perf_counter()
-        with timed_knn(knn_s):
+        with timed_knn(knn_s), graphs_from_state() if to_load else nullcontext():
             model = build_model(dataset, config)
         build_s = time.perf_counter() - t0
         if callable(getattr(model, "refine", None)):
@@ -311,7 +313,7 @@ def run_spec(
     def per_user_names(trainer) -> tuple[str, ...]:
         return tuple(m for m in PER_USER_METRICS if int(m.split("@")[1]) in trainer.evaluator.topk)
 
-    trainer, build_s = build()
+    trainer, build_s = build(to_load=saved is not None)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     print(f"bench worker: {spec['id']} (pid {os.getpid()}) on {trainer.device}, {torch.get_num_threads()} thread(s), "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -185,6 +186,7 @@ def _fit_body(model, config, out, overwrite, quiet, console, dist, run=None, res
 def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, resume_state, logger) -> None:
     """Train into the locked ``run`` (``None`` on ranks other than 0), keeping it resumable; see graphrec.train.resume."""
     from graphrec.data.interactions import atomic_write_bytes, atomic_write_json
+    from graphrec.models.base import graphs_from_state
     from graphrec.models.build import build_model
     from graphrec.train.checkpoint import save_checkpoint
     from graphrec.train.interrupt import as_interrupted, critical
@@ -208,8 +210,8 @@ def _train_in_folder(model, config, dataset, run, final, quiet, console, dist, r
                 run.log(f"start model={model} dataset={dataset.name} seed={config.get('seed')} epochs={config.get('epochs')} "
                         f"valid_metric={_valid_metric(config)}")
             run.write_status("running", model=model, dataset=dataset.name, out=str(final))
-        with stage(console, f"building {model}"):
-            net = build_model(dataset, config)  # seeds first (spec 2.2)
+        with stage(console, f"building {model}"), graphs_from_state() if resume_state is not None else nullcontext():
+            net = build_model(dataset, config)  # seeds first (spec 2.2); resumed: the graphs come from the state
         trainer = Trainer(net, dataset, config, callbacks=callbacks, console=console, progress=not quiet, dist=dist)
         if resume_state is not None:
             restore_trainer(trainer, resume_state, run.path / RESUME_FILE)

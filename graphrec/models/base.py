@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from typing import Any, ClassVar, Iterator, TYPE_CHECKING
 
@@ -20,6 +22,28 @@ from graphrec.graph.heterograph import build_heterograph
 
 if TYPE_CHECKING:  # pragma: no cover
     from graphrec.train.trainer import Trainer
+
+
+_GRAPHS_FROM_STATE: contextvars.ContextVar[bool] = contextvars.ContextVar("graphs_from_state", default=False)
+
+
+@contextlib.contextmanager
+def graphs_from_state() -> Iterator[None]:
+    """Models built inside this block get their graph state from ``load_state_dict`` right after (a
+    checkpoint, a resume state), so a model whose graphs are costly to compute may skip computing them
+    (:func:`graphs_deferred`; DGMRec's item kNN graphs: about 6 minutes at 10^6 items) and hold
+    placeholders until its ``set_extra_state`` fills them. A model that did so and was never loaded
+    says so (:meth:`RecModel.check_graphs_loaded`)."""
+    token = _GRAPHS_FROM_STATE.set(True)
+    try:
+        yield
+    finally:
+        _GRAPHS_FROM_STATE.reset(token)
+
+
+def graphs_deferred() -> bool:
+    """True inside :func:`graphs_from_state`: ``build_graph`` may leave its costly graphs to the state loaded next."""
+    return _GRAPHS_FROM_STATE.get()
 
 
 class Scorer:
@@ -111,6 +135,13 @@ class RecModel(nn.Module):
         #: the training data's identity, recorded in checkpoints (RecDataset.fingerprint)
         self.data_fingerprint = dataset.fingerprint()
         self.graph: dgl.DGLGraph = self.build_graph(dataset)
+
+    def check_graphs_loaded(self) -> None:
+        """Raise when this model was built under :func:`graphs_from_state` and its graphs were never
+        loaded (the state given had none): it would train or score on placeholder graphs."""
+        if getattr(self, "graphs_pending", False):
+            raise GraphrecError(f"{self.name or type(self).__name__}: the loaded state has no item graphs (a checkpoint of "
+                                "another model or version); load it without graphs_from_state()")
 
     def add_id_embeddings(self) -> None:
         """Create the ID embedding tables ``user_emb`` ``(U, d)`` and ``item_emb`` ``(N, d)``, xavier-uniform."""

@@ -52,7 +52,7 @@ from graphrec.graph.ann import KNN_SEARCH_DEFAULTS, KnnSearch
 from graphrec.graph.knn import knn_topk, mask_missing, row_sums, sym_normalize
 from graphrec.graph.refinement import refresh_rows
 from graphrec.graph.sampling import check_propagation
-from graphrec.models.base import RecModel
+from graphrec.models.base import RecModel, graphs_deferred
 from graphrec.models.dgmrec_sampled import DGMRecSampler, check_sampled_config
 from graphrec.registry import register_model
 
@@ -233,10 +233,20 @@ class DGMRec(RecModel):
         self.infer_refined: dict[str, np.ndarray] = {}
         self.infer_sums: dict[str, np.ndarray] = {}
         self.counter = 0
+        # built to be loaded (a checkpoint or resume state holds every graph below, get_extra_state): skip the
+        # kNN searches (minutes at 10^6 items) and keep empty graphs until set_extra_state fills them
+        self.graphs_pending = graphs_deferred()
         for m in self.modalities:
             x = dataset.features[m]
             n = x.shape[0]
-            if self.new_item_setting:
+            if self.graphs_pending:
+                empty = sp.csr_matrix((n, n), dtype=np.float32)
+                self.graphs[m], self.sums[m] = empty, np.zeros(n, dtype=np.float32)
+                if self.new_item_setting or not cfg["refined_graph_at_inference"]:
+                    self.infer_graphs[m], self.infer_refined[m] = empty.copy(), np.zeros(n, dtype=bool)
+                if self.new_item_setting:
+                    self.infer_sums[m] = np.zeros(n, dtype=np.float32)
+            elif self.new_item_setting:
                 raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np, search=search)
                 raw_inf = knn_topk(x, k, chunk_size=chunk, search=search)
                 # refreshes rebuild rows without masking (spec 4.8), so the cached neighbour
@@ -304,6 +314,7 @@ class DGMRec(RecModel):
         self.infer_graphs = {m: _csr_load(a) for m, a in state["infer_graphs"].items()}
         self.infer_refined = {m: np.asarray(r, dtype=bool).copy() for m, r in state["infer_refined"].items()}
         self.infer_sums = {m: np.asarray(s).copy() for m, s in state["infer_sums"].items()}
+        self.graphs_pending = False
         self._rebuild_graphs()
         if self.batch_sampler is not None:
             # the control variates' history belongs to the state being replaced (a checkpoint, or rank 0's

@@ -42,7 +42,7 @@ from graphrec.config import DATA_DEFAULTS, TRAIN_DEFAULTS, resolve_config
 from graphrec.data.dataset import RecDataset, load_dataset
 from graphrec.data.interactions import atomic_write_bytes
 from graphrec.errors import GraphrecError
-from graphrec.models.base import RecModel
+from graphrec.models.base import RecModel, graphs_from_state
 from graphrec.registry import BLOCKS, MODELS, load_builtin
 from graphrec.train.seed import resolve_device
 
@@ -322,11 +322,13 @@ def load_model(path: str | Path, dataset: RecDataset | None = None, overrides: d
     config = {**with_defaults(cls, payload["config"]), **checked}
     ds = dataset if dataset is not None else load_dataset(config)
     check_fingerprint(payload.get("data_fingerprint"), ds, path)
-    model = cls(ds, config)
+    with graphs_from_state():  # the checkpoint holds the model's graphs: no kNN search to build them first
+        model = cls(ds, config)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise GraphrecError(f"{path}: weights do not fit model '{payload['model']}' on this dataset ({first})") from None
+    model.check_graphs_loaded()
     model.to_device(resolve_device(str(config.get("device", "auto"))))
     return model, ds, payload

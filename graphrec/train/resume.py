@@ -230,6 +230,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any], where: str | Path =
         raise GraphrecError(f"the saved model state does not fit the model ({str(exc).splitlines()[0]})") from None
     except _MALFORMED as exc:
         raise GraphrecError(f"{where}: malformed resume file ({_first_line(exc)}); start the run again") from None
+    model.check_graphs_loaded()  # built under graphrec.models.base.graphs_from_state: the state filled its graphs
     optimizers = _model_optimizers(model)
     try:
         for name, sd in (state.get("model_optimizers") or {}).items():
