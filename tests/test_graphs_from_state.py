@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import invoke, small_config
-from test_resume import _interrupting
+from test_resume import full_and_interrupted
 
 import graphrec.models.dgmrec as dgmrec_module
 from graphrec.data.dataset import load_dataset
@@ -68,15 +68,10 @@ def test_a_model_built_to_be_loaded_refuses_to_run_unloaded():
 
 def test_cli_resume_and_evaluate_skip_the_search(tmp_path, monkeypatch):
     args = ["fit", "dgmrec", "--epochs", "4", "--seed", "5", "--quiet", *SMALL, "--set", "refine_every=2"]
-    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
-    out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _interrupting(m, 3)
-        assert invoke(*args, "--out", out).exit_code == 143
+    full, out = full_and_interrupted(args, tmp_path, monkeypatch, 3)
     monkeypatch.setattr(dgmrec_module, "knn_topk", _no_search)
     r = invoke("fit", "--resume", out, "--quiet")
     assert r.exit_code == 0, r.output
-    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     got = json.loads((out / "metrics.json").read_text())
     assert got["test"] == full["test"] and got["best_epoch"] == full["best_epoch"]
     r = invoke("evaluate", out / "model.pt", "--json")

@@ -195,6 +195,17 @@ def _interrupting(monkeypatch, at_call: int, signum=signal.SIGTERM):
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
 
 
+def full_and_interrupted(args, tmp_path, monkeypatch, at_call: int):
+    """``graphrec <args>`` uninterrupted into ``tmp_path/full`` and stopped by SIGTERM at its ``at_call``-th epoch
+    into ``tmp_path/run``: ``(the uninterrupted metrics.json, the interrupted run folder)``."""
+    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupting(m, at_call)
+        assert invoke(*args, "--out", out).exit_code == 143
+    return json.loads((tmp_path / "full" / "metrics.json").read_text()), out
+
+
 @pytest.mark.parametrize("model,extra", [("lightgcn", []), ("dgmrec", ["--set", "embedding_size=16", "--set", "refine_every=2"])])
 def test_cli_sigterm_then_resume_gives_the_uninterrupted_metrics(model, extra, tmp_path, monkeypatch):
     args = ["fit", model, "--epochs", "5", "--seed", "4", "--quiet", *SMALL, *extra]
@@ -228,11 +239,7 @@ def test_resume_of_a_run_saved_before_a_model_key_existed(tmp_path, monkeypatch)
     """A resume.pt written before a model key was added (its config lacks it) continues with that key's default,
     which keeps the earlier behaviour: the same metrics as an uninterrupted run, no config error."""
     args = ["fit", "dgmrec", "--epochs", "3", "--seed", "4", "--quiet", *SMALL, "--set", "embedding_size=16"]
-    assert invoke(*args, "--out", tmp_path / "full").exit_code == 0
-    out = tmp_path / "run"
-    with monkeypatch.context() as m:
-        _interrupting(m, 3)
-        assert invoke(*args, "--out", out).exit_code == 143
+    full, out = full_and_interrupted(args, tmp_path, monkeypatch, 3)
     raw = torch.load(out / "resume.pt", map_location="cpu", weights_only=True)
     for key in ("recon_rows", "refine_sources"):  # keys DGMRec gained after runs had been started
         assert key in raw["config"]
@@ -240,7 +247,6 @@ def test_resume_of_a_run_saved_before_a_model_key_existed(tmp_path, monkeypatch)
     torch.save(raw, out / "resume.pt")
     r = invoke("fit", "--resume", out, "--quiet")
     assert r.exit_code == 0, r.output
-    full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     got = json.loads((out / "metrics.json").read_text())
     assert got["test"] == full["test"] and got["best_epoch"] == full["best_epoch"]
 
