@@ -76,7 +76,6 @@ class DGMRec(RecModel):
 
     name = "dgmrec"
     block_slots = {"ui_block": "ui_conv", "item_graph_block": "item_conv"}
-
     default_config: dict[str, Any] = {
         # trainer keys. The authors use batch 2048-4096 and lr 1e-3 (the presets in
         # configs/dgmrec/ restore them); graphrec's defaults converge in fewer epochs
