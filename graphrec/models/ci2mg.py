@@ -22,7 +22,7 @@ whose modality is observed (spec 5.3).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,6 +65,12 @@ class CI2MG(RecModel):
     """CI2MG: prototype hypergraphs + optimal transport generate missing modalities (MM 2023)."""
 
     name = "ci2mg"
+    #: what a runaway loss term means (graphrec.train.loss_watch)
+    loss_term_hints: ClassVar[dict[str, str]] = {
+        "rec": "CI2MG's reconstruction target P_m = Phi_m(X_m) is trained and not normalised, so the term follows the "
+               "scale of the projected features (BatchNorm's shift drifts); validation usually keeps improving "
+               "(docs/models/ci2mg.md, 'Reading the loss curves')",
+    }
     default_config: dict[str, Any] = {
         # trainer keys. The authors' values (batch 2048, lr 1e-3, stopping 25; spec 5.5) are in the
         # presets configs/ci2mg/*.yaml. These defaults converge in ~200 epochs on the embedded set and
