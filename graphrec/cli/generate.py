@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from graphrec.cli.common import (
     stage,
     trust_option,
 )
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, GraphrecWarning
 
 
 def _load_generator(checkpoint: Path, plugins: tuple[str, ...] = (), trust: bool = False):
@@ -106,10 +107,6 @@ def norm_ratio(feats: np.ndarray, generated: np.ndarray) -> dict:
 
 def _warn_scale(modality: str, v: dict) -> None:
     """A :class:`GraphrecWarning` when the generated rows are on another scale than the observed ones."""
-    import warnings
-
-    from graphrec.errors import GraphrecWarning
-
     ratio = v["norm_ratio"]
     if ratio is None or 1 / NORM_RATIO_WARN <= ratio <= NORM_RATIO_WARN:
         return

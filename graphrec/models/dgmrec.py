@@ -233,18 +233,14 @@ class DGMRec(RecModel):
         self.infer_sums: dict[str, np.ndarray] = {}
         self.counter = 0
         # built to be loaded (a checkpoint or resume state holds every graph below, get_extra_state): skip the
-        # kNN searches (minutes at 10^6 items) and keep empty graphs until set_extra_state fills them
+        # kNN searches (minutes at 10^6 items); empty graphs give the heterograph its relations until
+        # set_extra_state replaces every graph, normaliser and flag
         self.graphs_pending = graphs_deferred()
         for m in self.modalities:
             x = dataset.features[m]
             n = x.shape[0]
             if self.graphs_pending:
-                empty = sp.csr_matrix((n, n), dtype=np.float32)
-                self.graphs[m], self.sums[m] = empty, np.zeros(n, dtype=np.float32)
-                if self.new_item_setting or not cfg["refined_graph_at_inference"]:
-                    self.infer_graphs[m], self.infer_refined[m] = empty.copy(), np.zeros(n, dtype=bool)
-                if self.new_item_setting:
-                    self.infer_sums[m] = np.zeros(n, dtype=np.float32)
+                self.graphs[m] = sp.csr_matrix((n, n), dtype=np.float32)
             elif self.new_item_setting:
                 raw = knn_topk(x, k, chunk_size=chunk, masked=self.new_np, search=search)
                 raw_inf = knn_topk(x, k, chunk_size=chunk, search=search)
