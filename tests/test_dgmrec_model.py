@@ -320,6 +320,64 @@ def test_state_dict_round_trip_restores_graphs_and_representations(trained, data
     assert torch.equal(zu1, zu2) and torch.equal(zi1, zi2)
 
 
+def full_forward(model) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model.propagate(model.infer_graph)
+    return out["zu"], out["zi"]
+
+
+@pytest.mark.parametrize("mods", [["image", "text"], ["image", "text", "audio"], ["image"]])
+def test_representations_one_modality_at_a_time_equal_the_full_forward_bit_for_bit(mods):
+    # representations() sums the modalities one at a time (memory); the values must not move at all,
+    # with refined graphs, with and without autograd, and the gradients must be the full forward's
+    cfg = config(synth_modalities=mods, epochs=1, refine_every=1, learning_rate=0.01)
+    ds = load_dataset(cfg)
+    set_seed(0)
+    model = DGMRec(ds, cfg)
+    Trainer(model, ds, cfg, progress=False).fit()
+    assert all(model.refined[m].any() for m in mods)
+    model.eval()
+    with torch.no_grad():
+        for got, want in zip(model.representations(), full_forward(model)):
+            assert torch.equal(got, want)
+    grads = []
+    for fn in (DGMRec.representations, full_forward):
+        model.zero_grad(set_to_none=True)
+        zu, zi = fn(model)
+        (zu[:7].square().sum() + zi[::3].sin().sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and {"item_emb", "general_encoder.shared.weight"} <= grads[0].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_representations_never_hold_every_modality_at_once(dataset, monkeypatch):
+    # the encoders run for one modality at a time and its (N, d) outputs are freed before the next
+    # modality's are computed: count the encoder outputs alive (weak references) at each encoder call
+    import weakref
+
+    model = build(dataset)
+    model.eval()
+    alive: list[weakref.ref] = []
+    peaks: list[int] = []
+    for enc in (model.general_encoder, model.specific_encoder):
+        orig = enc.forward
+
+        def counted(feats, orig=orig):
+            peaks.append(sum(r() is not None for r in alive))
+            out = orig(feats)
+            alive.extend(weakref.ref(t) for t in out.values())
+            return out
+
+        monkeypatch.setattr(enc, "forward", counted)
+    with torch.no_grad():
+        model.representations()
+    assert len(peaks) == 2 * len(model.modalities) and max(peaks) == 0, peaks
+    peaks.clear()
+    with torch.no_grad():
+        model.propagate(model.infer_graph)
+    assert len(peaks) == 2  # the full forward: both encoders over every modality at once
+
+
 # ----------------------------------------------------------------------------- new-item setting
 def test_new_item_setting_trains():
     ds = load_dataset(config(synth_new_items=True))

@@ -243,6 +243,11 @@ def test_control_variate_history_is_refreshed_every_epoch():
     f = model.propagate(model.graph, fuse=False)
     hist = model.batch_sampler.history
     torch.testing.assert_close(sum(hist["ui"]) / len(hist["ui"]), torch.cat([f["ue"], f["ie"]]), rtol=1e-5, atol=1e-6)
+    pi, _ = model.preference(model.graph, model.user_emb)
+    for mod in model.modalities:  # the tables built one modality at a time are the full forward's
+        assert torch.equal(hist["pi"][mod], pi[mod])
+        for k in ("rho", "G", "S", "GU", "SU"):
+            assert torch.equal(hist[k][mod], f[k][mod]), (k, mod)
     _perturb(model, 0.1)
     model.on_epoch_start(None, 2)
     assert not torch.allclose(model.batch_sampler.history["ui"][1], first)

@@ -20,7 +20,10 @@ class ModalityFusion(nn.Module):
     def forward(self, ids: torch.Tensor, general: dict[str, torch.Tensor], specific: dict[str, torch.Tensor]) -> torch.Tensor:
         if not general:
             return ids
-        m = len(general)
-        g = sum(general.values()) / m
-        s = sum(specific.values())
-        return ids + (g + s) / (m + 1)
+        return self.combine(ids, sum(general.values()), sum(specific.values()), len(general))
+
+    @staticmethod
+    def combine(ids: torch.Tensor, general_sum: torch.Tensor, specific_sum: torch.Tensor, m: int) -> torch.Tensor:
+        """:meth:`forward` from the modality sums ``Σ_m G_m``, ``Σ_m S_m`` over ``m`` modalities (the same
+        values, so that a caller can add one modality at a time and drop it)."""
+        return ids + (general_sum / m + specific_sum) / (m + 1)

@@ -30,10 +30,22 @@ class PreferenceGate(nn.Module):
         self.maps = nn.ModuleDict({m: xavier_linear(d, d, bias=False) for m in modalities})
 
     def forward(self, g: dgl.DGLGraph, user_emb: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        w = g.edges[UI].data["w_mean"]
-        pi = {m: torch.tanh(f(user_emb)) for m, f in self.maps.items()}
-        rho = {m: u_mul_e_sum(g, UI, p, w) for m, p in pi.items()}
+        pi = {m: self.pi(user_emb, m) for m in self.maps}
+        rho = {m: self.item_mean(g, p) for m, p in pi.items()}
         return pi, rho
+
+    def pi(self, user_emb: torch.Tensor, modality: str) -> torch.Tensor:
+        """``π^m = tanh(W_m e_u)`` of one modality, ``(U, d)``."""
+        return torch.tanh(self.maps[modality](user_emb))
+
+    def rho(self, g: dgl.DGLGraph, user_emb: torch.Tensor, modality: str) -> torch.Tensor:
+        """``ρ^m`` of one modality, ``(N, d)``: :meth:`forward`'s value without the other modalities' tables."""
+        return self.item_mean(g, self.pi(user_emb, modality))
+
+    @staticmethod
+    def item_mean(g: dgl.DGLGraph, pi: torch.Tensor) -> torch.Tensor:
+        """``(U, d)`` user rows -> ``(N, d)``: each item's mean over its train users (0 without any)."""
+        return u_mul_e_sum(g, UI, pi, g.edges[UI].data["w_mean"])
 
     @staticmethod
     def gate(rho: dict[str, torch.Tensor], feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

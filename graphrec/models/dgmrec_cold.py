@@ -289,9 +289,7 @@ class DGMRecCold(DGMRec):
         score ``<z_u, z_i>``, cold items ``a_u <z_u, c_i> + b_u − t s_u``; ``(U, d)``, ``(N, d)`` as plain DGMRec
         with ``cold_scoring: false`` or while training."""
         if not self._cold_on():
-            out = self.propagate(self.infer_graph)
-            self._last = None
-            return out["zu"], out["zi"]
+            return super().representations()
         zu, zi, c, a, b, s = self._scoring()
         return affine_rows(zu, zi, self.cold_items, c, a, b, s, float(self.cold_offset))
 

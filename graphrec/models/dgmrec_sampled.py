@@ -183,10 +183,14 @@ class DGMRecSampler:
         ``ui``: ``[(U + N, d)]`` exact LightGCN layers ``0..L`` (users first); ``pi`` ``{m: (U, d)}``,
         ``rho``/``G``/``S`` ``{m: (N, d)}``, ``GU``/``SU`` ``{m: (U, d)}``: full propagation's tables."""
         m = self.model
+        self.history = None  # the last epoch's tables go before this epoch's are built
         ui, _, _ = self._samplers()
         dev = m.item_emb.device
-        f = m.propagate(m.graph, fuse=False)
-        pi, _ = m.preference(m.graph, m.user_emb)
+        f: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("rho", "G", "S", "GU", "SU")}
+        for mod, t in m.modality_tables(m.graph):  # one modality's encoder outputs alive at a time
+            for k in f:
+                f[k][mod] = t[k]
+        pi = {mod: m.preference.pi(m.user_emb, mod) for mod in m.modalities}
         a = _full_matrix(ui.sampler, dev)
         h = torch.cat([m.user_emb, m.item_emb]).detach()
         layers = [h]
