@@ -25,7 +25,8 @@ refinement of the rows of missing items in each modality graph, stored as direct
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import dgl
 import numpy as np

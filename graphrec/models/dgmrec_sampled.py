@@ -188,8 +188,8 @@ class DGMRecSampler:
         dev = m.item_emb.device
         f: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("rho", "G", "S", "GU", "SU")}
         for mod, t in m.modality_tables(m.graph):  # one modality's encoder outputs alive at a time
-            for k in f:
-                f[k][mod] = t[k]
+            for k, tables in f.items():
+                tables[mod] = t[k]
         pi = {mod: m.preference.pi(m.user_emb, mod) for mod in m.modalities}
         a = _full_matrix(ui.sampler, dev)
         h = torch.cat([m.user_emb, m.item_emb]).detach()
