@@ -146,6 +146,28 @@ def test_early_stopping_on_scripted_scores_restores_best_state():
     assert result.test.metrics == Trainer.evaluate(trainer, "test").metrics
 
 
+def test_best_state_is_a_host_copy_made_after_the_previous_one_is_dropped(monkeypatch):
+    import graphrec.train.trainer as trainer_mod
+
+    model, ds, cfg = build(epochs=4, stopping_step=10, eval_step=1)
+    trainer = ScriptedTrainer(model, ds, cfg, progress=False)
+    trainer.script = [0.1, 0.2, 0.3, 0.4]  # every evaluation improves: four copies
+    seen = []
+    real_copy = trainer_mod.host_copy
+
+    def watched(state):
+        seen.append(trainer.best_state is None)  # the previous best is gone before the next copy
+        return real_copy(state)
+
+    monkeypatch.setattr(trainer_mod, "host_copy", watched)
+    trainer.fit()
+    assert seen == [True] * 4
+    best = trainer.best_state
+    assert type(best) is type(model.state_dict()) and hasattr(best, "_metadata")
+    for k, v in model.state_dict().items():  # a copy: equal values, its own memory, on the host
+        assert torch.equal(best[k], v) and best[k].device.type == "cpu" and best[k].data_ptr() != v.data_ptr(), k
+
+
 def test_early_stopping_when_metric_is_flat():
     # learning_rate 0: nothing changes, so only the first evaluation is an improvement
     _, result = run(epochs=30, learning_rate=0.0, stopping_step=1, eval_step=2)

@@ -44,7 +44,6 @@ thread count a resumed run ends with the same metrics, bit for bit, as an uninte
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import random
 from pathlib import Path
@@ -250,7 +249,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any], where: str | Path =
             history=list(loop["history"]), elapsed=float(loop["elapsed"]), stopped=bool(loop["stopped"]),
         )
         if state["best_is_current"]:
-            trainer.best_state = copy.deepcopy(model.state_dict())
+            trainer.keep_best_state()
         elif state.get("best") is not None:
             trainer.best_state = state["best"]
         trainer.epoch = max(trainer.loop.next_epoch - 1, 0)

@@ -206,6 +206,16 @@ def _metric_key(name: str) -> str:
     return name.lower()
 
 
+def host_copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``state_dict`` whose tensors are in host memory (``load_state_dict`` copies them back to
+    the parameters' device); other entries (a module's extra state) are deep-copied. Keeps the
+    ``OrderedDict`` and its ``_metadata``."""
+    out = copy.copy(state)
+    for k, v in state.items():
+        out[k] = v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+    return out
+
+
 class Trainer:
     """Trains a :class:`RecModel` on a :class:`RecDataset` with the resolved ``config``.
 
@@ -285,6 +295,14 @@ class Trainer:
         self.best_state: dict[str, Any] | None = None
         self.model.on_train_start(self)
         broadcast_state(self.model, self.dist)  # every rank starts from rank 0's weights
+
+    def keep_best_state(self) -> None:
+        """Keep the model's current state as the best so far (restored at the end of :meth:`fit`): a copy
+        in host memory, so that a model on a GPU is not held twice on the device, made after the
+        previous best is dropped, so that two copies never coexist (at 10^6 items a DGMRec state is
+        over 1 GB)."""
+        self.best_state = None
+        self.best_state = host_copy(self.model.state_dict())
 
     def evaluate(self, split: str) -> EvalResult:
         self.model.eval()
@@ -447,7 +465,7 @@ class Trainer:
                     if score > st.best_score:
                         improved = True
                         st.best_score, st.best_epoch, st.best_valid, st.counter = score, epoch + 1, valid, 0
-                        self.best_state = copy.deepcopy(self.model.state_dict())
+                        self.keep_best_state()
                     else:
                         st.counter += 1
                     progress.update(epoch_task, info=f"{self.valid_metric} {score:.4f} (best {st.best_score:.4f} @ {st.best_epoch})")
