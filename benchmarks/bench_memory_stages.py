@@ -124,9 +124,13 @@ def main() -> None:
         trainer.evaluator.evaluate(scorer, "valid")
     del scorer
     watch.stage("ranking (valid)")
-    best = copy.deepcopy(model.state_dict())
-    watch.stage("best-state copy")
-    model.load_state_dict(best)
+    for _ in range(2):  # a second improvement replaces the first copy, as in the trainer
+        if hasattr(trainer, "keep_best_state"):
+            trainer.keep_best_state()
+        else:  # the trainer before keep_best_state: the new copy was made while the last one was held
+            trainer.best_state = copy.deepcopy(model.state_dict())
+    watch.stage("best-state copy (twice)")
+    model.load_state_dict(trainer.best_state)
     with torch.no_grad():
         trainer.evaluator.evaluate(model.scorer(), "test")
     watch.stage("restore + test evaluation")
