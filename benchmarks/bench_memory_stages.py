@@ -7,6 +7,7 @@ Usage::
     python benchmarks/bench_memory_stages.py                          # DGMRec, sampled, 10^5 synthetic items
     python benchmarks/bench_memory_stages.py --items 30000 --set propagation=full --set sparse_embeddings=false
     python benchmarks/bench_memory_stages.py --model lightgcn --items 100000 --json bench-out/mem-lgcn.json
+    python benchmarks/bench_memory_stages.py --data-dir /tmp/big --set dataset=synthetic --set eval_item_chunk=250000
 
 The synthetic set has ``--items`` items, ``43 x items / 1,000`` users and 250 interactions per user
 (the shape of the 10^6-item set of docs/scaling.md), two modalities (image 128-d, text 96-d) and the
@@ -75,6 +76,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="dgmrec")
     ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--data-dir", type=Path, help="an MMRec-format folder instead of the synthetic set (--items is then ignored)")
     ap.add_argument("--batches", type=int, default=30, help="training batches timed between the hooks and the evaluation")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", type=Path)
@@ -96,10 +98,12 @@ def main() -> None:
                 eval_batch_size=512, eval_item_chunk=25_000, resume_every_minutes=0)
     if args.model != "dgmrec":
         over = {k: v for k, v in over.items() if k not in ("aggregation_fanout",)}
+    if args.data_dir:
+        over = {k: v for k, v in over.items() if not k.startswith("synth_")} | {"data_dir": str(args.data_dir)}
     over.update(parse_set(args.sets))
     cfg = resolve_config(args.model, MODELS.get(args.model).default_config, overrides=over)
     fixed = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-    print(f"{args.model}, {n:,} items, {over['synth_users']:,} users; MALLOC_MMAP_THRESHOLD_={fixed or 'unset (dynamic)'}")
+    print(f"{args.model}, {args.data_dir or f'{n:,} synthetic items'}; MALLOC_MMAP_THRESHOLD_={fixed or 'unset (dynamic)'}")
     print(f"{'stage':<34} {'RSS GiB':>8} {'peak since GiB':>14}")
     watch = PeakWatch()
     ds = load_dataset(cfg)
@@ -136,7 +140,7 @@ def main() -> None:
     watch.stage("restore + test evaluation")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        rec = {"model": args.model, "items": n, "config": {k: over[k] for k in sorted(over)}, "stages": watch.stages,
+        rec = {"model": args.model, "items": None if args.data_dir else n, "data_dir": str(args.data_dir or ""), "config": {k: over[k] for k in sorted(over)}, "stages": watch.stages,
                "malloc_mmap_threshold": fixed, "python": platform.python_version(), "torch": torch.__version__,
                "host": platform.node()}
         args.json.write_text(json.dumps(rec, indent=1, default=str))
