@@ -83,6 +83,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "modalities": None,
     # missing_items_<ratio>.npy to load; null = the only mask file present (none = no missing modality)
     "missing_ratio": None,
+    # a mask file to load instead (a relative path not found from the working directory is read from data_dir)
     "mask_file": None,
     # new-item setting (spec 1.5): read <dataset>_del.inter and new_items.npy (or derive them)
     "new_items": False,

@@ -252,6 +252,23 @@ def test_mask_file_selection(tmp_path):
         load_dataset(dir_config(d, missing_ratio=0.9))
     ds = load_dataset(dir_config(d, mask_file=str(d / "missing_items_0.2.npy")))
     assert ds.missing.missing["image"].sum() == 2 and ds.missing.missing["text"].sum() == 0
+    # missing_ratio none: no missing modality although the folder holds two masks
+    ds = load_dataset(dir_config(d, missing_ratio="none"))
+    assert not ds.missing.missing["image"].any() and not ds.missing.missing["text"].any()
+
+
+def test_relative_mask_file_is_read_from_the_working_directory_then_data_dir(tmp_path, monkeypatch):
+    d = write_mmrec_dir(tmp_path / "d", tiny_rows(), masks={"0.2": {"v": np.array([1, 2])}, "0.4": {"t": np.array([3])}})
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(dir_config(d, mask_file="missing_items_0.4.npy"))  # not in the working directory: data_dir's
+    assert ds.missing.missing["text"].sum() == 1 and not ds.missing.missing["image"].any()
+    (tmp_path / "missing_items_0.4.npy").write_bytes((d / "missing_items_0.2.npy").read_bytes())
+    ds = load_dataset(dir_config(d, mask_file="missing_items_0.4.npy"))  # the working directory's comes first
+    assert ds.missing.missing["image"].sum() == 2
+    with pytest.raises(GraphrecError, match=r"mask file 'nope\.npy' does not exist in the working directory nor in data_dir"):
+        load_dataset(dir_config(d, mask_file="nope.npy"))
+    with pytest.raises(GraphrecError, match=r"mask file '/nowhere/m\.npy' does not exist$"):
+        load_dataset(dir_config(d, mask_file="/nowhere/m.npy"))
 
 
 # ----------------------------------------------------------------------------- real data

@@ -313,8 +313,10 @@ def _load_directory(config: dict[str, Any], source: dict[str, Any]) -> RecDatase
 
 def _load_mask(config: dict[str, Any], data_dir: Path, mods: list[str], n_items: int) -> MissingModalities:
     if config.get("mask_file"):
-        return load_mask_file(config["mask_file"], mods, n_items)
+        return load_mask_file(_mask_path(Path(config["mask_file"]).expanduser(), data_dir), mods, n_items)
     ratio = config.get("missing_ratio")
+    if isinstance(ratio, str) and ratio.lower() == "none":  # no missing modality, whatever mask files the folder holds
+        return MissingModalities.none(mods, n_items)
     if ratio is not None:
         p = data_dir / f"missing_items_{ratio}.npy"
         if not p.is_file():
@@ -327,6 +329,18 @@ def _load_mask(config: dict[str, Any], data_dir: Path, mods: list[str], n_items:
     if files:
         return load_mask_file(files[0], mods, n_items)
     return MissingModalities.none(mods, n_items)
+
+
+def _mask_path(p: Path, data_dir: Path) -> Path:
+    """``mask_file`` as given; a relative path that is not a file from the working directory is read from
+    ``data_dir`` (where the dataset's own masks are)."""
+    if p.is_file() or p.is_absolute():
+        if not p.is_file():
+            raise GraphrecError(f"mask file '{p}' does not exist")
+        return p
+    if (data_dir / p).is_file():
+        return data_dir / p
+    raise GraphrecError(f"mask file '{p}' does not exist in the working directory nor in data_dir '{data_dir}'")
 
 
 def _new_item_interactions(data_dir: Path, name: str, full: Interactions) -> tuple[Interactions, np.ndarray]:
