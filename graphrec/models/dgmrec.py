@@ -361,8 +361,8 @@ class DGMRec(RecModel):
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(U, d)``, ``(N, d)``: ``propagate(infer_graph)["zu"]``, ``["zi"]`` (the same values), summed one
-        modality at a time (:meth:`modality_tables`): about seven ``(N, d)`` tables alive at the peak
-        instead of :meth:`propagate`'s ``6M + 3`` (docs/scaling.md, "Memory")."""
+        modality at a time (:meth:`modality_tables`): with two modalities about ten ``(N, d)`` tables
+        alive at the peak instead of :meth:`propagate`'s ~18 (docs/scaling.md, "Memory by stage")."""
         graph = self.infer_graph
         ue, ie = self.lightgcn(graph, self.user_emb, self.item_emb)
         sums: dict[str, torch.Tensor] = {}
