@@ -269,6 +269,9 @@ def test_relative_mask_file_is_read_from_the_working_directory_then_data_dir(tmp
         load_dataset(dir_config(d, mask_file="nope.npy"))
     with pytest.raises(GraphrecError, match=r"mask file '/nowhere/m\.npy' does not exist$"):
         load_dataset(dir_config(d, mask_file="/nowhere/m.npy"))
+    # the synthetic set has no folder to read a mask from: an error, not a silently ignored key
+    with pytest.raises(GraphrecError, match=r"'mask_file' applies to a data folder .*synth_missing"):
+        load_dataset(resolve_config("lightgcn", {}, overrides={"mask_file": "missing_items_0.4.npy"}))
 
 
 # ----------------------------------------------------------------------------- real data

@@ -235,6 +235,11 @@ def load_dataset(config: dict[str, Any]) -> RecDataset:
 
 
 def _load_synthetic(config: dict[str, Any], source: dict[str, Any]) -> RecDataset:
+    if config.get("mask_file"):
+        raise GraphrecError(
+            "'mask_file' applies to a data folder (--data-dir); the embedded synthetic set draws its mask "
+            "from 'synth_missing' (even, none or a ratio such as 0.6)"
+        )
     mods = check_modality_names(list(config.get("synth_modalities") or ["image", "text"]), "synth_modalities")
     per_user = int(config.get("synth_interactions", 25))  # >= 5, checked with the config (RANGES)
     syn = make_synthetic(
