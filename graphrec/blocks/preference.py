@@ -38,10 +38,6 @@ class PreferenceGate(nn.Module):
         """``π^m = tanh(W_m e_u)`` of one modality, ``(U, d)``."""
         return torch.tanh(self.maps[modality](user_emb))
 
-    def rho(self, g: dgl.DGLGraph, user_emb: torch.Tensor, modality: str) -> torch.Tensor:
-        """``ρ^m`` of one modality, ``(N, d)``: :meth:`forward`'s value without the other modalities' tables."""
-        return self.item_mean(g, self.pi(user_emb, modality))
-
     @staticmethod
     def item_mean(g: dgl.DGLGraph, pi: torch.Tensor) -> torch.Tensor:
         """``(U, d)`` user rows -> ``(N, d)``: each item's mean over its train users (0 without any)."""

@@ -338,10 +338,8 @@ def _load_mask(config: dict[str, Any], data_dir: Path, mods: list[str], n_items:
 
 def _mask_path(p: Path, data_dir: Path) -> Path:
     """``mask_file`` as given; a relative path that is not a file from the working directory is read from
-    ``data_dir`` (where the dataset's own masks are)."""
-    if p.is_file() or p.is_absolute():
-        if not p.is_file():
-            raise GraphrecError(f"mask file '{p}' does not exist")
+    ``data_dir`` (where the dataset's own masks are). A missing absolute path is reported by the loader."""
+    if p.is_absolute() or p.is_file():
         return p
     if (data_dir / p).is_file():
         return data_dir / p

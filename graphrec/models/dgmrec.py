@@ -332,32 +332,34 @@ class DGMRec(RecModel):
         the batch's rows only.
         """
         ue, ie = self.lightgcn(graph, self.user_emb, self.item_emb)
-        feats = {m: self.raw[m] for m in self.modalities}
-        g = self.general_encoder(feats)
-        s = self.specific_encoder(feats)
-        _, rho = self.preference(graph, self.user_emb)
-        gated_g, gated_s = PreferenceGate.gate(rho, g), PreferenceGate.gate(rho, s)
-        G = {m: self.item_propagation(graph, gated_g[m], m) for m in self.modalities}
-        S = {m: self.item_propagation(graph, gated_s[m], m) for m in self.modalities}
-        GU = {m: self.user_aggregation(graph, G[m]) for m in self.modalities}
-        SU = {m: self.user_aggregation(graph, S[m]) for m in self.modalities}
-        out = {"ue": ue, "ie": ie, "g": g, "s": s, "rho": rho, "G": G, "S": S, "GU": GU, "SU": SU}
+        out: dict[str, Any] = {"ue": ue, "ie": ie, **{k: {} for k in ("g", "s", "rho", "G", "S", "GU", "SU")}}
+        for m, t in self.modality_tables(graph, encoded=True):
+            for k in out.keys() & t.keys():
+                out[k][m] = t[k]
         if fuse:
-            out["zu"], out["zi"] = self.fusion(ue, GU, SU), self.fusion(ie, G, S)
+            out["zu"], out["zi"] = self.fusion(ue, out["GU"], out["SU"]), self.fusion(ie, out["G"], out["S"])
         return out
 
-    def modality_tables(self, graph: dgl.DGLGraph) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
-        """:meth:`propagate`'s per-modality tables, one modality at a time: ``(m, {"rho", "G", "S": (N, d),
-        "GU", "SU": (U, d)})`` with the same values, computed when the caller asks for modality ``m``, so
-        that a caller who keeps only what it needs never holds the encoders' outputs and the gated rows
-        of every modality at once."""
+    def modality_tables(self, graph: dgl.DGLGraph, encoded: bool = False) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+        """Steps 2-5 of spec 4.2 for one modality at a time: ``(m, {"pi": (U, d), "rho", "G", "S": (N, d),
+        "GU", "SU": (U, d)})``, computed when the caller asks for modality ``m``; ``encoded`` adds the
+        encoders' outputs ``"g"``, ``"s"`` ``(N, d)``. Without them a caller who keeps only what it needs
+        never holds the encoders' outputs and gated rows of every modality at once
+        (:meth:`representations`); :meth:`propagate` keeps everything."""
         for m in self.modalities:
             feats = {m: self.raw[m]}
-            rho = self.preference.rho(graph, self.user_emb, m)
-            G = self.item_propagation(graph, rho * self.general_encoder(feats)[m], m)
-            S = self.item_propagation(graph, rho * self.specific_encoder(feats)[m], m)
-            yield m, {"rho": rho, "G": G, "S": S, "GU": self.user_aggregation(graph, G), "SU": self.user_aggregation(graph, S)}
-            del rho, G, S  # before the next modality's are computed
+            pi = self.preference.pi(self.user_emb, m)
+            rho = self.preference.item_mean(graph, pi)
+            t = {"pi": pi, "rho": rho}
+            for enc_key, key, encoder in (("g", "G", self.general_encoder), ("s", "S", self.specific_encoder)):
+                x = encoder(feats)[m]
+                t[key] = self.item_propagation(graph, rho * x, m)  # the gate ρ ⊙ x (PreferenceGate.gate)
+                t[key + "U"] = self.user_aggregation(graph, t[key])
+                if encoded:
+                    t[enc_key] = x
+                del x  # without ``encoded``, before the next encoder runs
+            yield m, t
+            del pi, rho, t  # before the next modality's are computed
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(U, d)``, ``(N, d)``: ``propagate(infer_graph)["zu"]``, ``["zi"]`` (the same values), summed one

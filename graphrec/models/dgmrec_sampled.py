@@ -186,18 +186,17 @@ class DGMRecSampler:
         self.history = None  # the last epoch's tables go before this epoch's are built
         ui, _, _ = self._samplers()
         dev = m.item_emb.device
-        f: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("rho", "G", "S", "GU", "SU")}
+        f: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ("pi", "rho", "G", "S", "GU", "SU")}
         for mod, t in m.modality_tables(m.graph):  # one modality's encoder outputs alive at a time
             for k, tables in f.items():
                 tables[mod] = t[k]
-        pi = {mod: m.preference.pi(m.user_emb, mod) for mod in m.modalities}
         a = _full_matrix(ui.sampler, dev)
         h = torch.cat([m.user_emb, m.item_emb]).detach()
         layers = [h]
         for _ in self.fanouts:
             h = torch.sparse.mm(a, h)
             layers.append(h)
-        self.history = {"ui": layers, "pi": pi, **{k: f[k] for k in ("rho", "G", "S", "GU", "SU")}}
+        self.history = {"ui": layers, **f}
 
     def forward(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, items: torch.Tensor) -> dict[str, Any]:
         """The batch's rows of every quantity the loss reads.
